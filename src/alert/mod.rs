@@ -1,0 +1,161 @@
+//! Alerts: what the engine emits (CONTRACT.md section 3), with deterministic ids.
+//!
+//! The contract's fields come first and keep their meaning; everything after `at` is an
+//! extension (`schema`, `trigger`, participant details, timing, `summary`). An alert is built
+//! only on a state transition, so building it may allocate.
+//!
+//! `alert_id` is the first 16 bytes, in hex, of SHA-256 over
+//! `regwatch.alert.v1|incident|<participant_id>|<incident_id>|<status>|<investor_loss level>|<market_order level>|<exemption>`
+//! (for a telemetry gap: `regwatch.alert.v1|telemetry_gap|<participant_id>|<silent since, ms>|<status>`).
+//! The same incident reaching the same state therefore always gets the same id, across
+//! replays, restarts and instances, and receivers can drop duplicates by id.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::decode::{Category, EventKind, System};
+use crate::score::{AxisReport, Exemption, Level};
+use crate::time::Timestamp;
+
+pub const ALERT_SCHEMA: &str = "regwatch.alert.v1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertType {
+    Incident,
+    TelemetryGap,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// Which transition produced the alert (CONTRACT.md section 3 names exactly these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The incident first reached the configured minimum level.
+    Opened,
+    /// An axis rose (or the exemption status changed) because of a report.
+    Escalated,
+    /// An axis rose because time passed (an unresolved outage), with no new report.
+    Clock,
+    /// The incident was resolved.
+    Resolved,
+    /// A participant fell silent for longer than the configured gap.
+    Silent,
+    /// A silent participant was heard from again.
+    Heard,
+}
+
+/// One alert, serialised as one JSON object.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Alert {
+    pub alert_id: String,
+    #[serde(rename = "type")]
+    pub alert_type: AlertType,
+    pub participant_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
+    pub status: AlertStatus,
+    pub level: Level,
+    pub investor_loss: AxisReport,
+    pub market_order: AxisReport,
+    pub exemption: Exemption,
+    pub at: Timestamp,
+    // Extensions beyond the contract's minimum.
+    pub schema: &'static str,
+    pub trigger: Trigger,
+    pub participant_name: String,
+    pub participant_kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_kind: Option<EventKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<System>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Timestamp>,
+    /// Service duration at `at` (or at resolution), in minutes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_minutes: Option<f64>,
+    /// The `event_id` of the report that caused the transition; absent for clock-driven ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// For telemetry gaps: when the participant was last heard from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_heard_at: Option<Timestamp>,
+    /// One line a person can read and cite.
+    pub summary: String,
+}
+
+impl Alert {
+    pub fn to_json(&self) -> String {
+        // Serialising plain structs of strings and numbers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Deterministic incident alert id (see module docs).
+pub fn incident_alert_id(
+    participant_id: &str,
+    incident_id: &str,
+    status: AlertStatus,
+    investor_loss: Level,
+    market_order: Level,
+    exemption: Exemption,
+) -> String {
+    let exemption = match exemption {
+        Exemption::Eligible => "eligible",
+        Exemption::Ineligible => "ineligible",
+    };
+    digest_id(&[
+        ALERT_SCHEMA,
+        "incident",
+        participant_id,
+        incident_id,
+        status.as_str(),
+        investor_loss.as_str(),
+        market_order.as_str(),
+        exemption,
+    ])
+}
+
+/// Deterministic telemetry-gap alert id (see module docs).
+pub fn gap_alert_id(participant_id: &str, silent_since: Timestamp, status: AlertStatus) -> String {
+    digest_id(&[
+        ALERT_SCHEMA,
+        "telemetry_gap",
+        participant_id,
+        &silent_since.millis().to_string(),
+        status.as_str(),
+    ])
+}
+
+fn digest_id(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update(b"|");
+        }
+        h.update(p.as_bytes());
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,0 +1,342 @@
+//! The one configuration file: raw TOML (plus `REGWATCH__SECTION__KEY` environment
+//! overrides) -> validated [`Config`] whose fields cannot hold an invalid value.
+//!
+//! Every key is optional except the participant registry's entries, so a file holding only
+//! `[[participants]]` tables is valid. Unknown keys are refused, and every error names the key
+//! (`engine.dedup_window: invalid type: ...`).
+//!
+//! ```toml
+//! [engine]
+//! max_incidents = 100000            # open + retained resolved incidents, in total
+//! max_open_per_participant = 1000   # open incidents per participant
+//! dedup_window = 1024               # event ids remembered per participant
+//! resolved_retention = "24h"        # how long a resolved incident is kept
+//! telemetry_gap = "5m"              # silence that raises a telemetry_gap alert ("off" = never)
+//! max_event_bytes = 65536           # largest accepted message (the contract's limit)
+//!
+//! [rules]
+//! path = "rules.toml"               # relative to this file; default: the built-in grid
+//!
+//! [alerts]
+//! min_level = "general"             # incident alerts start at this level
+//!
+//! [[participants]]
+//! id = "GZ-BRK-0001"
+//! name = "Example Securities"       # default: the id
+//! kind = "broker"
+//! effective_customers = 2500000     # default: 0
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::decode::MAX_EVENT_BYTES;
+use crate::registry::{Participant, ParticipantKind, Registry};
+use crate::score::{ClockMode, EngineSettings, Level, Rules, RulesError};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("config: {key}: {problem}")]
+    Invalid { key: String, problem: String },
+    #[error("config: rules: {0}")]
+    Rules(#[from] RulesError),
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub engine: EngineSettings,
+    pub rules: Rules,
+    /// Where the rules came from (`None`: the built-in grid).
+    pub rules_path: Option<PathBuf>,
+    pub registry: Registry,
+    /// SHA-256 of the configuration text, for operators to tell which config runs.
+    pub digest: String,
+}
+
+impl Config {
+    /// Reads and validates a configuration file, with environment overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text, path.parent(), true)
+    }
+
+    /// Validates configuration text. Relative paths resolve against `base`.
+    pub fn from_toml(text: &str, base: Option<&Path>, env: bool) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml));
+        if env {
+            builder = builder.add_source(
+                config::Environment::with_prefix("REGWATCH")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            );
+        }
+        let cfg = builder
+            .build()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(cfg).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(&key, e.into_inner().to_string())
+        })?;
+        let digest = Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        raw.validate(base, digest)
+    }
+
+    /// A configuration with the built-in grid and defaults (for tests and the demo).
+    pub fn with_participants(participants: Vec<Participant>) -> Result<Config, ConfigError> {
+        Ok(Config {
+            engine: EngineSettings::default(),
+            rules: Rules::default_grid(),
+            rules_path: None,
+            registry: Registry::new(participants).map_err(|e| invalid("participants", e))?,
+            digest: String::new(),
+        })
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    engine: RawEngine,
+    #[serde(default)]
+    rules: RawRulesRef,
+    #[serde(default)]
+    alerts: RawAlerts,
+    #[serde(default)]
+    participants: Vec<RawParticipant>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEngine {
+    max_incidents: Option<usize>,
+    max_open_per_participant: Option<usize>,
+    dedup_window: Option<usize>,
+    resolved_retention: Option<String>,
+    telemetry_gap: Option<String>,
+    max_event_bytes: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRulesRef {
+    path: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    min_level: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParticipant {
+    id: String,
+    name: Option<String>,
+    kind: ParticipantKind,
+    #[serde(default)]
+    effective_customers: u64,
+}
+
+impl RawConfig {
+    fn validate(self, base: Option<&Path>, digest: String) -> Result<Config, ConfigError> {
+        let d = EngineSettings::default();
+        let e = self.engine;
+        let engine = EngineSettings {
+            clock: ClockMode::EventTime,
+            max_event_bytes: within(
+                "engine.max_event_bytes",
+                e.max_event_bytes,
+                d.max_event_bytes,
+                1,
+                MAX_EVENT_BYTES,
+            )?,
+            max_incidents: within(
+                "engine.max_incidents",
+                e.max_incidents,
+                d.max_incidents,
+                1,
+                100_000_000,
+            )?,
+            max_open_per_participant: within(
+                "engine.max_open_per_participant",
+                e.max_open_per_participant,
+                d.max_open_per_participant,
+                1,
+                100_000_000,
+            )?,
+            dedup_window: within(
+                "engine.dedup_window",
+                e.dedup_window,
+                d.dedup_window,
+                0,
+                1_000_000,
+            )?,
+            retention_ms: duration_or(
+                "engine.resolved_retention",
+                e.resolved_retention,
+                d.retention_ms,
+            )?,
+            telemetry_gap_ms: duration_or(
+                "engine.telemetry_gap",
+                e.telemetry_gap,
+                d.telemetry_gap_ms,
+            )?,
+            min_alert_level: match self.alerts.min_level {
+                None => d.min_alert_level,
+                Some(s) => match Level::parse(&s) {
+                    Some(l) if l != Level::None => l,
+                    _ => return Err(invalid(
+                        "alerts.min_level",
+                        format!(
+                            "unknown level {s:?} (known: general, larger, major, extraordinary)"
+                        ),
+                    )),
+                },
+            },
+        };
+        let rules_path = self.rules.path.map(|p| match base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p,
+        });
+        let rules = match &rules_path {
+            Some(p) => Rules::load(p)?,
+            None => Rules::default_grid(),
+        };
+        let participants = self
+            .participants
+            .into_iter()
+            .map(|p| Participant {
+                name: p.name.unwrap_or_else(|| p.id.clone()).into(),
+                id: p.id.into(),
+                kind: p.kind,
+                effective_customers: p.effective_customers,
+            })
+            .collect();
+        let registry = Registry::new(participants).map_err(|e| {
+            let (key, problem) = e.split_once(": ").unwrap_or(("participants", e.as_str()));
+            invalid(key, problem)
+        })?;
+        Ok(Config {
+            engine,
+            rules,
+            rules_path,
+            registry,
+            digest,
+        })
+    }
+}
+
+fn within(
+    key: &str,
+    v: Option<usize>,
+    default: usize,
+    lo: usize,
+    hi: usize,
+) -> Result<usize, ConfigError> {
+    let v = v.unwrap_or(default);
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(invalid(key, format!("{v} is outside {lo}..={hi}")))
+    }
+}
+
+fn duration_or(key: &str, v: Option<String>, default: i64) -> Result<i64, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_duration_ms(&s).ok_or_else(|| {
+            invalid(
+                key,
+                format!("{s:?} is not a duration (e.g. \"90s\", \"5m\", \"1h30m\", \"off\")"),
+            )
+        }),
+    }
+}
+
+/// Parses `"250ms"`, `"90s"`, `"5m"`, `"24h"`, `"7d"` and sums like `"1h30m"`; `"off"` and
+/// `"0"` are zero.
+pub fn parse_duration_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if s == "off" || s == "0" {
+        return Some(0);
+    }
+    let mut total: i64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (text, ms) in [
+            ("250ms", Some(250)),
+            ("90s", Some(90_000)),
+            ("5m", Some(300_000)),
+            ("1h30m", Some(5_400_000)),
+            ("7d", Some(604_800_000)),
+            ("off", Some(0)),
+            ("0", Some(0)),
+            ("", None),
+            ("5", None),
+            ("m5", None),
+            ("5 m", None),
+            ("5w", None),
+            ("-5m", None),
+        ] {
+            assert_eq!(parse_duration_ms(text), ms, "{text:?}");
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! The engine: events and the passing of time in, alerts out. Pure and synchronous.
+//!
+//! One `Engine` owns the state of the participants it is given events for; it does no I/O,
+//! never awaits, takes no lock, and for an event about an already-known incident allocates
+//! nothing unless an alert is emitted (the `alloc` test target proves it).
+//!
+//! Time: the engine clock only moves forward. In [`ClockMode::EventTime`] (replay) each event
+//! first advances it to its `occurred_at`; in [`ClockMode::External`] (the daemon) the caller
+//! advances it with wall time. Advancing fires, in due order, every deadline that passed:
+//! escalations of open incidents, telemetry gaps and evictions of resolved incidents.
+//!
+//! Bounds: at most `max_incidents` incidents (open plus retained resolved ones) and
+//! `max_open_per_participant` open ones per participant. A new incident beyond a bound first
+//! evicts the oldest retained resolved incident early; when none is left it is refused with
+//! [`Reject::EngineCapacity`] / [`Reject::ParticipantCapacity`], which the caller counts and
+//! dead-letters. Event-id memory is bounded by `dedup_window` per participant (`dedup.rs`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::dedup::{event_hash, Dedup};
+use super::emit::{gap_alert, incident_alert};
+use super::incident::{Emitted, Incident};
+use super::level::Level;
+use super::liveness::Liveness;
+use super::rules::Rules;
+use super::timers::{Deadlines, Due, Evictions, Slot};
+use crate::alert::{Alert, AlertStatus, Trigger};
+use crate::decode::Reject;
+use crate::decode::{decode, Event, IncidentReport, MAX_EVENT_BYTES};
+use crate::registry::{ParticipantIdx, Registry};
+use crate::time::{Timestamp, MS_PER_MINUTE};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClockMode {
+    /// The clock is the highest `occurred_at` seen (replay).
+    EventTime,
+    /// The caller advances the clock (the live daemon, with wall time).
+    External,
+}
+
+/// Engine tuning; every field has a documented default (see `config.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineSettings {
+    pub clock: ClockMode,
+    pub max_event_bytes: usize,
+    pub max_incidents: usize,
+    pub max_open_per_participant: usize,
+    pub dedup_window: usize,
+    /// How long a resolved incident is kept (to ignore late reports), in milliseconds.
+    pub retention_ms: i64,
+    /// Silence longer than this raises a telemetry gap; 0 disables the check.
+    pub telemetry_gap_ms: i64,
+    /// Incident alerts start once the incident reaches this level.
+    pub min_alert_level: Level,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            clock: ClockMode::EventTime,
+            max_event_bytes: MAX_EVENT_BYTES,
+            max_incidents: 100_000,
+            max_open_per_participant: 1_000,
+            dedup_window: 1_024,
+            retention_ms: 24 * 60 * MS_PER_MINUTE,
+            telemetry_gap_ms: 5 * MS_PER_MINUTE,
+            min_alert_level: Level::General,
+        }
+    }
+}
+
+/// What became of an accepted event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Heartbeat,
+    /// An incident report was applied (it may or may not have raised alerts).
+    Graded,
+    /// The `event_id` was seen recently: nothing changed.
+    Duplicate,
+    /// The incident is already resolved: the report was ignored.
+    AfterResolution,
+}
+
+/// Counters the engine keeps about itself (exported as metrics by the daemon).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub incidents_opened: u64,
+    pub incidents_resolved: u64,
+    pub evicted: u64,
+    pub evicted_early: u64,
+    pub duplicates: u64,
+    pub after_resolution: u64,
+    pub telemetry_gaps: u64,
+}
+
+#[derive(Default)]
+struct ParticipantState {
+    incidents: HashMap<Box<str>, Slot>,
+    open: usize,
+    dedup: Option<Dedup>,
+}
+
+#[derive(Clone, Copy)]
+enum Cause<'a> {
+    Report(&'a str),
+    Clock,
+}
+
+pub struct Engine {
+    rules: Arc<Rules>,
+    registry: Arc<Registry>,
+    settings: EngineSettings,
+    clock: Option<Timestamp>,
+    participants: Vec<ParticipantState>,
+    slab: Vec<Incident>,
+    free: Vec<Slot>,
+    in_use: usize,
+    open: usize,
+    deadlines: Deadlines,
+    evictions: Evictions,
+    liveness: Option<Liveness>,
+    stats: EngineStats,
+}
+
+impl Engine {
+    pub fn new(registry: Arc<Registry>, rules: Arc<Rules>, settings: EngineSettings) -> Engine {
+        let participants = (0..registry.len())
+            .map(|_| ParticipantState::default())
+            .collect();
+        Engine {
+            rules,
+            registry,
+            clock: None,
+            participants,
+            slab: Vec::new(),
+            free: Vec::new(),
+            in_use: 0,
+            open: 0,
+            deadlines: Deadlines::with_capacity(1024),
+            evictions: Evictions::default(),
+            liveness: None,
+            stats: EngineStats::default(),
+            settings,
+        }
+    }
+
+    /// Swaps the grid. Open incidents keep the levels they reached; new reports and
+    /// deadlines are graded by the new rules.
+    pub fn set_rules(&mut self, rules: Arc<Rules>) {
+        self.rules = rules;
+    }
+
+    pub fn rules(&self) -> &Arc<Rules> {
+        &self.rules
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn clock(&self) -> Option<Timestamp> {
+        self.clock
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    pub fn open_incidents(&self) -> usize {
+        self.open
+    }
+
+    /// Incidents held, open and retained resolved ones.
+    pub fn incidents_held(&self) -> usize {
+        self.in_use
+    }
+
+    /// Decodes and applies one message value.
+    pub fn process(&mut self, bytes: &[u8], out: &mut Vec<Alert>) -> Result<Outcome, Reject> {
+        let event = decode(bytes, &self.registry, self.settings.max_event_bytes)?;
+        self.apply(&event, out)
+    }
+
+    /// Applies one decoded event; alerts it causes are appended to `out`.
+    pub fn apply(&mut self, event: &Event<'_>, out: &mut Vec<Alert>) -> Result<Outcome, Reject> {
+        if self.settings.clock == ClockMode::EventTime || self.clock.is_none() {
+            self.advance_to(event.occurred_at, out);
+        }
+        let now = self.clock.unwrap_or(event.occurred_at);
+        let p = event.participant;
+        let hash = event_hash(&event.event_id);
+        let window = self.settings.dedup_window;
+        let dedup = self.participants[p.get()]
+            .dedup
+            .get_or_insert_with(|| Dedup::new(window));
+        if dedup.contains(hash) {
+            self.stats.duplicates += 1;
+            return Ok(Outcome::Duplicate);
+        }
+        self.heard(p, now, out);
+        let outcome = match &event.incident {
+            None => Outcome::Heartbeat,
+            Some(report) => self.report(event, report, now, out)?,
+        };
+        if let Some(d) = self.participants[p.get()].dedup.as_mut() {
+            d.insert(hash);
+        }
+        Ok(outcome)
+    }
+
+    /// Moves the clock forward to `now`, firing every deadline that passed, in due order.
+    pub fn advance_to(&mut self, now: Timestamp, out: &mut Vec<Alert>) {
+        let Some(clock) = self.clock else {
+            self.clock = Some(now);
+            self.liveness = Some(Liveness::new(self.registry.len(), now));
+            return;
+        };
+        if now <= clock {
+            return;
+        }
+        while let Some(next) = self.next_due(now) {
+            self.clock = Some(next.at());
+            match next {
+                Next::Escalate(due) => {
+                    self.deadlines.pop();
+                    self.escalate(due, out);
+                }
+                Next::Gap(p, since, at) => self.gap(p, since, at, out),
+                Next::Evict(due) => {
+                    self.evictions.pop();
+                    self.evict(due);
+                }
+            }
+        }
+        self.clock = Some(now);
+        let slab = &self.slab;
+        self.deadlines
+            .compact_if_needed(self.open, |d| deadline_live(slab, d));
+    }
+
+    fn next_due(&mut self, now: Timestamp) -> Option<Next> {
+        // Drop voided escalations so the heap's top is a live one.
+        while let Some(d) = self.deadlines.peek() {
+            if deadline_live(&self.slab, &d) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+        let mut best: Option<Next> = self.deadlines.peek().map(Next::Escalate);
+        if self.settings.telemetry_gap_ms > 0 {
+            if let Some((p, since)) = self.liveness.as_ref().and_then(Liveness::quietest) {
+                // "Longer than the gap": due one millisecond after the gap has elapsed.
+                let at = since.plus_millis(self.settings.telemetry_gap_ms + 1);
+                if best.is_none_or(|b| at < b.at()) {
+                    best = Some(Next::Gap(p, since, at));
+                }
+            }
+        }
+        if let Some(e) = self.evictions.peek() {
+            if best.is_none_or(|b| e.at < b.at()) {
+                best = Some(Next::Evict(e));
+            }
+        }
+        best.filter(|b| b.at() <= now)
+    }
+
+    fn heard(&mut self, p: ParticipantIdx, now: Timestamp, out: &mut Vec<Alert>) {
+        let Some(liveness) = self.liveness.as_mut() else {
+            return;
+        };
+        if let Some(since) = liveness.heard(p, now) {
+            out.push(gap_alert(
+                self.registry.get(p),
+                since,
+                AlertStatus::Resolved,
+                now,
+            ));
+        }
+    }
+
+    fn gap(&mut self, p: ParticipantIdx, since: Timestamp, at: Timestamp, out: &mut Vec<Alert>) {
+        if let Some(l) = self.liveness.as_mut() {
+            l.mark_silent(p);
+        }
+        self.stats.telemetry_gaps += 1;
+        out.push(gap_alert(
+            self.registry.get(p),
+            since,
+            AlertStatus::Firing,
+            at,
+        ));
+    }
+
+    fn report(
+        &mut self,
+        event: &Event<'_>,
+        report: &IncidentReport<'_>,
+        now: Timestamp,
+        out: &mut Vec<Alert>,
+    ) -> Result<Outcome, Reject> {
+        let p = event.participant;
+        let existing = self.participants[p.get()]
+            .incidents
+            .get(report.incident_id.as_ref())
+            .copied();
+        let slot = match existing {
+            Some(slot) => {
+                let inc = &self.slab[slot as usize];
+                if !inc.is_open() {
+                    self.stats.after_resolution += 1;
+                    return Ok(Outcome::AfterResolution);
+                }
+                if inc.kind != event.kind {
+                    return Err(Reject::KindChanged);
+                }
+                slot
+            }
+            None => self.create(event, report)?,
+        };
+        self.slab[slot as usize].merge(report, event.occurred_at);
+        self.evaluate(slot, now, Cause::Report(&event.event_id), out);
+        Ok(Outcome::Graded)
+    }
+
+    fn create(&mut self, event: &Event<'_>, report: &IncidentReport<'_>) -> Result<Slot, Reject> {
+        let p = event.participant;
+        let cap = self.settings.max_open_per_participant;
+        if self.participants[p.get()].open >= cap {
+            return Err(Reject::ParticipantCapacity(cap));
+        }
+        if self.in_use >= self.settings.max_incidents && !self.evict_oldest_resolved() {
+            return Err(Reject::EngineCapacity(self.settings.max_incidents));
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                let generation = self.slab[slot as usize].generation.wrapping_add(1);
+                self.slab[slot as usize] =
+                    Incident::new(p, report, event.kind, event.occurred_at, generation);
+                slot
+            }
+            None => {
+                let slot = self.slab.len() as Slot;
+                self.slab
+                    .push(Incident::new(p, report, event.kind, event.occurred_at, 0));
+                slot
+            }
+        };
+        let ps = &mut self.participants[p.get()];
+        ps.incidents
+            .insert(report.incident_id.as_ref().into(), slot);
+        ps.open += 1;
+        self.in_use += 1;
+        self.open += 1;
+        self.stats.incidents_opened += 1;
+        Ok(slot)
+    }
+
+    /// Regrades an incident at `at` and emits the alerts its transitions call for.
+    fn evaluate(&mut self, slot: Slot, at: Timestamp, cause: Cause<'_>, out: &mut Vec<Alert>) {
+        let rules = &self.rules;
+        let inc = &mut self.slab[slot as usize];
+        let participant = self.registry.get(inc.participant);
+        let subject = inc.subject(participant, at);
+        let minutes = subject.minutes;
+        let grade = inc.grade.raised_by(rules.grade(&subject));
+        inc.peak_minutes = minutes;
+        inc.grade = grade;
+        let exemption = rules.exemption(grade);
+        let event_id = match cause {
+            Cause::Report(id) => Some(id),
+            Cause::Clock => None,
+        };
+        let trigger = match inc.emitted {
+            None if grade.overall() >= self.settings.min_alert_level => Some(Trigger::Opened),
+            Some(e) if e.grade != grade || e.exemption != exemption => Some(match cause {
+                Cause::Report(_) => Trigger::Escalated,
+                Cause::Clock => Trigger::Clock,
+            }),
+            _ => None,
+        };
+        if let Some(trigger) = trigger {
+            out.push(incident_alert(
+                rules,
+                participant,
+                inc,
+                AlertStatus::Firing,
+                trigger,
+                at,
+                event_id,
+            ));
+            inc.emitted = Some(Emitted { grade, exemption });
+        }
+        if !inc.is_open() {
+            if inc.emitted.is_some() {
+                out.push(incident_alert(
+                    rules,
+                    participant,
+                    inc,
+                    AlertStatus::Resolved,
+                    Trigger::Resolved,
+                    at,
+                    event_id,
+                ));
+            }
+            self.resolve(slot, at);
+            return;
+        }
+        let next = rules
+            .next_deadline(&inc.subject(participant, at), grade, inc.started_at)
+            .filter(|d| *d > at);
+        if next != inc.deadline {
+            inc.generation = inc.generation.wrapping_add(1);
+            inc.deadline = next;
+            if let Some(t) = next {
+                self.deadlines.schedule(Due {
+                    at: t,
+                    slot,
+                    generation: inc.generation,
+                });
+            }
+        }
+    }
+
+    fn escalate(&mut self, due: Due, out: &mut Vec<Alert>) {
+        let inc = &mut self.slab[due.slot as usize];
+        inc.deadline = None;
+        self.evaluate(due.slot, due.at, Cause::Clock, out);
+    }
+
+    fn resolve(&mut self, slot: Slot, at: Timestamp) {
+        let inc = &mut self.slab[slot as usize];
+        inc.generation = inc.generation.wrapping_add(1);
+        inc.deadline = None;
+        let generation = inc.generation;
+        let ps = &mut self.participants[inc.participant.get()];
+        ps.open = ps.open.saturating_sub(1);
+        self.open = self.open.saturating_sub(1);
+        self.stats.incidents_resolved += 1;
+        self.evictions.push(Due {
+            at: at.plus_millis(self.settings.retention_ms),
+            slot,
+            generation,
+        });
+    }
+
+    fn evict(&mut self, due: Due) -> bool {
+        let inc = &mut self.slab[due.slot as usize];
+        if !inc.live || inc.generation != due.generation || inc.is_open() {
+            return false;
+        }
+        inc.live = false;
+        let id = std::mem::take(&mut inc.incident_id);
+        self.participants[inc.participant.get()]
+            .incidents
+            .remove(&id);
+        self.free.push(due.slot);
+        self.in_use -= 1;
+        self.stats.evicted += 1;
+        true
+    }
+
+    /// Frees the oldest retained resolved incident ahead of time, if there is one.
+    fn evict_oldest_resolved(&mut self) -> bool {
+        while let Some(due) = self.evictions.pop() {
+            if self.evict(due) {
+                self.stats.evicted_early += 1;
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// The next thing due as time passes.
+#[derive(Clone, Copy)]
+enum Next {
+    Escalate(Due),
+    Gap(ParticipantIdx, Timestamp, Timestamp),
+    Evict(Due),
+}
+
+impl Next {
+    fn at(&self) -> Timestamp {
+        match self {
+            Next::Escalate(d) | Next::Evict(d) => d.at,
+            Next::Gap(_, _, at) => *at,
+        }
+    }
+}
+
+fn deadline_live(slab: &[Incident], d: &Due) -> bool {
+    slab.get(d.slot as usize)
+        .is_some_and(|inc| inc.live && inc.generation == d.generation && inc.deadline == Some(d.at))
+}

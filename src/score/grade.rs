@@ -1,0 +1,284 @@
+//! Evaluating the compiled grid against one incident: levels, scores, reasons, deadlines.
+//!
+//! The hot path is [`Rules::grade`]: a walk over a few dozen rules with bit-mask filters and
+//! float comparisons, no allocation. [`Rules::explain`] (which allocates) runs only when an
+//! alert is built.
+//!
+//! Contract semantics that are not data (CONTRACT.md section 2): an axis with figures but no
+//! matching rule is `general`, without figures `none`; market-order figures are an
+//! outage/degradation or any trading anomaly; investor-loss figures are `records_exposed`,
+//! `affected_investors`, `loss_cny` or `orders_delayed` above zero.
+//!
+//! ## Score (0..100 per axis)
+//!
+//! Each level owns a band: `none` 0, `general` 1..=24, `larger` 25..=49, `major` 50..=74,
+//! `extraordinary` 75..=100. Within `general`, `larger` and `major` the score is the band's
+//! floor plus the band's width times the *progress* towards the next level: for every rule of
+//! the next level that applies to the incident, the least-satisfied of its conditions
+//! (observed / threshold, capped at 1), and the best such rule wins (capped below 1, since
+//! a rule fully met would have raised the level). Within `extraordinary` the score is
+//! 75 + 25 x min(1, r - 1), where r is how far the best matching rule's least-satisfied
+//! condition exceeds its threshold (twice the threshold scores 100).
+
+use super::level::{Axis, Exemption, Grade, Level};
+use super::rules::{Condition, Filter, Metric, Op, Rule, Rules};
+use crate::decode::{Category, EventKind, Figure, Figures, RecordType, Scope, System, Word};
+use crate::registry::ParticipantKind;
+use crate::time::{Timestamp, MS_PER_MINUTE};
+
+/// Everything a rule can look at, for one incident at one instant.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    pub kind: EventKind,
+    pub category: Category,
+    pub participant_kind: ParticipantKind,
+    pub system: System,
+    pub scope: Scope,
+    pub record_type: RecordType,
+    pub figures: &'a Figures,
+    pub minutes: f64,
+    pub effective_customers: f64,
+}
+
+impl Subject<'_> {
+    pub fn metric(&self, m: Metric) -> f64 {
+        match m {
+            Metric::Figure(f) => self.figures.value(f),
+            Metric::Abs(f) => self.figures.value(f).abs(),
+            Metric::Minutes => self.minutes.max(0.0),
+            Metric::UnitsPct => match self.figures.get(Figure::AffectedUnitsPct) {
+                Some(v) => v,
+                None if self.scope == Scope::Full => 100.0,
+                None => 0.0,
+            },
+            Metric::EffectiveCustomers => self.effective_customers,
+        }
+    }
+
+    fn admits(&self, f: &Filter) -> bool {
+        f.event_kind & self.kind.bit() != 0
+            && f.category & self.category.bit() != 0
+            && f.participant_kind & self.participant_kind.bit() != 0
+            && f.system & self.system.bit() != 0
+            && f.scope & self.scope.bit() != 0
+            && f.record_type & self.record_type.bit() != 0
+    }
+
+    fn satisfies(&self, c: &Condition) -> bool {
+        c.op.holds(self.metric(c.metric), c.threshold)
+    }
+
+    fn matches(&self, r: &Rule) -> bool {
+        self.admits(&r.when) && r.all.iter().all(|c| self.satisfies(c))
+    }
+
+    /// The level an axis has when it carries figures but no rule matches.
+    fn floor(&self, axis: Axis) -> Level {
+        let carries = match axis {
+            Axis::MarketOrder => self.kind == EventKind::Trading || self.category.is_service(),
+            Axis::InvestorLoss => INVESTOR_FIGURES
+                .iter()
+                .any(|f| self.figures.value(*f) > 0.0),
+        };
+        if carries {
+            Level::General
+        } else {
+            Level::None
+        }
+    }
+}
+
+const INVESTOR_FIGURES: [Figure; 4] = [
+    Figure::RecordsExposed,
+    Figure::AffectedInvestors,
+    Figure::LossCny,
+    Figure::OrdersDelayed,
+];
+
+/// One observed fact behind a level: a rule's condition, the value seen and the threshold.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Reason {
+    pub rule: String,
+    pub level: Level,
+    pub metric: String,
+    pub observed: f64,
+    pub op: &'static str,
+    pub threshold: f64,
+    pub cite: String,
+}
+
+/// One axis of an alert: level, 0..100 score and the reasons.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct AxisReport {
+    pub level: Level,
+    pub score: u8,
+    pub reasons: Vec<Reason>,
+}
+
+/// Rule id used for the contract's floor (`general` without a matching rule).
+pub const FLOOR_RULE: &str = "contract.floor";
+const FLOOR_CITE: &str =
+    "CONTRACT.md s.2: an incident carrying figures for an axis is at least general on it";
+
+impl Rules {
+    /// The level of one axis: the highest matching rule, or the contract's floor.
+    pub fn level(&self, axis: Axis, s: &Subject) -> Level {
+        self.of(axis)
+            .iter()
+            .find(|r| s.matches(r))
+            .map_or_else(|| s.floor(axis), |r| r.level)
+    }
+
+    pub fn grade(&self, s: &Subject) -> Grade {
+        Grade {
+            investor_loss: self.level(Axis::InvestorLoss, s),
+            market_order: self.level(Axis::MarketOrder, s),
+        }
+    }
+
+    pub fn exemption(&self, g: Grade) -> Exemption {
+        let crossed = Axis::ALL
+            .iter()
+            .any(|a| g.get(*a) >= self.exemption_line(*a));
+        if crossed {
+            Exemption::Ineligible
+        } else {
+            Exemption::Eligible
+        }
+    }
+
+    /// Why `axis` stands at `level` (which may be higher than the current figures justify:
+    /// levels never fall while an incident is open, so `level` is the one the incident holds).
+    pub fn explain(&self, axis: Axis, s: &Subject, level: Level) -> AxisReport {
+        let mut reasons = Vec::new();
+        for r in self.of(axis).iter().filter(|r| r.level == level) {
+            if s.matches(r) {
+                reasons.extend(r.all.iter().map(|c| Reason {
+                    rule: r.id.to_string(),
+                    level: r.level,
+                    metric: c.metric.name().to_string(),
+                    observed: s.metric(c.metric),
+                    op: c.op.as_str(),
+                    threshold: c.threshold,
+                    cite: r.cite.to_string(),
+                }));
+            }
+        }
+        if reasons.is_empty() && level == Level::General {
+            reasons.extend(floor_reason(axis, s));
+        }
+        AxisReport {
+            level,
+            score: self.score(axis, s, level),
+            reasons,
+        }
+    }
+
+    /// The 0..100 score of one axis (formula in the module docs).
+    pub fn score(&self, axis: Axis, s: &Subject, level: Level) -> u8 {
+        let (floor, width) = match level {
+            Level::None => return 0,
+            Level::General => (1.0, 24.0),
+            Level::Larger => (25.0, 25.0),
+            Level::Major => (50.0, 25.0),
+            Level::Extraordinary => {
+                let r = self
+                    .of(axis)
+                    .iter()
+                    .filter(|r| r.level == Level::Extraordinary && s.matches(r))
+                    .map(|r| least_ratio(s, r, f64::INFINITY))
+                    .fold(1.0, f64::max);
+                return (75.0 + 25.0 * (r - 1.0).clamp(0.0, 1.0)).floor() as u8;
+            }
+        };
+        let next = level.next().unwrap_or(Level::Extraordinary);
+        let progress = self
+            .of(axis)
+            .iter()
+            .filter(|r| r.level == next && s.admits(&r.when))
+            .map(|r| least_ratio(s, r, 1.0))
+            .fold(0.0, f64::max)
+            .min(0.99);
+        (floor + width * progress).floor() as u8
+    }
+
+    /// The earliest instant after which the passing of time alone would raise a level:
+    /// a rule above the current level whose only unmet conditions are `minutes >= / > t`.
+    pub fn next_deadline(
+        &self,
+        s: &Subject,
+        grade: Grade,
+        started_at: Timestamp,
+    ) -> Option<Timestamp> {
+        let mut best: Option<i64> = None;
+        for axis in Axis::ALL {
+            let current = grade.get(axis);
+            for r in self.of(axis).iter().take_while(|r| r.level > current) {
+                if !s.admits(&r.when) {
+                    continue;
+                }
+                let mut due_ms: Option<i64> = None;
+                let mut blocked = false;
+                for c in &r.all {
+                    match (c.metric, c.op) {
+                        (Metric::Minutes, Op::Ge) => {
+                            let ms = (c.threshold * MS_PER_MINUTE as f64).ceil() as i64;
+                            due_ms = Some(due_ms.map_or(ms, |d| d.max(ms)));
+                        }
+                        (Metric::Minutes, Op::Gt) => {
+                            let ms = (c.threshold * MS_PER_MINUTE as f64).floor() as i64 + 1;
+                            due_ms = Some(due_ms.map_or(ms, |d| d.max(ms)));
+                        }
+                        _ => blocked |= !s.satisfies(c),
+                    }
+                }
+                if let (Some(ms), false) = (due_ms, blocked) {
+                    best = Some(best.map_or(ms, |b| b.min(ms)));
+                }
+            }
+        }
+        best.map(|ms| started_at.plus_millis(ms))
+    }
+}
+
+/// The smallest observed/threshold ratio over a rule's conditions, each capped at `cap`.
+fn least_ratio(s: &Subject, r: &Rule, cap: f64) -> f64 {
+    r.all
+        .iter()
+        .map(|c| {
+            let observed = s.metric(c.metric);
+            let ratio = match c.op {
+                Op::Ge | Op::Gt if c.threshold > 0.0 => observed / c.threshold,
+                _ if s.satisfies(c) => 1.0,
+                _ => 0.0,
+            };
+            ratio.clamp(0.0, cap)
+        })
+        .fold(cap, f64::min)
+}
+
+fn floor_reason(axis: Axis, s: &Subject) -> Option<Reason> {
+    let (metric, observed, op) = match axis {
+        Axis::InvestorLoss => {
+            let f = INVESTOR_FIGURES
+                .iter()
+                .copied()
+                .find(|f| s.figures.value(*f) > 0.0)?;
+            (f.as_str().to_string(), s.figures.value(f), Op::Gt)
+        }
+        Axis::MarketOrder if s.kind == EventKind::Trading => {
+            let (f, v) = s.figures.iter().next().unwrap_or((Figure::Orders, 0.0));
+            (f.as_str().to_string(), v, Op::Ge)
+        }
+        Axis::MarketOrder => ("minutes".to_string(), s.metric(Metric::Minutes), Op::Ge),
+    };
+    Some(Reason {
+        rule: FLOOR_RULE.to_string(),
+        level: Level::General,
+        metric,
+        observed,
+        op: op.as_str(),
+        threshold: 0.0,
+        cite: FLOOR_CITE.to_string(),
+    })
+}

@@ -1,0 +1,115 @@
+//! The state of one incident, and how a report updates it.
+//!
+//! Invariants kept here: figures are cumulative maxima; `started_at` is the earliest reported;
+//! `scope` once `full` stays `full`; `grade` and `peak_minutes` only rise; a resolved incident
+//! takes no further reports.
+
+use crate::decode::{
+    Category, EventKind, Figures, IncidentReport, RecordType, Scope, Status, System,
+};
+use crate::registry::{Participant, ParticipantIdx};
+use crate::score::grade::Subject;
+use crate::score::level::{Exemption, Grade};
+use crate::time::Timestamp;
+
+/// What the last firing alert of an incident said, to detect the next transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Emitted {
+    pub grade: Grade,
+    pub exemption: Exemption,
+}
+
+#[derive(Clone, Debug)]
+pub struct Incident {
+    /// False once evicted; the slab slot is then free for reuse.
+    pub live: bool,
+    /// Bumped whenever a scheduled deadline of this slot is voided (and on reuse).
+    pub generation: u32,
+    pub participant: ParticipantIdx,
+    pub incident_id: Box<str>,
+    pub kind: EventKind,
+    pub category: Category,
+    pub system: Option<System>,
+    pub scope: Option<Scope>,
+    pub record_type: Option<RecordType>,
+    pub started_at: Timestamp,
+    pub resolved_at: Option<Timestamp>,
+    pub figures: Figures,
+    /// Longest service duration graded so far (levels only rise, so neither does this).
+    pub peak_minutes: f64,
+    pub grade: Grade,
+    pub scores: [u8; 2],
+    pub emitted: Option<Emitted>,
+    pub deadline: Option<Timestamp>,
+}
+
+impl Incident {
+    pub fn new(
+        participant: ParticipantIdx,
+        report: &IncidentReport<'_>,
+        kind: EventKind,
+        occurred_at: Timestamp,
+        generation: u32,
+    ) -> Incident {
+        Incident {
+            live: true,
+            generation,
+            participant,
+            incident_id: report.incident_id.as_ref().into(),
+            kind,
+            category: report.category,
+            system: None,
+            scope: None,
+            record_type: None,
+            started_at: report.started_at.unwrap_or(occurred_at),
+            resolved_at: None,
+            figures: Figures::default(),
+            peak_minutes: 0.0,
+            grade: Grade::default(),
+            scores: [0; 2],
+            emitted: None,
+            deadline: None,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.resolved_at.is_none()
+    }
+
+    /// Folds a report into the state. Allocation-free.
+    pub fn merge(&mut self, report: &IncidentReport<'_>, occurred_at: Timestamp) {
+        self.category = report.category;
+        self.system = report.system.or(self.system);
+        self.record_type = report.record_type.or(self.record_type);
+        if self.scope != Some(Scope::Full) {
+            self.scope = report.scope.or(self.scope);
+        }
+        let started = report.started_at.unwrap_or(occurred_at);
+        self.started_at = self.started_at.min(started);
+        self.figures.merge_max(&report.figures);
+        if report.status == Status::Resolved {
+            self.resolved_at = Some(occurred_at);
+        }
+    }
+
+    /// Service duration in minutes at `now` (or at resolution), never below what was graded.
+    pub fn minutes_at(&self, now: Timestamp) -> f64 {
+        let end = self.resolved_at.unwrap_or(now);
+        end.minutes_since(self.started_at).max(self.peak_minutes)
+    }
+
+    /// The rule subject of this incident at `now`.
+    pub fn subject<'a>(&'a self, p: &Participant, now: Timestamp) -> Subject<'a> {
+        Subject {
+            kind: self.kind,
+            category: self.category,
+            participant_kind: p.kind,
+            system: self.system.unwrap_or(System::Other),
+            scope: self.scope.unwrap_or(Scope::Partial),
+            record_type: self.record_type.unwrap_or(RecordType::Personal),
+            figures: &self.figures,
+            minutes: self.minutes_at(now),
+            effective_customers: p.effective_customers as f64,
+        }
+    }
+}
