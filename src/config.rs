@@ -213,12 +213,14 @@ impl RawConfig {
                 None => d.min_alert_level,
                 Some(s) => match Level::parse(&s) {
                     Some(l) if l != Level::None => l,
-                    _ => return Err(invalid(
-                        "alerts.min_level",
-                        format!(
+                    _ => {
+                        return Err(invalid(
+                            "alerts.min_level",
+                            format!(
                             "unknown level {s:?} (known: general, larger, major, extraordinary)"
                         ),
-                    )),
+                        ))
+                    }
                 },
             },
         };

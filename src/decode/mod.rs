@@ -11,5 +11,5 @@ pub use event::{
     Category, Event, EventKind, Figure, Figures, IncidentReport, RecordType, Scope, Status, System,
     Word, FIGURE_COUNT,
 };
-pub use parse::{decode, MAX_EVENT_BYTES, SCHEMA_V1};
+pub use parse::{check_key, decode, MAX_EVENT_BYTES, SCHEMA_V1};
 pub use reject::{Field, Reject};

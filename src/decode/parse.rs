@@ -50,6 +50,15 @@ pub fn decode<'a>(
     raw.finish(registry)
 }
 
+/// Checks the Kafka message key against the payload: one participant must not be able to
+/// report as another. A message without a key is refused too (the contract requires it).
+pub fn check_key(key: Option<&[u8]>, participant_id: &str) -> Result<(), Reject> {
+    match key {
+        Some(k) if k == participant_id.as_bytes() => Ok(()),
+        _ => Err(Reject::KeyMismatch),
+    }
+}
+
 /// Any JSON value, read without judging its type.
 enum Scalar<'de> {
     Str(Cow<'de, str>),
@@ -274,7 +283,12 @@ impl<'a> Raw<'a> {
 
     fn finish(self, registry: &Registry) -> Result<Event<'a>, Reject> {
         match self.schema {
-            SchemaSeen::Missing => return Err(Reject::MissingField(Field::Schema)),
+            SchemaSeen::Missing => {
+                let schema_reject = self
+                    .first_reject
+                    .filter(|r| r.field() == Some(Field::Schema));
+                return Err(schema_reject.unwrap_or(Reject::MissingField(Field::Schema)));
+            }
             SchemaSeen::Other => return Err(Reject::UnknownSchema),
             SchemaSeen::V1 => {}
         }

@@ -260,7 +260,7 @@ impl Rules {
         }
         for rules in &mut by_axis {
             // Stable: rules of one level keep their file order (it orders reasons).
-            rules.sort_by(|a, b| b.level.cmp(&a.level));
+            rules.sort_by_key(|r| std::cmp::Reverse(r.level));
         }
         let exemption = [
             exemption_level("investor_loss", &raw.exemption.investor_loss)?,

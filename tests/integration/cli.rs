@@ -1,0 +1,338 @@
+//! The binary as operators and supervisors use it: `check-config` and `replay`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn regwatch() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_regwatch"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    // Keep the caller's REGWATCH__ overrides out of the tests.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("REGWATCH__") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("regwatch-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+fn check_config(path: &Path, env: &[(&str, &str)]) -> Output {
+    let mut c = regwatch();
+    c.arg("check-config").arg(path);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn check_config_accepts_the_shipped_example_and_a_registry_only_file() {
+    let out = check_config(&repo("config/regwatch.toml"), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("ok (8 participants, 30 rules"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let only = temp_file(
+        "only-participants.toml",
+        "[[participants]]\nid = \"GZ-BRK-0001\"\nname = \"Example Securities\"\nkind = \"broker\"\neffective_customers = 2500000\n",
+    );
+    let out = check_config(&only, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn check_config_names_the_bad_key_and_why() {
+    let participant = "[[participants]]\nid = \"A\"\nkind = \"broker\"\n";
+    for (name, body, expect) in [
+        (
+            "unknown-key.toml",
+            format!("[engine]\ndedup_windw = 5\n{participant}"),
+            "dedup_windw",
+        ),
+        (
+            "bad-type.toml",
+            format!("[engine]\ndedup_window = \"many\"\n{participant}"),
+            "engine.dedup_window",
+        ),
+        (
+            "bad-range.toml",
+            format!("[engine]\nmax_incidents = 0\n{participant}"),
+            "engine.max_incidents",
+        ),
+        (
+            "bad-duration.toml",
+            format!("[engine]\ntelemetry_gap = \"soon\"\n{participant}"),
+            "engine.telemetry_gap",
+        ),
+        (
+            "bad-level.toml",
+            format!("[alerts]\nmin_level = \"severe\"\n{participant}"),
+            "alerts.min_level",
+        ),
+        (
+            "bad-kind.toml",
+            "[[participants]]\nid = \"A\"\nkind = \"bank\"\n".to_string(),
+            "participants[0].kind",
+        ),
+        (
+            "dup-id.toml",
+            format!("{participant}{participant}"),
+            "participants[1].id",
+        ),
+        (
+            "no-kind.toml",
+            "[[participants]]\nid = \"A\"\n".to_string(),
+            "kind",
+        ),
+        (
+            "missing-rules.toml",
+            format!("[rules]\npath = \"nowhere.toml\"\n{participant}"),
+            "nowhere.toml",
+        ),
+        ("not-toml.toml", "[[participants]\n".to_string(), "config"),
+    ] {
+        let out = check_config(&temp_file(name, &body), &[]);
+        assert!(!out.status.success(), "{name} must be refused");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(expect),
+            "{name}: {err:?} should name {expect:?}"
+        );
+    }
+}
+
+#[test]
+fn check_config_refuses_bad_rules_with_the_rule_and_value() {
+    let rules = |body: &str| {
+        let path = temp_file("rules-under-test.toml", body);
+        let cfg = format!(
+            "[rules]\npath = {:?}\n[[participants]]\nid = \"A\"\nkind = \"broker\"\n",
+            path.display().to_string()
+        );
+        check_config(&temp_file("with-rules.toml", &cfg), &[])
+    };
+    let rule = |level: &str, when: &str, all: &str| {
+        format!("[[rule]]\nid = \"r1\"\naxis = \"market_order\"\nlevel = \"{level}\"\nwhen = {{ {when} }}\nall = [{all}]\n")
+    };
+    for (body, expect) in [
+        (
+            rule("major", "", "\"minuts >= 3\""),
+            "unknown metric \"minuts\"",
+        ),
+        (
+            rule("severe", "", "\"minutes >= 3\""),
+            "unknown level \"severe\"",
+        ),
+        (
+            rule("major", "participant_kind = [\"bank\"]", "\"minutes >= 3\""),
+            "unknown value \"bank\"",
+        ),
+        (
+            rule("major", "category = [\"meteor\"]", "\"minutes >= 3\""),
+            "when.category",
+        ),
+        (
+            rule("major", "", "\"minutes >= soon\""),
+            "not a finite number",
+        ),
+        (rule("major", "", "\"minutes ~ 3\""), "unknown operator"),
+        (
+            format!("{}{}", rule("major", "", ""), rule("larger", "", "")),
+            "duplicate rule id",
+        ),
+        (
+            "[exemption]\nmarket_order = \"none\"\n".to_string(),
+            "exemption.market_order",
+        ),
+        (
+            "[[rule]]\nid = \"r\"\naxis = \"market_order\"\nlevel = \"major\"\nthreshold = 3\n"
+                .to_string(),
+            "threshold",
+        ),
+    ] {
+        let out = rules(&body);
+        assert!(!out.status.success(), "rules must be refused: {body}");
+        let err = text(&out.stderr);
+        assert!(err.contains(expect), "{err:?} should contain {expect:?}");
+    }
+    // A valid custom grid is accepted and counted.
+    let out = rules(&rule(
+        "major",
+        "participant_kind = [\"broker\"]",
+        "\"minutes >= 3\"",
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 rules"));
+}
+
+#[test]
+fn environment_variables_override_the_file() {
+    let path = repo("config/regwatch.toml");
+    let out = check_config(&path, &[("REGWATCH__ENGINE__DEDUP_WINDOW", "lots")]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("engine.dedup_window"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = check_config(&path, &[("REGWATCH__ENGINE__DEDUP_WINDOW", "64")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // An override changes behaviour: with min_level = extraordinary only the biggest fire.
+    let out = regwatch()
+        .args([
+            "replay",
+            "--config",
+            "config/regwatch.toml",
+            "config/example-events.jsonl",
+        ])
+        .env("REGWATCH__ALERTS__MIN_LEVEL", "extraordinary")
+        .env("REGWATCH__ENGINE__TELEMETRY_GAP", "off")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let alerts = parse_alerts(&out.stdout);
+    assert!(!alerts.is_empty());
+    assert!(alerts
+        .iter()
+        .all(|a| a["type"] == "incident" && a["level"] == "extraordinary"));
+}
+
+fn parse_alerts(stdout: &[u8]) -> Vec<Value> {
+    text(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("alert line {l:?}: {e}")))
+        .collect()
+}
+
+fn replay_example() -> Output {
+    regwatch()
+        .args([
+            "replay",
+            "--config",
+            "config/regwatch.toml",
+            "config/example-events.jsonl",
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn replay_of_the_example_shows_every_alert_kind() {
+    let out = replay_example();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let alerts = parse_alerts(&out.stdout);
+    let has = |pred: &dyn Fn(&Value) -> bool| alerts.iter().any(pred);
+    for trigger in [
+        "opened",
+        "escalated",
+        "clock",
+        "resolved",
+        "silent",
+        "heard",
+    ] {
+        assert!(has(&|a| a["trigger"] == trigger), "a {trigger} alert");
+    }
+    assert!(has(
+        &|a| a["type"] == "telemetry_gap" && a["status"] == "firing"
+    ));
+    assert!(has(
+        &|a| a["type"] == "incident" && a["status"] == "resolved"
+    ));
+    assert!(has(&|a| a["exemption"] == "ineligible"));
+    for level in ["general", "larger", "major", "extraordinary"] {
+        assert!(has(&|a| a["level"] == level), "a {level} alert");
+    }
+    // The exchange delay of 10:10 escalates to major at 10:20 with no new report.
+    assert!(has(&|a| a["incident_id"] == "CONFIRM-DELAY"
+        && a["trigger"] == "clock"
+        && a["market_order"]["level"] == "major"
+        && a["at"] == "2026-03-02T02:20:00.000Z"));
+    let err = text(&out.stderr);
+    for (line, code) in [
+        (195, "not_json"),
+        (196, "unregistered_participant"),
+        (197, "missing_field"),
+        (198, "wrong_type"),
+    ] {
+        assert!(
+            err.contains(&format!("line {line}: rejected ({code})")),
+            "{err}"
+        );
+    }
+    assert!(err.contains("1 duplicates, 4 rejected, 20 alerts"), "{err}");
+}
+
+#[test]
+fn replay_is_deterministic_and_reads_stdin() {
+    let first = replay_example();
+    let mut child = regwatch()
+        .args(["replay", "--config", "config/regwatch.toml", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = std::fs::read(repo("config/example-events.jsonl")).unwrap();
+    child.stdin.take().unwrap().write_all(&events).unwrap();
+    let second = child.wait_with_output().unwrap();
+    assert!(second.status.success());
+    assert_eq!(text(&first.stdout), text(&second.stdout));
+}
+
+#[test]
+fn replay_until_fires_deadlines_after_the_last_event() {
+    let events = temp_file(
+        "open-outage.jsonl",
+        r#"{"schema":"regwatch.event.v1","event_id":"1","participant_id":"GZ-BRK-0001","kind":"infosec","occurred_at":"2026-03-02T10:00:00+08:00","incident_id":"I","category":"outage","system":"trading","scope":"full"}
+"#,
+    );
+    let out = regwatch()
+        .args([
+            "replay",
+            "--config",
+            "config/regwatch.toml",
+            "--until",
+            "2026-03-02T10:31:00+08:00",
+        ])
+        .arg(&events)
+        .env("REGWATCH__ENGINE__TELEMETRY_GAP", "off")
+        .output()
+        .unwrap();
+    let levels: Vec<_> = parse_alerts(&out.stdout)
+        .iter()
+        .map(|a| a["level"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(levels, ["general", "larger", "major"]);
+}
+
+#[test]
+fn replay_reports_a_missing_file_clearly() {
+    let out = regwatch()
+        .args(["replay", "no-such-file.jsonl"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no-such-file.jsonl"));
+}

@@ -1,0 +1,595 @@
+//! Incident lifecycle through the engine: escalation by the clock alone, monotonic levels,
+//! resolution, duplicates, telemetry gaps, retention and eviction, capacity, alert ids.
+
+use regwatch::alert::{AlertStatus, AlertType, Trigger};
+use regwatch::decode::Reject;
+use regwatch::registry::ParticipantKind;
+use regwatch::score::{EngineSettings, Exemption, Level::*, Outcome};
+use serde_json::json;
+
+use crate::support::*;
+
+fn full_trading_outage(minutes: f64) -> serde_json::Value {
+    infosec(
+        minutes,
+        "outage",
+        json!({"system": "trading", "scope": "full"}),
+    )
+}
+
+#[test]
+fn an_open_outage_escalates_on_the_clock_alone_at_the_exact_threshold() {
+    let mut s = Sandbox::broker();
+    s.send(full_trading_outage(0.0)).unwrap();
+    let opened = s.take();
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].trigger, Trigger::Opened);
+    assert_eq!(opened[0].market_order.level, General);
+
+    s.advance(4.99);
+    assert!(s.take().is_empty(), "nothing before 5 minutes");
+    s.advance(5.0);
+    let larger = s.take();
+    assert_eq!(larger.len(), 1);
+    assert_eq!(
+        (larger[0].trigger, larger[0].market_order.level),
+        (Trigger::Clock, Larger)
+    );
+    assert_eq!(
+        larger[0].at,
+        at(5.0),
+        "alert time is the deadline, not the tick"
+    );
+    assert_eq!(larger[0].event_id, Option::None);
+
+    // One big jump of the clock fires the intermediate deadline at its own time.
+    s.advance(45.0);
+    let major = s.take();
+    assert_eq!(major.len(), 1);
+    assert_eq!(major[0].market_order.level, Major);
+    assert_eq!(major[0].at, at(30.0));
+    assert_eq!(major[0].exemption, Exemption::Ineligible);
+    assert_eq!(major[0].duration_minutes, Some(30.0));
+    s.advance(600.0);
+    assert!(
+        s.take().is_empty(),
+        "no rule above major for a broker: no more deadlines"
+    );
+}
+
+#[test]
+fn futures_exchange_outage_walks_up_every_level_with_no_new_report() {
+    let mut s = Sandbox::with(
+        vec![participant("P", ParticipantKind::FuturesExchange, 0)],
+        quiet(),
+        default_rules(),
+    );
+    s.send(infosec(0.0, "outage", json!({"system": "trading"})))
+        .unwrap();
+    s.advance(200.0);
+    let steps: Vec<_> = s
+        .take()
+        .iter()
+        .map(|a| (a.market_order.level, a.at, a.trigger))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            (General, at(0.0), Trigger::Opened),
+            (Larger, at(3.0), Trigger::Clock),
+            (Major, at(30.0), Trigger::Clock),
+            (Extraordinary, at(120.0), Trigger::Clock),
+        ]
+    );
+}
+
+#[test]
+fn an_earlier_started_at_moves_the_deadline_forward() {
+    let mut s = Sandbox::broker();
+    s.send(full_trading_outage(0.0)).unwrap();
+    s.send(infosec(
+        1.0,
+        "outage",
+        json!({"status": "update", "started_at": ts(-3.0)}),
+    ))
+    .unwrap();
+    s.take();
+    s.advance(2.0);
+    let a = s.take();
+    assert_eq!(a.len(), 1, "5 minutes after the earliest start");
+    assert_eq!((a[0].market_order.level, a[0].at), (Larger, at(2.0)));
+}
+
+#[test]
+fn levels_never_fall_and_smaller_figures_emit_nothing() {
+    let mut s = Sandbox::broker();
+    s.send(infosec(
+        0.0,
+        "data_leak",
+        json!({"records_exposed": 200_000}),
+    ))
+    .unwrap();
+    assert_eq!(s.take()[0].investor_loss.level, Major);
+    s.send(infosec(
+        1.0,
+        "data_leak",
+        json!({"status": "update", "records_exposed": 10}),
+    ))
+    .unwrap();
+    assert!(s.take().is_empty());
+    s.send(infosec(
+        2.0,
+        "data_leak",
+        json!({"status": "update", "records_exposed": 2_000_000}),
+    ))
+    .unwrap();
+    let a = s.take();
+    assert_eq!(
+        (a[0].investor_loss.level, a[0].trigger),
+        (Extraordinary, Trigger::Escalated)
+    );
+    let resolved = {
+        s.send(infosec(
+            3.0,
+            "data_leak",
+            json!({"status": "resolved", "records_exposed": 5}),
+        ))
+        .unwrap();
+        s.take()
+    };
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].status, AlertStatus::Resolved);
+    assert_eq!(
+        resolved[0].investor_loss.level, Extraordinary,
+        "resolution keeps the peak"
+    );
+}
+
+#[test]
+fn signed_moves_keep_the_largest_magnitude() {
+    let mut s = Sandbox::broker();
+    s.send(trading(
+        0.0,
+        "runaway_algo",
+        json!({"index_move_pct": -1.5}),
+    ))
+    .unwrap();
+    assert_eq!(s.take()[0].market_order.level, Major);
+    s.send(trading(
+        1.0,
+        "runaway_algo",
+        json!({"status": "update", "index_move_pct": 0.5}),
+    ))
+    .unwrap();
+    assert!(s.take().is_empty());
+    s.send(trading(
+        2.0,
+        "runaway_algo",
+        json!({"status": "update", "index_move_pct": -3.2}),
+    ))
+    .unwrap();
+    let a = s.take();
+    assert_eq!(a[0].market_order.level, Extraordinary);
+    assert_eq!(a[0].market_order.reasons[0].observed, 3.2);
+}
+
+#[test]
+fn resolution_emits_once_and_later_reports_are_ignored() {
+    let mut s = Sandbox::broker();
+    s.send(full_trading_outage(0.0)).unwrap();
+    s.send(infosec(12.0, "outage", json!({"status": "resolved"})))
+        .unwrap();
+    let a = s.take();
+    let kinds: Vec<_> = a
+        .iter()
+        .map(|a| (a.status, a.trigger, a.market_order.level))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (AlertStatus::Firing, Trigger::Opened, General),
+            (AlertStatus::Firing, Trigger::Clock, Larger),
+            (AlertStatus::Resolved, Trigger::Resolved, Larger),
+        ]
+    );
+    assert_eq!(a[2].resolved_at, Some(at(12.0)));
+    assert_eq!(a[2].duration_minutes, Some(12.0));
+    assert_eq!(
+        s.send(infosec(
+            13.0,
+            "outage",
+            json!({"status": "update", "loss_cny": 1e9})
+        )),
+        Ok(Outcome::AfterResolution)
+    );
+    s.advance(100.0);
+    assert!(s.take().is_empty(), "a resolved outage has no deadline");
+}
+
+#[test]
+fn an_incident_reported_already_resolved_fires_then_resolves() {
+    let mut s = Sandbox::broker();
+    s.send(infosec(
+        0.0,
+        "outage",
+        json!({"status": "resolved", "system": "trading",
+        "started_at": ts(-19.0)}),
+    ))
+    .unwrap();
+    let a = s.take();
+    assert_eq!(a.len(), 2);
+    assert_eq!(
+        (a[0].status, a[0].market_order.level),
+        (AlertStatus::Firing, Larger)
+    );
+    assert_eq!(
+        (a[1].status, a[1].market_order.level),
+        (AlertStatus::Resolved, Larger)
+    );
+    assert_ne!(a[0].alert_id, a[1].alert_id);
+}
+
+#[test]
+fn duplicate_event_ids_change_nothing() {
+    let mut s = Sandbox::broker();
+    let e = merge(full_trading_outage(0.0), json!({"event_id": "same"}));
+    assert_eq!(s.send(e.clone()), Ok(Outcome::Graded));
+    assert_eq!(s.take().len(), 1);
+    assert_eq!(s.send(e), Ok(Outcome::Duplicate));
+    // Even a duplicate id with other content is the same event, redelivered.
+    let changed = merge(
+        infosec(1.0, "outage", json!({"loss_cny": 5e8})),
+        json!({"event_id": "same"}),
+    );
+    assert_eq!(s.send(changed), Ok(Outcome::Duplicate));
+    assert!(s.take().is_empty());
+    assert_eq!(s.engine.stats().duplicates, 2);
+}
+
+#[test]
+fn dedup_window_is_bounded_per_participant() {
+    let settings = EngineSettings {
+        dedup_window: 4,
+        ..quiet()
+    };
+    let mut s = Sandbox::with(
+        vec![participant("P", ParticipantKind::Broker, 1)],
+        settings,
+        default_rules(),
+    );
+    for i in 0..6 {
+        s.send(merge(
+            heartbeat("P", i as f64),
+            json!({"event_id": format!("h{i}")}),
+        ))
+        .unwrap();
+    }
+    let again = |s: &mut Sandbox, i: usize| {
+        s.send(merge(
+            heartbeat("P", 9.0),
+            json!({"event_id": format!("h{i}")}),
+        ))
+    };
+    assert_eq!(again(&mut s, 5), Ok(Outcome::Duplicate));
+    assert_eq!(again(&mut s, 2), Ok(Outcome::Duplicate));
+    assert_eq!(
+        again(&mut s, 1),
+        Ok(Outcome::Heartbeat),
+        "beyond the window: processed again"
+    );
+}
+
+#[test]
+fn telemetry_gap_fires_once_after_more_than_the_gap_and_resolves_when_heard() {
+    let mut s = Sandbox::with(
+        vec![
+            participant("A", ParticipantKind::Broker, 1),
+            participant("B", ParticipantKind::Broker, 1),
+        ],
+        EngineSettings::default(),
+        default_rules(),
+    );
+    s.send(heartbeat("A", 0.0)).unwrap();
+    s.send(heartbeat("B", 1.0)).unwrap();
+    s.send(heartbeat("B", 5.0)).unwrap();
+    assert!(
+        s.take().is_empty(),
+        "exactly 5 minutes of silence is not longer than 5 minutes"
+    );
+    s.send(heartbeat("B", 6.0)).unwrap();
+    let gap = s.take();
+    assert_eq!(gap.len(), 1);
+    assert_eq!(
+        (
+            gap[0].alert_type,
+            gap[0].status,
+            gap[0].participant_id.as_str()
+        ),
+        (AlertType::TelemetryGap, AlertStatus::Firing, "A")
+    );
+    assert_eq!(gap[0].last_heard_at, Some(at(0.0)));
+    assert_eq!(gap[0].incident_id, Option::None);
+    s.send(heartbeat("B", 9.0)).unwrap();
+    s.advance(10.0);
+    assert!(s.take().is_empty(), "a silent participant is reported once");
+    s.send(heartbeat("A", 12.0)).unwrap();
+    let back = s.take();
+    assert_eq!(back.len(), 1);
+    assert_eq!(
+        (back[0].status, back[0].trigger),
+        (AlertStatus::Resolved, Trigger::Heard)
+    );
+    assert_eq!(back[0].last_heard_at, Some(at(0.0)));
+    assert_ne!(back[0].alert_id, gap[0].alert_id);
+}
+
+#[test]
+fn resolved_incidents_are_evicted_after_retention_and_the_id_can_be_reused() {
+    let settings = EngineSettings {
+        retention_ms: 60 * 60_000,
+        ..quiet()
+    };
+    let mut s = Sandbox::with(
+        vec![participant("P", ParticipantKind::Broker, 1)],
+        settings,
+        default_rules(),
+    );
+    s.send(infosec(0.0, "malware", json!({"status": "resolved"})))
+        .unwrap();
+    assert_eq!(s.engine.incidents_held(), 1);
+    s.advance(59.0);
+    assert_eq!(
+        s.send(infosec(59.0, "malware", json!({}))),
+        Ok(Outcome::AfterResolution)
+    );
+    s.advance(61.0);
+    assert_eq!(s.engine.incidents_held(), 0);
+    assert_eq!(s.engine.stats().evicted, 1);
+    s.take();
+    assert_eq!(
+        s.send(infosec(62.0, "malware", json!({}))),
+        Ok(Outcome::Graded)
+    );
+    assert_eq!(s.take().len(), 1, "a new incident under the old id");
+}
+
+#[test]
+fn capacity_per_participant_is_enforced_and_counted() {
+    let settings = EngineSettings {
+        max_open_per_participant: 2,
+        ..quiet()
+    };
+    let mut s = Sandbox::with(
+        vec![
+            participant("P", ParticipantKind::Broker, 1),
+            participant("Q", ParticipantKind::Broker, 1),
+        ],
+        settings,
+        default_rules(),
+    );
+    for id in ["a", "b"] {
+        s.send(infosec(0.0, "malware", json!({"incident_id": id})))
+            .unwrap();
+    }
+    assert_eq!(
+        s.send(infosec(0.0, "malware", json!({"incident_id": "c"}))),
+        Err(Reject::ParticipantCapacity(2))
+    );
+    // Other participants are not starved, and known incidents still take reports.
+    assert_eq!(
+        s.send(infosec(0.0, "malware", json!({"participant_id": "Q"}))),
+        Ok(Outcome::Graded)
+    );
+    assert_eq!(
+        s.send(infosec(1.0, "malware", json!({"incident_id": "a"}))),
+        Ok(Outcome::Graded)
+    );
+    s.send(infosec(
+        2.0,
+        "malware",
+        json!({"incident_id": "a", "status": "resolved"}),
+    ))
+    .unwrap();
+    assert_eq!(
+        s.send(infosec(3.0, "malware", json!({"incident_id": "c"}))),
+        Ok(Outcome::Graded)
+    );
+}
+
+#[test]
+fn engine_capacity_evicts_resolved_incidents_early_then_refuses() {
+    let settings = EngineSettings {
+        max_incidents: 2,
+        ..quiet()
+    };
+    let mut s = Sandbox::with(
+        vec![participant("P", ParticipantKind::Broker, 1)],
+        settings,
+        default_rules(),
+    );
+    s.send(infosec(
+        0.0,
+        "malware",
+        json!({"incident_id": "a", "status": "resolved"}),
+    ))
+    .unwrap();
+    s.send(infosec(0.0, "malware", json!({"incident_id": "b"})))
+        .unwrap();
+    assert_eq!(
+        s.send(infosec(1.0, "malware", json!({"incident_id": "c"}))),
+        Ok(Outcome::Graded)
+    );
+    assert_eq!(s.engine.stats().evicted_early, 1);
+    assert_eq!(
+        s.send(infosec(2.0, "malware", json!({"incident_id": "d"}))),
+        Err(Reject::EngineCapacity(2))
+    );
+    assert_eq!(s.engine.open_incidents(), 2);
+}
+
+#[test]
+fn a_report_of_another_kind_for_the_same_incident_is_rejected() {
+    let mut s = Sandbox::broker();
+    s.send(infosec(0.0, "malware", json!({}))).unwrap();
+    assert_eq!(
+        s.send(trading(1.0, "spoofing", json!({}))),
+        Err(Reject::KindChanged)
+    );
+}
+
+#[test]
+fn minimum_alert_level_holds_alerts_back_until_reached() {
+    let settings = EngineSettings {
+        min_alert_level: Major,
+        ..quiet()
+    };
+    let mut s = Sandbox::with(
+        vec![participant("P", ParticipantKind::Broker, 2_500_000)],
+        settings,
+        default_rules(),
+    );
+    s.send(full_trading_outage(0.0)).unwrap();
+    s.advance(20.0);
+    assert!(
+        s.take().is_empty(),
+        "general and larger are below the minimum"
+    );
+    s.advance(30.0);
+    let a = s.take();
+    assert_eq!(
+        (a.len(), a[0].trigger, a[0].level),
+        (1, Trigger::Opened, Major)
+    );
+    // An incident that never reached the minimum is not announced when it resolves.
+    s.send(infosec(31.0, "malware", json!({"incident_id": "small"})))
+        .unwrap();
+    s.send(infosec(
+        32.0,
+        "malware",
+        json!({"incident_id": "small", "status": "resolved"}),
+    ))
+    .unwrap();
+    assert!(s.take().is_empty());
+}
+
+#[test]
+fn the_same_state_gives_the_same_alert_id_across_engines() {
+    let run = |split: bool| {
+        let mut s = Sandbox::broker();
+        s.send(full_trading_outage(0.0)).unwrap();
+        if split {
+            s.advance(10.0);
+        }
+        s.advance(40.0);
+        s.take().into_iter().map(|a| a.alert_id).collect::<Vec<_>>()
+    };
+    let ids = run(false);
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids, run(true));
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 3);
+    assert!(ids
+        .iter()
+        .all(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit())));
+}
+
+#[test]
+fn out_of_order_events_never_move_the_clock_back() {
+    let mut s = Sandbox::broker();
+    s.send(full_trading_outage(0.0)).unwrap();
+    s.send(heartbeat("P", 6.0)).unwrap();
+    assert_eq!(s.take().len(), 2);
+    s.send(heartbeat("P", 1.0)).unwrap();
+    assert_eq!(s.engine.clock(), Some(at(6.0)));
+    s.send(infosec(2.0, "outage", json!({"status": "update"})))
+        .unwrap();
+    assert!(s.take().is_empty(), "the late update changes nothing");
+}
+
+#[test]
+fn scores_stay_in_their_level_band_and_never_fall() {
+    let mut s = Sandbox::broker();
+    let mut last = 0;
+    for (i, loss) in [1e3, 5e5, 9e5, 1e6, 5e6, 1e7, 1e8].into_iter().enumerate() {
+        s.send(infosec(i as f64, "data_leak", json!({"loss_cny": loss})))
+            .unwrap();
+        for a in s.take() {
+            let r = &a.investor_loss;
+            let band = match r.level {
+                General => 1..=24,
+                Larger => 25..=49,
+                Major => 50..=74,
+                Extraordinary => 75..=100,
+                None => 0..=0,
+            };
+            assert!(
+                band.contains(&r.score),
+                "{:?} score {} for loss {loss}",
+                r.level,
+                r.score
+            );
+            assert!(r.score >= last, "scores never fall");
+            last = r.score;
+        }
+    }
+    assert_eq!(last, 75, "at the extraordinary threshold");
+    s.send(infosec(
+        9.0,
+        "data_leak",
+        json!({"incident_id": "big", "loss_cny": 2e8}),
+    ))
+    .unwrap();
+    assert_eq!(
+        s.take()[0].investor_loss.score,
+        100,
+        "twice the threshold scores 100"
+    );
+}
+
+#[test]
+fn reasons_name_rule_observed_value_threshold_and_source() {
+    let mut s = Sandbox::broker();
+    s.send(full_trading_outage(0.0)).unwrap();
+    s.advance(31.0);
+    let a = s.take().pop().unwrap();
+    let r = &a.market_order.reasons;
+    assert_eq!(r.len(), 2, "both conditions of the rule: {r:?}");
+    assert_eq!(
+        (
+            r[0].rule.as_str(),
+            r[0].metric.as_str(),
+            r[0].observed,
+            r[0].threshold
+        ),
+        ("mo.broker.major", "minutes", 30.0, 30.0)
+    );
+    assert_eq!(
+        (r[1].metric.as_str(), r[1].observed, r[1].threshold),
+        ("effective_customers", 2_500_000.0, 100_000.0)
+    );
+    assert!(r[0].cite.contains("CSRC"));
+    assert!(
+        a.summary.contains("mo.broker.major") && a.summary.contains("INELIGIBLE"),
+        "{}",
+        a.summary
+    );
+    let json: serde_json::Value = serde_json::from_str(&a.to_json()).unwrap();
+    for key in [
+        "alert_id",
+        "type",
+        "participant_id",
+        "incident_id",
+        "status",
+        "level",
+        "investor_loss",
+        "market_order",
+        "exemption",
+        "at",
+    ] {
+        assert!(json.get(key).is_some(), "contract field {key}");
+    }
+    assert_eq!(
+        json["market_order"]["reasons"][0]["rule"],
+        "mo.broker.major"
+    );
+}

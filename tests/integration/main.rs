@@ -1,0 +1,8 @@
+//! The integration test binary: the engine and the binary, end to end, with real files.
+
+mod cli;
+mod grid;
+mod lifecycle;
+mod props;
+mod rejects;
+mod support;
