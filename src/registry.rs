@@ -82,13 +82,13 @@ pub struct Participant {
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     participants: Vec<Participant>,
-    by_id: HashMap<Box<str>, ParticipantIdx>,
+    by_id: HashMap<Box<[u8]>, ParticipantIdx, foldhash::fast::RandomState>,
 }
 
 impl Registry {
     /// Builds the registry; the error names the offending entry.
     pub fn new(participants: Vec<Participant>) -> Result<Registry, String> {
-        let mut by_id = HashMap::with_capacity(participants.len());
+        let mut by_id = HashMap::with_capacity_and_hasher(participants.len(), Default::default());
         for (i, p) in participants.iter().enumerate() {
             let n = p.id.chars().count();
             if n == 0 || n > 64 {
@@ -97,7 +97,7 @@ impl Registry {
                 ));
             }
             let idx = ParticipantIdx(u32::try_from(i).map_err(|_| "too many participants")?);
-            if by_id.insert(p.id.clone(), idx).is_some() {
+            if by_id.insert(p.id.as_bytes().into(), idx).is_some() {
                 return Err(format!("participants[{i}].id: duplicate id {:?}", p.id));
             }
         }
@@ -108,6 +108,11 @@ impl Registry {
     }
 
     pub fn lookup(&self, id: &str) -> Option<ParticipantIdx> {
+        self.lookup_bytes(id.as_bytes())
+    }
+
+    /// Looks an id up by its raw bytes (a registered id is valid UTF-8 by construction).
+    pub fn lookup_bytes(&self, id: &[u8]) -> Option<ParticipantIdx> {
         self.by_id.get(id).copied()
     }
 

@@ -32,7 +32,11 @@ impl Timestamp {
     /// Parses an RFC 3339 `date-time` (`2026-03-02T09:30:00.250+08:00`). The offset is
     /// required; fractions beyond milliseconds are truncated.
     pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
-        let b = s.as_bytes();
+        Timestamp::parse_rfc3339_bytes(s.as_bytes())
+    }
+
+    /// [`Timestamp::parse_rfc3339`] over raw bytes (anything not ASCII is refused).
+    pub fn parse_rfc3339_bytes(b: &[u8]) -> Option<Timestamp> {
         if b.len() < 20 {
             return None;
         }

@@ -34,7 +34,14 @@ macro_rules! vocabulary {
             }
 
             pub fn parse(s: &str) -> Option<$name> {
-                match s { $($text => Some($name::$variant),)+ _ => None }
+                Self::parse_bytes(s.as_bytes())
+            }
+
+            /// Parses the exact spelling from raw bytes (no UTF-8 check needed: the
+            /// spellings are ASCII).
+            pub fn parse_bytes(b: &[u8]) -> Option<$name> {
+                $(if b == $text.as_bytes() { return Some($name::$variant); })+
+                None
             }
 
             /// Bit for this value in a filter mask.

@@ -4,6 +4,7 @@
 //! borrow from the input); every failure is one [`Reject`] from a closed set.
 
 mod event;
+mod json;
 mod parse;
 mod reject;
 

@@ -1,22 +1,21 @@
-//! Bytes -> [`Event`]: one pass of serde_json over the message, borrowing strings from it.
+//! Bytes -> [`Event`]: one pass of the JSON reader (`json.rs`) over the message, borrowing
+//! strings from it.
 //!
-//! Every value is first read as a permissive [`Scalar`] (so a value of the wrong type is a
-//! clean `WrongType(field)`, not a serde error string), then checked against the field's
-//! rules. Unknown keys are skipped without being materialised. The only allocation on this
-//! path is a string that the JSON escaped (`Cow::Owned`), which participants rarely send.
+//! Every value is first read as a permissive [`Value`] (so a value of the wrong type is a
+//! clean `WrongType(field)`), then checked against the field's rules. Unknown keys are skipped
+//! without being materialised. The only allocation on this path is a string that the JSON
+//! escaped (`Cow::Owned`), which participants rarely send.
 //!
 //! Precedence of reasons: malformed JSON, then a missing or unknown `schema` (nothing else in a
 //! foreign schema is meaningful), then the first field that failed, in message order, then
 //! missing required fields, then the registry, then the kind-specific checks.
 
 use std::borrow::Cow;
-use std::fmt;
-
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::event::{
     Category, Event, EventKind, Figure, Figures, IncidentReport, RecordType, Scope, Status, System,
 };
+use super::json::{Malformed, Reader, Text, Value};
 use super::reject::{Field, Reject};
 use crate::registry::Registry;
 use crate::time::Timestamp;
@@ -38,16 +37,82 @@ pub fn decode<'a>(
             limit: max_bytes,
         });
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let raw = match de.deserialize_map(RawVisitor) {
-        Ok(raw) => raw,
-        Err(e) if e.classify() == serde_json::error::Category::Data => {
-            return Err(Reject::NotObject)
+    let raw = read_object(bytes).map_err(|(_, not_object)| {
+        if not_object {
+            Reject::NotObject
+        } else {
+            Reject::NotJson
         }
-        Err(_) => return Err(Reject::NotJson),
-    };
-    de.end().map_err(|_| Reject::NotJson)?;
+    })?;
     raw.finish(registry)
+}
+
+/// Reads the top-level object. The error tells whether the input was valid JSON that is not
+/// an object (`true`) or not JSON at all.
+fn read_object(bytes: &[u8]) -> Result<Raw<'_>, (Malformed, bool)> {
+    let mut r = Reader::new(bytes);
+    if !r.eat(b'{') {
+        let valid = r.skip_value(0).is_ok() && r.at_end();
+        return Err((Malformed, valid));
+    }
+    let mut raw = Raw::default();
+    if r.eat(b'}') {
+        return if r.at_end() {
+            Ok(raw)
+        } else {
+            Err((Malformed, false))
+        };
+    }
+    let syntax = |m| (m, false);
+    loop {
+        r.skip_ws();
+        let key = r.string().map_err(syntax)?;
+        r.expect(b':').map_err(syntax)?;
+        match field_of(key.as_bytes()) {
+            Some(field) if raw.first_reject.is_none() || field == Field::Schema => {
+                let value = r.value(1).map_err(syntax)?;
+                match raw.accept(field, value) {
+                    Ok(()) => {}
+                    // A kept string that is not UTF-8: the message is not JSON.
+                    Err(Reject::NotJson) => return Err((Malformed, false)),
+                    Err(reject) => {
+                        raw.first_reject.get_or_insert(reject);
+                    }
+                }
+            }
+            _ => r.skip_value(1).map_err(syntax)?,
+        }
+        if r.eat(b',') {
+            continue;
+        }
+        r.expect(b'}').map_err(syntax)?;
+        break;
+    }
+    if r.at_end() {
+        Ok(raw)
+    } else {
+        Err((Malformed, false))
+    }
+}
+
+fn field_of(key: &[u8]) -> Option<Field> {
+    Some(match key {
+        b"schema" => Field::Schema,
+        b"event_id" => Field::EventId,
+        b"participant_id" => Field::ParticipantId,
+        b"kind" => Field::Kind,
+        b"occurred_at" => Field::OccurredAt,
+        b"incident_id" => Field::IncidentId,
+        b"status" => Field::Status,
+        b"category" => Field::Category,
+        b"system" => Field::System,
+        b"scope" => Field::Scope,
+        b"started_at" => Field::StartedAt,
+        b"record_type" => Field::RecordType,
+        b"instrument" => Field::Instrument,
+        b"venue" => Field::Venue,
+        other => Field::Figure(Figure::parse(std::str::from_utf8(other).ok()?)?),
+    })
 }
 
 /// Checks the Kafka message key against the payload: one participant must not be able to
@@ -56,137 +121,6 @@ pub fn check_key(key: Option<&[u8]>, participant_id: &str) -> Result<(), Reject>
     match key {
         Some(k) if k == participant_id.as_bytes() => Ok(()),
         _ => Err(Reject::KeyMismatch),
-    }
-}
-
-/// Any JSON value, read without judging its type.
-enum Scalar<'de> {
-    Str(Cow<'de, str>),
-    Unsigned(u64),
-    Negative(i64),
-    Float(f64),
-    Null,
-    Other,
-}
-
-impl<'de> de::Deserialize<'de> for Scalar<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ScalarVisitor)
-    }
-}
-
-struct ScalarVisitor;
-
-impl<'de> Visitor<'de> for ScalarVisitor {
-    type Value = Scalar<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Scalar::Str(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Scalar::Str(Cow::Owned(v.to_owned())))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Scalar::Unsigned(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(if v >= 0 {
-            Scalar::Unsigned(v as u64)
-        } else {
-            Scalar::Negative(v)
-        })
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Scalar::Float(v))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Scalar::Other)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Scalar::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Scalar::Other)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Scalar::Other)
-    }
-}
-
-/// An object key: one of ours, or one to skip.
-enum Key {
-    Known(Field),
-    Unknown,
-}
-
-impl<'de> de::Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_identifier(KeyVisitor)
-    }
-}
-
-struct KeyVisitor;
-
-impl Visitor<'_> for KeyVisitor {
-    type Value = Key;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a field name")
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Key, E> {
-        Ok(match v {
-            "schema" => Key::Known(Field::Schema),
-            "event_id" => Key::Known(Field::EventId),
-            "participant_id" => Key::Known(Field::ParticipantId),
-            "kind" => Key::Known(Field::Kind),
-            "occurred_at" => Key::Known(Field::OccurredAt),
-            "incident_id" => Key::Known(Field::IncidentId),
-            "status" => Key::Known(Field::Status),
-            "category" => Key::Known(Field::Category),
-            "system" => Key::Known(Field::System),
-            "scope" => Key::Known(Field::Scope),
-            "started_at" => Key::Known(Field::StartedAt),
-            "record_type" => Key::Known(Field::RecordType),
-            "instrument" => Key::Known(Field::Instrument),
-            "venue" => Key::Known(Field::Venue),
-            other => match Figure::parse(other) {
-                Some(f) => Key::Known(Field::Figure(f)),
-                None => Key::Unknown,
-            },
-        })
-    }
-}
-
-struct RawVisitor;
-
-impl<'de> Visitor<'de> for RawVisitor {
-    type Value = Raw<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
-        let mut raw = Raw::default();
-        while let Some(key) = map.next_key::<Key>()? {
-            match key {
-                Key::Known(field) if raw.first_reject.is_none() || field == Field::Schema => {
-                    let value = map.next_value::<Scalar<'de>>()?;
-                    if let Err(r) = raw.accept(field, value) {
-                        raw.first_reject.get_or_insert(r);
-                    }
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(raw)
     }
 }
 
@@ -205,12 +139,12 @@ struct Raw<'a> {
     first_reject: Option<Reject>,
     schema: SchemaSeen,
     event_id: Option<Cow<'a, str>>,
-    participant_id: Option<Cow<'a, str>>,
+    participant_id: Option<Text<'a>>,
     kind: Option<EventKind>,
     occurred_at: Option<Timestamp>,
     incident_id: Option<Cow<'a, str>>,
     status: Option<Status>,
-    category: Option<Cow<'a, str>>,
+    category: Option<Text<'a>>,
     system: Option<System>,
     scope: Option<Scope>,
     started_at: Option<Timestamp>,
@@ -243,35 +177,37 @@ fn field_bit(field: Field) -> u64 {
 }
 
 impl<'a> Raw<'a> {
-    fn accept(&mut self, field: Field, value: Scalar<'a>) -> Result<(), Reject> {
+    fn accept(&mut self, field: Field, value: Value<'a>) -> Result<(), Reject> {
         let bit = field_bit(field);
         if self.seen & bit != 0 {
             return Err(Reject::DuplicateField(field));
         }
         self.seen |= bit;
-        if matches!(value, Scalar::Null) {
+        if matches!(value, Value::Null) {
             // `null` reads as absent: optional fields take their default, required ones are
             // reported missing.
             return Ok(());
         }
         match field {
             Field::Schema => {
-                let s = string(field, value)?;
-                self.schema = if s == SCHEMA_V1 {
+                let t = text(field, value)?;
+                self.schema = if t.as_bytes() == SCHEMA_V1.as_bytes() {
                     SchemaSeen::V1
                 } else {
                     SchemaSeen::Other
                 };
             }
             Field::EventId => self.event_id = Some(bounded(field, value, 128)?),
-            Field::ParticipantId => self.participant_id = Some(bounded(field, value, 64)?),
+            Field::ParticipantId => self.participant_id = Some(participant(value)?),
             Field::IncidentId => self.incident_id = Some(bounded(field, value, 128)?),
-            Field::Kind => self.kind = Some(word(field, value, EventKind::parse)?),
-            Field::Status => self.status = Some(word(field, value, Status::parse)?),
-            Field::System => self.system = Some(word(field, value, System::parse)?),
-            Field::Scope => self.scope = Some(word(field, value, Scope::parse)?),
-            Field::RecordType => self.record_type = Some(word(field, value, RecordType::parse)?),
-            Field::Category => self.category = Some(string(field, value)?),
+            Field::Kind => self.kind = Some(word(field, value, EventKind::parse_bytes)?),
+            Field::Status => self.status = Some(word(field, value, Status::parse_bytes)?),
+            Field::System => self.system = Some(word(field, value, System::parse_bytes)?),
+            Field::Scope => self.scope = Some(word(field, value, Scope::parse_bytes)?),
+            Field::RecordType => {
+                self.record_type = Some(word(field, value, RecordType::parse_bytes)?)
+            }
+            Field::Category => self.category = Some(text(field, value)?),
             Field::OccurredAt => self.occurred_at = Some(timestamp(field, value)?),
             Field::StartedAt => self.started_at = Some(timestamp(field, value)?),
             Field::Instrument => self.instrument = Some(string(field, value)?),
@@ -304,7 +240,7 @@ impl<'a> Raw<'a> {
             .occurred_at
             .ok_or(Reject::MissingField(Field::OccurredAt))?;
         let participant = registry
-            .lookup(&participant_id)
+            .lookup_bytes(participant_id.as_bytes())
             .ok_or(Reject::UnregisteredParticipant)?;
         let incident = if kind == EventKind::Heartbeat {
             None
@@ -313,7 +249,7 @@ impl<'a> Raw<'a> {
                 .incident_id
                 .ok_or(Reject::MissingField(Field::IncidentId))?;
             let category = self.category.ok_or(Reject::MissingField(Field::Category))?;
-            let category = Category::parse(&category)
+            let category = Category::parse_bytes(category.as_bytes())
                 .filter(|c| c.belongs_to(kind))
                 .ok_or(Reject::BadValue(Field::Category))?;
             Some(IncidentReport {
@@ -339,15 +275,21 @@ impl<'a> Raw<'a> {
     }
 }
 
-fn string(field: Field, value: Scalar<'_>) -> Result<Cow<'_, str>, Reject> {
+/// A string value as raw text (not yet checked to be UTF-8).
+fn text(field: Field, value: Value<'_>) -> Result<Text<'_>, Reject> {
     match value {
-        Scalar::Str(s) => Ok(s),
+        Value::Str(t) => Ok(t),
         _ => Err(Reject::WrongType(field)),
     }
 }
 
+/// A kept string, checked to be UTF-8 (invalid UTF-8 is not JSON).
+fn string(field: Field, value: Value<'_>) -> Result<Cow<'_, str>, Reject> {
+    text(field, value)?.into_str().map_err(|_| Reject::NotJson)
+}
+
 /// A string of 1..=`max` characters.
-fn bounded(field: Field, value: Scalar<'_>, max: usize) -> Result<Cow<'_, str>, Reject> {
+fn bounded(field: Field, value: Value<'_>, max: usize) -> Result<Cow<'_, str>, Reject> {
     let s = string(field, value)?;
     // Byte length bounds the character count from above, so most ids skip the count.
     let ok = !s.is_empty() && (s.len() <= max || s.chars().count() <= max);
@@ -358,27 +300,49 @@ fn bounded(field: Field, value: Scalar<'_>, max: usize) -> Result<Cow<'_, str>, 
     }
 }
 
-fn word<T>(field: Field, value: Scalar<'_>, parse: fn(&str) -> Option<T>) -> Result<T, Reject> {
-    parse(&string(field, value)?).ok_or(Reject::BadValue(field))
+/// `participant_id`: 1..=64 characters, kept as bytes for the registry lookup (an id that
+/// matches a registered one is valid UTF-8 by construction).
+fn participant(value: Value<'_>) -> Result<Text<'_>, Reject> {
+    let field = Field::ParticipantId;
+    let t = text(field, value)?;
+    let len = t.as_bytes().len();
+    if len == 0 {
+        return Err(Reject::BadValue(field));
+    }
+    if len > 64 {
+        let chars = std::str::from_utf8(t.as_bytes())
+            .map_err(|_| Reject::NotJson)?
+            .chars()
+            .count();
+        if chars > 64 {
+            return Err(Reject::BadValue(field));
+        }
+    }
+    Ok(t)
 }
 
-fn timestamp(field: Field, value: Scalar<'_>) -> Result<Timestamp, Reject> {
-    Timestamp::parse_rfc3339(&string(field, value)?).ok_or(Reject::BadTimestamp(field))
+fn word<T>(field: Field, value: Value<'_>, parse: fn(&[u8]) -> Option<T>) -> Result<T, Reject> {
+    parse(text(field, value)?.as_bytes()).ok_or(Reject::BadValue(field))
+}
+
+fn timestamp(field: Field, value: Value<'_>) -> Result<Timestamp, Reject> {
+    Timestamp::parse_rfc3339_bytes(text(field, value)?.as_bytes())
+        .ok_or(Reject::BadTimestamp(field))
 }
 
 /// Checks a reported quantity against its contract range.
-fn figure(f: Figure, value: Scalar<'_>) -> Result<f64, Reject> {
+fn figure(f: Figure, value: Value<'_>) -> Result<f64, Reject> {
     let field = Field::Figure(f);
     let integer = matches!(
         f,
         Figure::AffectedInvestors | Figure::RecordsExposed | Figure::OrdersDelayed | Figure::Orders
     );
     let v = match value {
-        Scalar::Unsigned(u) => u as f64,
-        Scalar::Negative(i) => i as f64,
+        Value::Unsigned(u) => u as f64,
+        Value::Negative(i) => i as f64,
         // An integral float (`1e6`) is accepted where an integer is asked for.
-        Scalar::Float(x) if integer && x.fract() != 0.0 => return Err(Reject::WrongType(field)),
-        Scalar::Float(x) => x,
+        Value::Float(x) if integer && x.fract() != 0.0 => return Err(Reject::WrongType(field)),
+        Value::Float(x) => x,
         _ => return Err(Reject::WrongType(field)),
     };
     let in_range = match f {

@@ -13,7 +13,7 @@
 //! `max_open_per_participant` open ones per participant. A new incident beyond a bound first
 //! evicts the oldest retained resolved incident early; when none is left it is refused with
 //! [`Reject::EngineCapacity`] / [`Reject::ParticipantCapacity`], which the caller counts and
-//! dead-letters. Event-id memory is bounded by `dedup_window` per participant (`dedup.rs`).
+//! dead-letters. Event-id memory is bounded by `dedup_window` events (`dedup.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -62,7 +62,7 @@ impl Default for EngineSettings {
             max_event_bytes: MAX_EVENT_BYTES,
             max_incidents: 100_000,
             max_open_per_participant: 1_000,
-            dedup_window: 1_024,
+            dedup_window: 65_536,
             retention_ms: 24 * 60 * MS_PER_MINUTE,
             telemetry_gap_ms: 5 * MS_PER_MINUTE,
             min_alert_level: Level::General,
@@ -96,9 +96,8 @@ pub struct EngineStats {
 
 #[derive(Default)]
 struct ParticipantState {
-    incidents: HashMap<Box<str>, Slot>,
+    incidents: HashMap<Box<str>, Slot, foldhash::fast::RandomState>,
     open: usize,
-    dedup: Option<Dedup>,
 }
 
 #[derive(Clone, Copy)]
@@ -120,6 +119,7 @@ pub struct Engine {
     deadlines: Deadlines,
     evictions: Evictions,
     liveness: Option<Liveness>,
+    dedup: Dedup,
     stats: EngineStats,
 }
 
@@ -140,6 +140,7 @@ impl Engine {
             deadlines: Deadlines::with_capacity(1024),
             evictions: Evictions::default(),
             liveness: None,
+            dedup: Dedup::new(settings.dedup_window),
             stats: EngineStats::default(),
             settings,
         }
@@ -189,23 +190,18 @@ impl Engine {
         }
         let now = self.clock.unwrap_or(event.occurred_at);
         let p = event.participant;
-        let hash = event_hash(&event.event_id);
-        let window = self.settings.dedup_window;
-        let dedup = self.participants[p.get()]
-            .dedup
-            .get_or_insert_with(|| Dedup::new(window));
-        if dedup.contains(hash) {
+        let hash = event_hash(p.0, &event.event_id);
+        let Some(ticket) = self.dedup.check(hash) else {
             self.stats.duplicates += 1;
             return Ok(Outcome::Duplicate);
-        }
+        };
         self.heard(p, now, out);
         let outcome = match &event.incident {
             None => Outcome::Heartbeat,
             Some(report) => self.report(event, report, now, out)?,
         };
-        if let Some(d) = self.participants[p.get()].dedup.as_mut() {
-            d.insert(hash);
-        }
+        // Nothing touched the window since the check.
+        self.dedup.commit(ticket);
         Ok(outcome)
     }
 
@@ -304,7 +300,7 @@ impl Engine {
             .incidents
             .get(report.incident_id.as_ref())
             .copied();
-        let slot = match existing {
+        let (slot, created) = match existing {
             Some(slot) => {
                 let inc = &self.slab[slot as usize];
                 if !inc.is_open() {
@@ -314,12 +310,14 @@ impl Engine {
                 if inc.kind != event.kind {
                     return Err(Reject::KindChanged);
                 }
-                slot
+                (slot, false)
             }
-            None => self.create(event, report)?,
+            None => (self.create(event, report)?, true),
         };
-        self.slab[slot as usize].merge(report, event.occurred_at);
-        self.evaluate(slot, now, Cause::Report(&event.event_id), out);
+        let changed = self.slab[slot as usize].merge(report, event.occurred_at);
+        if changed || created {
+            self.evaluate(slot, now, Cause::Report(&event.event_id), out);
+        }
         Ok(Outcome::Graded)
     }
 

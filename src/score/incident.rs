@@ -76,8 +76,16 @@ impl Incident {
         self.resolved_at.is_none()
     }
 
-    /// Folds a report into the state. Allocation-free.
-    pub fn merge(&mut self, report: &IncidentReport<'_>, occurred_at: Timestamp) {
+    /// Folds a report into the state. Allocation-free. Returns whether anything that grading
+    /// reads changed (if not, the grade and the deadline cannot have changed either).
+    pub fn merge(&mut self, report: &IncidentReport<'_>, occurred_at: Timestamp) -> bool {
+        let before = (
+            self.category,
+            self.system,
+            self.record_type,
+            self.scope,
+            self.started_at,
+        );
         self.category = report.category;
         self.system = report.system.or(self.system);
         self.record_type = report.record_type.or(self.record_type);
@@ -86,10 +94,18 @@ impl Incident {
         }
         let started = report.started_at.unwrap_or(occurred_at);
         self.started_at = self.started_at.min(started);
-        self.figures.merge_max(&report.figures);
+        let grew = self.figures.merge_max(&report.figures);
         if report.status == Status::Resolved {
             self.resolved_at = Some(occurred_at);
         }
+        let after = (
+            self.category,
+            self.system,
+            self.record_type,
+            self.scope,
+            self.started_at,
+        );
+        grew || before != after || report.status == Status::Resolved
     }
 
     /// Service duration in minutes at `now` (or at resolution), never below what was graded.

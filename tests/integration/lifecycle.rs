@@ -247,15 +247,23 @@ fn duplicate_event_ids_change_nothing() {
 }
 
 #[test]
-fn dedup_window_is_bounded_per_participant() {
+fn dedup_window_is_bounded_and_ids_are_per_participant() {
     let settings = EngineSettings {
         dedup_window: 4,
         ..quiet()
     };
     let mut s = Sandbox::with(
-        vec![participant("P", ParticipantKind::Broker, 1)],
+        vec![
+            participant("P", ParticipantKind::Broker, 1),
+            participant("Q", ParticipantKind::Broker, 1),
+        ],
         settings,
         default_rules(),
+    );
+    // Another participant may use the same event id: not a duplicate.
+    assert_eq!(
+        s.send(merge(heartbeat("Q", 0.0), json!({"event_id": "h0"}))),
+        Ok(Outcome::Heartbeat)
     );
     for i in 0..6 {
         s.send(merge(

@@ -131,3 +131,110 @@ proptest! {
         prop_assert_eq!(first, second);
     }
 }
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        (-1e12..1e12f64).prop_map(Value::from),
+        "[a-z\\\\\"\u{e9}\u{4e8b}\n\t ]{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            proptest::collection::btree_map("[a-z_]{1,8}", inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// JSON-like text: mostly valid productions, some deliberately not (trailing commas, leading
+/// zeros, bad escapes, bare words, unbalanced brackets, control characters).
+fn fuzzy_json() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        json_value().prop_map(|v| v.to_string()),
+        prop::sample::select(vec![
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "+1",
+            "tru",
+            "nul",
+            "NaN",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"a\u{1}b\"",
+            "\"open",
+            "1e5",
+            "-0.0",
+            "\"\\ud83d\\ude00\"",
+            "[]",
+            "{}",
+        ])
+        .prop_map(str::to_string),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            (
+                proptest::collection::vec(inner.clone(), 0..4),
+                any::<bool>()
+            )
+                .prop_map(|(items, trailing)| format!(
+                    "[{}{}]",
+                    items.join(","),
+                    if trailing { "," } else { "" }
+                )),
+            (
+                proptest::collection::vec(("[a-z]{1,4}", inner.clone()), 0..4),
+                any::<bool>()
+            )
+                .prop_map(|(members, trailing)| {
+                    let body: Vec<String> = members
+                        .iter()
+                        .map(|(k, v)| format!("\"{k}\":{v}"))
+                        .collect();
+                    format!("{{{}{}}}", body.join(","), if trailing { "," } else { "" })
+                }),
+            (
+                inner.clone(),
+                prop::sample::select(vec!["", "]", "}", ",", ":", " x"])
+            )
+                .prop_map(|(v, junk)| format!("{v}{junk}")),
+        ]
+    })
+}
+
+/// An event object whose `extra` member is fuzzy JSON, or fuzzy JSON on its own.
+fn json_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => fuzzy_json().prop_map(|extra| format!(
+            "{{\"schema\":\"regwatch.event.v1\",\"event_id\":\"e\",\"participant_id\":\"EXC\",\"kind\":\"infosec\",\"occurred_at\":\"2026-03-02T09:30:00Z\",\"incident_id\":\"I\",\"category\":\"outage\",\"extra\":{extra}}}"
+        )),
+        1 => fuzzy_json(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// The decoder's JSON reader accepts exactly what serde_json accepts (not_json iff
+    /// serde_json fails), except where skipping is deliberately laxer, as serde_json's own
+    /// skipping is (out-of-range numbers and lone surrogates in values that are not kept).
+    #[test]
+    fn json_syntax_agrees_with_serde_json(text in json_text()) {
+        let registry = regwatch::registry::Registry::new(vec![participant("EXC", ParticipantKind::Exchange, 0)]).unwrap();
+        let ours = regwatch::decode::decode(text.as_bytes(), &registry, regwatch::decode::MAX_EVENT_BYTES);
+        let theirs = serde_json::from_str::<Value>(&text);
+        let lax = theirs.as_ref().err().is_some_and(|e| {
+            let e = e.to_string();
+            e.contains("out of range") || e.contains("surrogate")
+        });
+        if !lax {
+            let ours_json = ours.as_ref().err() != Some(&regwatch::decode::Reject::NotJson);
+            prop_assert_eq!(ours_json, theirs.is_ok(), "ours {:?}, serde_json {:?}", ours, theirs);
+        }
+    }
+}
