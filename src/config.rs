@@ -9,7 +9,7 @@
 //! [engine]
 //! max_incidents = 100000            # open + retained resolved incidents, in total
 //! max_open_per_participant = 1000   # open incidents per participant
-//! dedup_window = 65536             # recent events remembered to drop duplicates
+//! dedup_window = 16384             # recent events remembered to drop duplicates
 //! resolved_retention = "24h"        # how long a resolved incident is kept
 //! telemetry_gap = "5m"              # silence that raises a telemetry_gap alert ("off" = never)
 //! max_event_bytes = 65536           # largest accepted message (the contract's limit)

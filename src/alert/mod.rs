@@ -54,6 +54,8 @@ pub enum Trigger {
     Clock,
     /// The incident was resolved.
     Resolved,
+    /// An axis rose because the rules were reloaded with a stricter grid.
+    Reload,
     /// A participant fell silent for longer than the configured gap.
     Silent,
     /// A silent participant was heard from again.

@@ -4,7 +4,7 @@
 //! accepted: an open-addressing table (linear probing, at most half full, backward-shift
 //! deletion) for the lookup and a ring for the order of eviction. One window for the whole
 //! engine rather than one per participant keeps the memory small enough to stay in cache
-//! (24 bytes x window, 1.5 MiB at the default 65,536, allocated once) and lets busy
+//! (24 bytes x window, 384 KiB at the default 16,384, allocated once) and lets busy
 //! participants use more of it than quiet ones.
 //!
 //! A duplicate older than the window is graded again. That is harmless by construction:

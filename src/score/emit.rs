@@ -147,6 +147,7 @@ fn summarize(a: &Alert) -> String {
             Trigger::Escalated => "escalated by a report",
             Trigger::Clock => "escalated by elapsed time",
             Trigger::Resolved => "resolved",
+            Trigger::Reload => "escalated by a rules reload",
             Trigger::Silent | Trigger::Heard => "telemetry",
         },
         match a.exemption {

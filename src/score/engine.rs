@@ -62,7 +62,7 @@ impl Default for EngineSettings {
             max_event_bytes: MAX_EVENT_BYTES,
             max_incidents: 100_000,
             max_open_per_participant: 1_000,
-            dedup_window: 65_536,
+            dedup_window: 16_384,
             retention_ms: 24 * 60 * MS_PER_MINUTE,
             telemetry_gap_ms: 5 * MS_PER_MINUTE,
             min_alert_level: Level::General,
@@ -104,6 +104,7 @@ struct ParticipantState {
 enum Cause<'a> {
     Report(&'a str),
     Clock,
+    Reload,
 }
 
 pub struct Engine {
@@ -146,10 +147,23 @@ impl Engine {
         }
     }
 
-    /// Swaps the grid. Open incidents keep the levels they reached; new reports and
-    /// deadlines are graded by the new rules.
-    pub fn set_rules(&mut self, rules: Arc<Rules>) {
+    /// Swaps the grid and regrades every open incident under it at once: levels they already
+    /// reached stay (levels never fall while open), higher ones the new grid justifies are
+    /// alerted with trigger `reload`, and deadlines are recomputed.
+    pub fn set_rules(&mut self, rules: Arc<Rules>, out: &mut Vec<Alert>) {
         self.rules = rules;
+        let Some(now) = self.clock else {
+            return;
+        };
+        for slot in 0..self.slab.len() as Slot {
+            let inc = &mut self.slab[slot as usize];
+            if !inc.live || !inc.is_open() {
+                continue;
+            }
+            let participant = self.registry.get(inc.participant);
+            inc.applicable = self.rules.applicable(&inc.subject(participant, now));
+            self.evaluate(slot, now, Cause::Reload, out);
+        }
     }
 
     pub fn rules(&self) -> &Arc<Rules> {
@@ -314,8 +328,13 @@ impl Engine {
             }
             None => (self.create(event, report)?, true),
         };
-        let changed = self.slab[slot as usize].merge(report, event.occurred_at);
-        if changed || created {
+        let inc = &mut self.slab[slot as usize];
+        let change = inc.merge(report, event.occurred_at);
+        if change.attributes || created {
+            let participant = self.registry.get(inc.participant);
+            inc.applicable = self.rules.applicable(&inc.subject(participant, now));
+        }
+        if change.any || created {
             self.evaluate(slot, now, Cause::Report(&event.event_id), out);
         }
         Ok(Outcome::Graded)
@@ -361,19 +380,21 @@ impl Engine {
         let participant = self.registry.get(inc.participant);
         let subject = inc.subject(participant, at);
         let minutes = subject.minutes;
-        let grade = inc.grade.raised_by(rules.grade(&subject));
+        let assessment = rules.assess(&subject, inc.applicable, inc.grade);
+        let grade = inc.grade.raised_by(assessment.grade);
         inc.peak_minutes = minutes;
         inc.grade = grade;
         let exemption = rules.exemption(grade);
         let event_id = match cause {
             Cause::Report(id) => Some(id),
-            Cause::Clock => None,
+            Cause::Clock | Cause::Reload => None,
         };
         let trigger = match inc.emitted {
             None if grade.overall() >= self.settings.min_alert_level => Some(Trigger::Opened),
             Some(e) if e.grade != grade || e.exemption != exemption => Some(match cause {
                 Cause::Report(_) => Trigger::Escalated,
                 Cause::Clock => Trigger::Clock,
+                Cause::Reload => Trigger::Reload,
             }),
             _ => None,
         };
@@ -404,8 +425,9 @@ impl Engine {
             self.resolve(slot, at);
             return;
         }
-        let next = rules
-            .next_deadline(&inc.subject(participant, at), grade, inc.started_at)
+        let next = assessment
+            .due_after_start_ms
+            .map(|ms| inc.started_at.plus_millis(ms))
             .filter(|d| *d > at);
         if next != inc.deadline {
             inc.generation = inc.generation.wrapping_add(1);

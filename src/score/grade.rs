@@ -24,7 +24,7 @@ use super::level::{Axis, Exemption, Grade, Level};
 use super::rules::{Condition, Filter, Metric, Op, Rule, Rules};
 use crate::decode::{Category, EventKind, Figure, Figures, RecordType, Scope, System, Word};
 use crate::registry::ParticipantKind;
-use crate::time::{Timestamp, MS_PER_MINUTE};
+use crate::time::MS_PER_MINUTE;
 
 /// Everything a rule can look at, for one incident at one instant.
 #[derive(Clone, Copy, Debug)]
@@ -120,20 +120,82 @@ pub const FLOOR_RULE: &str = "contract.floor";
 const FLOOR_CITE: &str =
     "CONTRACT.md s.2: an incident carrying figures for an axis is at least general on it";
 
+/// Which rules of each axis can apply to an incident, given its attributes (kind, category,
+/// participant kind, system, scope, record type): bit `i` stands for rule `i` of the axis.
+/// Attributes rarely change, so an incident keeps this and grading skips the filters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applicable([u64; 2]);
+
+/// A grading at one instant: the levels the figures justify, and the delay after
+/// `started_at` at which elapsed time alone would justify a higher one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assessment {
+    pub grade: Grade,
+    pub due_after_start_ms: Option<i64>,
+}
+
 impl Rules {
-    /// The level of one axis: the highest matching rule, or the contract's floor.
-    pub fn level(&self, axis: Axis, s: &Subject) -> Level {
-        self.of(axis)
-            .iter()
-            .find(|r| s.matches(r))
-            .map_or_else(|| s.floor(axis), |r| r.level)
+    /// The rules whose filters admit the subject.
+    pub fn applicable(&self, s: &Subject) -> Applicable {
+        Applicable(Axis::ALL.map(|axis| {
+            self.of(axis)
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| s.admits(&r.when))
+                .fold(0u64, |m, (i, _)| m | 1 << i)
+        }))
     }
 
-    pub fn grade(&self, s: &Subject) -> Grade {
-        Grade {
-            investor_loss: self.level(Axis::InvestorLoss, s),
-            market_order: self.level(Axis::MarketOrder, s),
+    /// Grades the subject with one walk over its applicable rules, highest level first: the
+    /// first rule that holds gives the level; the rules above it whose only unmet conditions
+    /// are `minutes >= t` (or `> t`) give the deadline, if they are above `held` too.
+    pub fn assess(&self, s: &Subject, applicable: Applicable, held: Grade) -> Assessment {
+        let mut grade = Grade::default();
+        let mut due: Option<i64> = None;
+        for axis in Axis::ALL {
+            let rules = self.of(axis);
+            let mut level = s.floor(axis);
+            // Earliest time-only delay per level, for the rules above the one that holds.
+            let mut by_level: [Option<i64>; 5] = [None; 5];
+            let mut mask = applicable.0[axis.index()];
+            while mask != 0 {
+                let r = &rules[mask.trailing_zeros() as usize];
+                mask &= mask - 1;
+                match time_only_delay(s, r) {
+                    Delay::Holds => {
+                        level = r.level;
+                        break;
+                    }
+                    Delay::After(ms) => {
+                        let slot = &mut by_level[r.level as usize];
+                        *slot = Some(slot.map_or(ms, |d| d.min(ms)));
+                    }
+                    Delay::Never => {}
+                }
+            }
+            let above = level.max(held.get(axis)) as usize + 1;
+            for ms in by_level.iter().skip(above).flatten() {
+                due = Some(due.map_or(*ms, |d| d.min(*ms)));
+            }
+            match axis {
+                Axis::InvestorLoss => grade.investor_loss = level,
+                Axis::MarketOrder => grade.market_order = level,
+            }
         }
+        Assessment {
+            grade,
+            due_after_start_ms: due,
+        }
+    }
+
+    /// The levels the figures justify (no deadline), for one-off use.
+    pub fn grade(&self, s: &Subject) -> Grade {
+        self.assess(s, self.applicable(s), Grade::default()).grade
+    }
+
+    /// The level of one axis: the highest matching rule, or the contract's floor.
+    pub fn level(&self, axis: Axis, s: &Subject) -> Level {
+        self.grade(s).get(axis)
     }
 
     pub fn exemption(&self, g: Grade) -> Exemption {
@@ -201,43 +263,36 @@ impl Rules {
             .min(0.99);
         (floor + width * progress).floor() as u8
     }
+}
 
-    /// The earliest instant after which the passing of time alone would raise a level:
-    /// a rule above the current level whose only unmet conditions are `minutes >= / > t`.
-    pub fn next_deadline(
-        &self,
-        s: &Subject,
-        grade: Grade,
-        started_at: Timestamp,
-    ) -> Option<Timestamp> {
-        let mut best: Option<i64> = None;
-        for axis in Axis::ALL {
-            let current = grade.get(axis);
-            for r in self.of(axis).iter().take_while(|r| r.level > current) {
-                if !s.admits(&r.when) {
-                    continue;
-                }
-                let mut due_ms: Option<i64> = None;
-                let mut blocked = false;
-                for c in &r.all {
-                    match (c.metric, c.op) {
-                        (Metric::Minutes, Op::Ge) => {
-                            let ms = (c.threshold * MS_PER_MINUTE as f64).ceil() as i64;
-                            due_ms = Some(due_ms.map_or(ms, |d| d.max(ms)));
-                        }
-                        (Metric::Minutes, Op::Gt) => {
-                            let ms = (c.threshold * MS_PER_MINUTE as f64).floor() as i64 + 1;
-                            due_ms = Some(due_ms.map_or(ms, |d| d.max(ms)));
-                        }
-                        _ => blocked |= !s.satisfies(c),
-                    }
-                }
-                if let (Some(ms), false) = (due_ms, blocked) {
-                    best = Some(best.map_or(ms, |b| b.min(ms)));
-                }
-            }
+enum Delay {
+    /// Every condition holds now.
+    Holds,
+    /// Only `minutes` conditions are unmet; they hold this long after `started_at`.
+    After(i64),
+    /// Some other condition is unmet: time alone will not make the rule hold.
+    Never,
+}
+
+fn time_only_delay(s: &Subject, r: &Rule) -> Delay {
+    let mut holds = true;
+    let mut due_ms: Option<i64> = None;
+    for c in &r.all {
+        if s.satisfies(c) {
+            continue;
         }
-        best.map(|ms| started_at.plus_millis(ms))
+        holds = false;
+        let ms = match (c.metric, c.op) {
+            (Metric::Minutes, Op::Ge) => (c.threshold * MS_PER_MINUTE as f64).ceil() as i64,
+            (Metric::Minutes, Op::Gt) => (c.threshold * MS_PER_MINUTE as f64).floor() as i64 + 1,
+            _ => return Delay::Never,
+        };
+        due_ms = Some(due_ms.map_or(ms, |d| d.max(ms)));
+    }
+    match (holds, due_ms) {
+        (true, _) => Delay::Holds,
+        (false, Some(ms)) => Delay::After(ms),
+        (false, None) => Delay::Never,
     }
 }
 

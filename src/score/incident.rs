@@ -8,9 +8,18 @@ use crate::decode::{
     Category, EventKind, Figures, IncidentReport, RecordType, Scope, Status, System,
 };
 use crate::registry::{Participant, ParticipantIdx};
-use crate::score::grade::Subject;
+use crate::score::grade::{Applicable, Subject};
 use crate::score::level::{Exemption, Grade};
 use crate::time::Timestamp;
+
+/// What a report changed in an incident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// Anything grading reads.
+    pub any: bool,
+    /// The attributes rule filters read (so the applicable rules may differ).
+    pub attributes: bool,
+}
 
 /// What the last firing alert of an incident said, to detect the next transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +47,8 @@ pub struct Incident {
     /// Longest service duration graded so far (levels only rise, so neither does this).
     pub peak_minutes: f64,
     pub grade: Grade,
+    /// The rules whose filters admit this incident (recomputed when attributes change).
+    pub applicable: Applicable,
     pub scores: [u8; 2],
     pub emitted: Option<Emitted>,
     pub deadline: Option<Timestamp>,
@@ -66,6 +77,7 @@ impl Incident {
             figures: Figures::default(),
             peak_minutes: 0.0,
             grade: Grade::default(),
+            applicable: Applicable::default(),
             scores: [0; 2],
             emitted: None,
             deadline: None,
@@ -76,9 +88,9 @@ impl Incident {
         self.resolved_at.is_none()
     }
 
-    /// Folds a report into the state. Allocation-free. Returns whether anything that grading
-    /// reads changed (if not, the grade and the deadline cannot have changed either).
-    pub fn merge(&mut self, report: &IncidentReport<'_>, occurred_at: Timestamp) -> bool {
+    /// Folds a report into the state. Allocation-free. Says what changed that grading reads
+    /// (if nothing did, the grade and the deadline cannot have changed either).
+    pub fn merge(&mut self, report: &IncidentReport<'_>, occurred_at: Timestamp) -> Change {
         let before = (
             self.category,
             self.system,
@@ -105,7 +117,14 @@ impl Incident {
             self.scope,
             self.started_at,
         );
-        grew || before != after || report.status == Status::Resolved
+        let attributes = before.0 != after.0
+            || before.1 != after.1
+            || before.2 != after.2
+            || before.3 != after.3;
+        Change {
+            attributes,
+            any: attributes || grew || before.4 != after.4 || report.status == Status::Resolved,
+        }
     }
 
     /// Service duration in minutes at `now` (or at resolution), never below what was graded.

@@ -32,6 +32,9 @@ use super::level::{Axis, Level};
 use crate::decode::{Category, EventKind, Figure, RecordType, Scope, System, Word};
 use crate::registry::ParticipantKind;
 
+/// Grading keeps one bit per rule of an axis in a `u64`.
+pub const MAX_RULES_PER_AXIS: usize = 64;
+
 /// The default grid of CONTRACT.md section 2, as shipped in `config/rules.toml`.
 pub const DEFAULT_RULES: &str = include_str!("../../config/rules.toml");
 
@@ -258,9 +261,16 @@ impl Rules {
             let rule = compile_rule(r).map_err(err)?;
             by_axis[rule.axis.index()].push(rule);
         }
-        for rules in &mut by_axis {
+        for (axis, rules) in Axis::ALL.iter().zip(&mut by_axis) {
             // Stable: rules of one level keep their file order (it orders reasons).
             rules.sort_by_key(|r| std::cmp::Reverse(r.level));
+            if rules.len() > MAX_RULES_PER_AXIS {
+                return Err(RulesError::Syntax(format!(
+                    "{} rules grade {}; at most {MAX_RULES_PER_AXIS} per axis are supported",
+                    rules.len(),
+                    axis.as_str()
+                )));
+            }
         }
         let exemption = [
             exemption_level("investor_loss", &raw.exemption.investor_loss)?,

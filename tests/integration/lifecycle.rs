@@ -601,3 +601,47 @@ fn reasons_name_rule_observed_value_threshold_and_source() {
         "mo.broker.major"
     );
 }
+
+#[test]
+fn a_rules_reload_regrades_open_incidents_and_reschedules_deadlines() {
+    let mut s = Sandbox::broker();
+    s.send(full_trading_outage(0.0)).unwrap();
+    s.send(infosec(0.0, "malware", json!({"incident_id": "M"})))
+        .unwrap();
+    s.advance(2.0);
+    assert_eq!(s.take().len(), 2, "both opened at general");
+    let stricter = regwatch::score::Rules::compile(
+        r#"
+        [[rule]]
+        id = "strict.now"
+        axis = "investor_loss"
+        level = "larger"
+        when = { category = ["malware"] }
+        cite = "test grid"
+        [[rule]]
+        id = "strict.soon"
+        axis = "market_order"
+        level = "major"
+        when = { category = ["outage"] }
+        all = ["minutes >= 3"]
+        cite = "test grid"
+        "#,
+    )
+    .unwrap();
+    s.engine
+        .set_rules(std::sync::Arc::new(stricter), &mut s.alerts);
+    let now = s.take();
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(
+        (
+            now[0].incident_id.as_deref(),
+            now[0].trigger,
+            now[0].investor_loss.level
+        ),
+        (Some("M"), Trigger::Reload, Larger)
+    );
+    s.advance(3.0);
+    let later = s.take();
+    assert_eq!(later.len(), 1, "the outage's new deadline");
+    assert_eq!((later[0].market_order.level, later[0].at), (Major, at(3.0)));
+}
