@@ -171,6 +171,8 @@ impl RawConfig {
         let e = self.engine;
         let engine = EngineSettings {
             clock: ClockMode::EventTime,
+            watch_all_from_start: d.watch_all_from_start,
+            track_changes: d.track_changes,
             max_event_bytes: within(
                 "engine.max_event_bytes",
                 e.max_event_bytes,

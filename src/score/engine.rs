@@ -24,6 +24,7 @@ use super::incident::{Emitted, Incident};
 use super::level::Level;
 use super::liveness::Liveness;
 use super::rules::Rules;
+use super::state::{IncidentRecord, ParticipantRecord, StateChange, StateRecord, STATE_VERSION};
 use super::timers::{Deadlines, Due, Evictions, Slot};
 use crate::alert::{Alert, AlertStatus, Trigger};
 use crate::decode::Reject;
@@ -53,6 +54,11 @@ pub struct EngineSettings {
     pub telemetry_gap_ms: i64,
     /// Incident alerts start once the incident reaches this level.
     pub min_alert_level: Level,
+    /// Watch every registered participant for silence from start-up (replay); otherwise
+    /// each from its first message (the daemon: a partition's engine sees only its own).
+    pub watch_all_from_start: bool,
+    /// Record what changed for `take_changes` (the daemon persists it; replay does not).
+    pub track_changes: bool,
 }
 
 impl Default for EngineSettings {
@@ -66,6 +72,8 @@ impl Default for EngineSettings {
             retention_ms: 24 * 60 * MS_PER_MINUTE,
             telemetry_gap_ms: 5 * MS_PER_MINUTE,
             min_alert_level: Level::General,
+            watch_all_from_start: true,
+            track_changes: false,
         }
     }
 }
@@ -98,6 +106,8 @@ pub struct EngineStats {
 struct ParticipantState {
     incidents: HashMap<Box<str>, Slot, foldhash::fast::RandomState>,
     open: usize,
+    /// Liveness changed since the state was last handed out.
+    dirty: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -121,7 +131,16 @@ pub struct Engine {
     evictions: Evictions,
     liveness: Option<Liveness>,
     dedup: Dedup,
+    changes: Changes,
     stats: EngineStats,
+}
+
+/// What changed since the last `take_changes` (only with `track_changes`).
+#[derive(Default)]
+struct Changes {
+    incidents: Vec<Slot>,
+    participants: Vec<ParticipantIdx>,
+    evicted: Vec<(ParticipantIdx, Box<str>)>,
 }
 
 impl Engine {
@@ -142,6 +161,7 @@ impl Engine {
             evictions: Evictions::default(),
             liveness: None,
             dedup: Dedup::new(settings.dedup_window),
+            changes: Changes::default(),
             stats: EngineStats::default(),
             settings,
         }
@@ -162,6 +182,7 @@ impl Engine {
             }
             let participant = self.registry.get(inc.participant);
             inc.applicable = self.rules.applicable(&inc.subject(participant, now));
+            self.incident_changed(slot);
             self.evaluate(slot, now, Cause::Reload, out);
         }
     }
@@ -223,7 +244,11 @@ impl Engine {
     pub fn advance_to(&mut self, now: Timestamp, out: &mut Vec<Alert>) {
         let Some(clock) = self.clock else {
             self.clock = Some(now);
-            self.liveness = Some(Liveness::new(self.registry.len(), now));
+            self.liveness = Some(Liveness::new(
+                self.registry.len(),
+                now,
+                self.settings.watch_all_from_start,
+            ));
             return;
         };
         if now <= clock {
@@ -287,6 +312,23 @@ impl Engine {
                 now,
             ));
         }
+        self.participant_changed(p);
+    }
+
+    fn participant_changed(&mut self, p: ParticipantIdx) {
+        let ps = &mut self.participants[p.get()];
+        if self.settings.track_changes && !ps.dirty {
+            ps.dirty = true;
+            self.changes.participants.push(p);
+        }
+    }
+
+    fn incident_changed(&mut self, slot: Slot) {
+        let inc = &mut self.slab[slot as usize];
+        if self.settings.track_changes && !inc.dirty {
+            inc.dirty = true;
+            self.changes.incidents.push(slot);
+        }
     }
 
     fn gap(&mut self, p: ParticipantIdx, since: Timestamp, at: Timestamp, out: &mut Vec<Alert>) {
@@ -294,6 +336,7 @@ impl Engine {
             l.mark_silent(p);
         }
         self.stats.telemetry_gaps += 1;
+        self.participant_changed(p);
         out.push(gap_alert(
             self.registry.get(p),
             since,
@@ -335,6 +378,7 @@ impl Engine {
             inc.applicable = self.rules.applicable(&inc.subject(participant, now));
         }
         if change.any || created {
+            self.incident_changed(slot);
             self.evaluate(slot, now, Cause::Report(&event.event_id), out);
         }
         Ok(Outcome::Graded)
@@ -445,6 +489,7 @@ impl Engine {
     fn escalate(&mut self, due: Due, out: &mut Vec<Alert>) {
         let inc = &mut self.slab[due.slot as usize];
         inc.deadline = None;
+        self.incident_changed(due.slot);
         self.evaluate(due.slot, due.at, Cause::Clock, out);
     }
 
@@ -471,13 +516,183 @@ impl Engine {
         }
         inc.live = false;
         let id = std::mem::take(&mut inc.incident_id);
-        self.participants[inc.participant.get()]
-            .incidents
-            .remove(&id);
+        let participant = inc.participant;
+        self.participants[participant.get()].incidents.remove(&id);
+        if self.settings.track_changes {
+            self.changes.evicted.push((participant, id));
+        }
         self.free.push(due.slot);
         self.in_use -= 1;
         self.stats.evicted += 1;
         true
+    }
+
+    /// Hands out, once, the latest state of everything that changed since the last call:
+    /// tombstones of evicted incidents first (a key may be evicted and then reused), then
+    /// incidents, then participants' liveness. Empty unless `track_changes` is set.
+    pub fn take_changes(&mut self) -> Vec<StateChange> {
+        let changes = std::mem::take(&mut self.changes);
+        let mut out = Vec::with_capacity(
+            changes.evicted.len() + changes.incidents.len() + changes.participants.len(),
+        );
+        for (p, incident_id) in changes.evicted {
+            out.push(StateChange::Evicted {
+                participant_id: self.registry.get(p).id.to_string(),
+                incident_id: incident_id.into(),
+            });
+        }
+        for slot in changes.incidents {
+            let inc = &mut self.slab[slot as usize];
+            // A slot can be listed twice (evicted, then reused); hand out each state once.
+            if inc.dirty && inc.live {
+                let pid = &self.registry.get(inc.participant).id;
+                out.push(StateChange::Put(StateRecord::Incident(
+                    IncidentRecord::from_incident(pid, inc),
+                )));
+            }
+            inc.dirty = false;
+        }
+        for p in changes.participants {
+            self.participants[p.get()].dirty = false;
+            if let Some((heard_at, silent)) = self.liveness.as_ref().and_then(|l| l.state(p)) {
+                out.push(StateChange::Put(StateRecord::Participant(
+                    ParticipantRecord {
+                        v: STATE_VERSION,
+                        participant_id: self.registry.get(p).id.to_string(),
+                        heard_at_ms: heard_at.millis(),
+                        silent,
+                    },
+                )));
+            }
+        }
+        out
+    }
+
+    /// Loads state handed out by [`Engine::take_changes`] (by this or another instance) into
+    /// a fresh engine, with the clock at `now`. Later records of a key replace earlier ones.
+    /// Open incidents get their deadlines back: one that passed while nobody owned the
+    /// incident fires on the next [`Engine::advance_to`], with its own time as `at`.
+    pub fn restore(&mut self, now: Timestamp, records: Vec<StateRecord>) -> RestoreSummary {
+        let mut summary = RestoreSummary::default();
+        if self.clock.is_none() {
+            self.advance_to(now, &mut Vec::new());
+        }
+        let mut latest: HashMap<String, StateRecord> = HashMap::new();
+        for r in records {
+            latest.insert(r.key(), r);
+        }
+        let mut keys: Vec<String> = latest.keys().cloned().collect();
+        keys.sort();
+        let mut liveness = Vec::new();
+        let mut evictions = Vec::new();
+        for key in keys {
+            let Some(record) = latest.remove(&key) else {
+                continue;
+            };
+            match record {
+                StateRecord::Incident(r) => match self.restore_incident(&r) {
+                    Ok(Some(due)) => {
+                        evictions.push(due);
+                        summary.incidents += 1;
+                    }
+                    Ok(None) => summary.incidents += 1,
+                    Err(problem) => summary.skipped.push(format!("{key}: {problem}")),
+                },
+                StateRecord::Participant(r) => match self.registry.lookup(&r.participant_id) {
+                    Some(p) => {
+                        liveness.push((p, Timestamp(r.heard_at_ms), r.silent));
+                        summary.participants += 1;
+                    }
+                    None => summary
+                        .skipped
+                        .push(format!("{key}: participant no longer registered")),
+                },
+            }
+        }
+        if let Some(l) = self.liveness.as_mut() {
+            l.restore(&mut liveness);
+        }
+        evictions.sort();
+        for due in evictions {
+            self.evictions.push(due);
+        }
+        summary
+    }
+
+    /// Rebuilds one incident; returns its eviction if it is resolved.
+    fn restore_incident(&mut self, r: &IncidentRecord) -> Result<Option<Due>, String> {
+        let p = self
+            .registry
+            .lookup(&r.participant_id)
+            .ok_or("participant no longer registered")?;
+        let parts = r.parts()?;
+        if self.in_use >= self.settings.max_incidents {
+            return Err(format!(
+                "engine capacity of {} incidents reached",
+                self.settings.max_incidents
+            ));
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slab.push(Incident::placeholder());
+                (self.slab.len() - 1) as Slot
+            }
+        };
+        let generation = self.slab[slot as usize].generation.wrapping_add(1);
+        let mut inc = Incident::placeholder();
+        inc.live = true;
+        inc.generation = generation;
+        inc.participant = p;
+        inc.incident_id = r.incident_id.as_str().into();
+        inc.kind = parts.kind;
+        inc.category = parts.category;
+        inc.system = parts.system;
+        inc.scope = parts.scope;
+        inc.record_type = parts.record_type;
+        inc.started_at = Timestamp(r.started_at_ms);
+        inc.resolved_at = r.resolved_at_ms.map(Timestamp);
+        inc.figures = parts.figures;
+        inc.peak_minutes = r.peak_minutes;
+        inc.grade = parts.grade;
+        inc.scores = r.scores;
+        inc.emitted = parts.emitted;
+        let participant = self.registry.get(p);
+        let held_at = inc
+            .started_at
+            .plus_millis((r.peak_minutes * MS_PER_MINUTE as f64).round() as i64);
+        inc.applicable = self.rules.applicable(&inc.subject(participant, held_at));
+        let ps = &mut self.participants[p.get()];
+        ps.incidents.insert(inc.incident_id.clone(), slot);
+        self.in_use += 1;
+        let eviction = if let Some(resolved_at) = inc.resolved_at {
+            Some(Due {
+                at: resolved_at.plus_millis(self.settings.retention_ms),
+                slot,
+                generation,
+            })
+        } else {
+            ps.open += 1;
+            self.open += 1;
+            let assessment = self.rules.assess(
+                &inc.subject(participant, held_at),
+                inc.applicable,
+                inc.grade,
+            );
+            inc.deadline = assessment
+                .due_after_start_ms
+                .map(|ms| inc.started_at.plus_millis(ms));
+            if let Some(at) = inc.deadline {
+                self.deadlines.schedule(Due {
+                    at,
+                    slot,
+                    generation,
+                });
+            }
+            None
+        };
+        self.slab[slot as usize] = inc;
+        Ok(eviction)
     }
 
     /// Frees the oldest retained resolved incident ahead of time, if there is one.
@@ -490,6 +705,16 @@ impl Engine {
         }
         false
     }
+}
+
+/// What `Engine::restore` loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    pub incidents: usize,
+    pub participants: usize,
+    /// Records that could not be loaded, with the reason (e.g. a participant removed from
+    /// the registry since).
+    pub skipped: Vec<String>,
 }
 
 /// The next thing due as time passes.

@@ -52,6 +52,8 @@ pub struct Incident {
     pub scores: [u8; 2],
     pub emitted: Option<Emitted>,
     pub deadline: Option<Timestamp>,
+    /// Changed since the state was last handed out (`Engine::take_changes`).
+    pub dirty: bool,
 }
 
 impl Incident {
@@ -81,6 +83,32 @@ impl Incident {
             scores: [0; 2],
             emitted: None,
             deadline: None,
+            dirty: false,
+        }
+    }
+
+    /// An empty, dead incident (a slab slot before it is filled).
+    pub fn placeholder() -> Incident {
+        Incident {
+            live: false,
+            generation: 0,
+            participant: ParticipantIdx(0),
+            incident_id: Box::default(),
+            kind: EventKind::Infosec,
+            category: Category::Other,
+            system: None,
+            scope: None,
+            record_type: None,
+            started_at: Timestamp::default(),
+            resolved_at: None,
+            figures: Figures::default(),
+            peak_minutes: 0.0,
+            grade: Grade::default(),
+            applicable: Applicable::default(),
+            scores: [0; 2],
+            emitted: None,
+            deadline: None,
+            dirty: false,
         }
     }
 

@@ -5,6 +5,10 @@
 //! so appending keeps the order). The head is the only candidate for the next gap. A
 //! participant whose gap fired leaves the list until it is heard again, so a silent one is
 //! reported once, not on every tick.
+//!
+//! A participant is *watched* from start-up (replay: silence from the start counts) or from
+//! its first message (the daemon, where each partition's engine watches only the participants
+//! whose messages it owns). Watch state survives restarts through `snapshot`/`restore`.
 
 use crate::registry::ParticipantIdx;
 use crate::time::Timestamp;
@@ -15,7 +19,9 @@ const NIL: u32 = u32::MAX;
 struct Node {
     prev: u32,
     next: u32,
+    /// In the list: watched and not (yet) reported silent.
     linked: bool,
+    watched: bool,
     heard_at: Timestamp,
 }
 
@@ -26,14 +32,16 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    /// Every participant starts as heard at `start` (silence from start-up counts).
-    pub fn new(participants: usize, start: Timestamp) -> Liveness {
+    /// With `watch_all`, every participant starts watched, as heard at `start` (silence from
+    /// start-up counts); otherwise each is watched from its first message.
+    pub fn new(participants: usize, start: Timestamp, watch_all: bool) -> Liveness {
         let mut l = Liveness {
             nodes: vec![
                 Node {
                     prev: NIL,
                     next: NIL,
                     linked: false,
+                    watched: watch_all,
                     heard_at: start,
                 };
                 participants
@@ -41,8 +49,10 @@ impl Liveness {
             head: NIL,
             tail: NIL,
         };
-        for i in 0..participants as u32 {
-            l.push_back(i);
+        if watch_all {
+            for i in 0..participants as u32 {
+                l.push_back(i);
+            }
         }
         l
     }
@@ -52,13 +62,42 @@ impl Liveness {
     pub fn heard(&mut self, p: ParticipantIdx, now: Timestamp) -> Option<Timestamp> {
         let i = p.0;
         let node = self.nodes[i as usize];
-        let was_silent = !node.linked;
+        let was_silent = node.watched && !node.linked;
         if node.linked {
             self.unlink(i);
         }
-        self.nodes[i as usize].heard_at = node.heard_at.max(now);
+        let n = &mut self.nodes[i as usize];
+        n.heard_at = if node.watched {
+            node.heard_at.max(now)
+        } else {
+            now
+        };
+        n.watched = true;
         self.push_back(i);
         was_silent.then_some(node.heard_at)
+    }
+
+    /// The watch state of a participant: `None` if not watched, else when it was last heard
+    /// and whether its silence has been reported.
+    pub fn state(&self, p: ParticipantIdx) -> Option<(Timestamp, bool)> {
+        let n = &self.nodes[p.get()];
+        n.watched.then_some((n.heard_at, !n.linked))
+    }
+
+    /// Rebuilds watch states saved by [`Liveness::state`]; the list order follows `heard_at`.
+    pub fn restore(&mut self, states: &mut [(ParticipantIdx, Timestamp, bool)]) {
+        states.sort_by_key(|(p, at, _)| (*at, *p));
+        for &(p, heard_at, silent) in states.iter() {
+            if self.nodes[p.get()].linked {
+                self.unlink(p.0);
+            }
+            let n = &mut self.nodes[p.get()];
+            n.watched = true;
+            n.heard_at = heard_at;
+            if !silent {
+                self.push_back(p.0);
+            }
+        }
     }
 
     /// The participant silent longest among those not already reported, with when it was
@@ -86,7 +125,7 @@ impl Liveness {
 
     #[cfg(test)]
     pub fn is_silent(&self, p: ParticipantIdx) -> bool {
-        !self.nodes[p.get()].linked
+        self.nodes[p.get()].watched && !self.nodes[p.get()].linked
     }
 
     fn push_back(&mut self, i: u32) {
@@ -131,7 +170,7 @@ mod tests {
 
     #[test]
     fn quietest_follows_last_heard_and_silence() {
-        let mut l = Liveness::new(3, t(0));
+        let mut l = Liveness::new(3, t(0), true);
         assert_eq!(l.quietest(), Some((ParticipantIdx(0), t(0))));
         assert_eq!(l.heard(ParticipantIdx(0), t(10)), None);
         assert_eq!(l.quietest(), Some((ParticipantIdx(1), t(0))));
@@ -147,5 +186,35 @@ mod tests {
         assert_eq!(l.quietest(), Some((ParticipantIdx(1), t(20))));
         l.mark_silent(ParticipantIdx(1));
         assert_eq!(l.quietest(), None);
+    }
+
+    #[test]
+    fn participants_can_be_watched_from_their_first_message_and_restored() {
+        let mut l = Liveness::new(3, t(0), false);
+        assert_eq!(l.quietest(), None, "nobody is watched yet");
+        assert_eq!(
+            l.heard(ParticipantIdx(2), t(50)),
+            None,
+            "first message is no gap end"
+        );
+        assert_eq!(l.quietest(), Some((ParticipantIdx(2), t(50))));
+        assert_eq!(l.state(ParticipantIdx(0)), None);
+        l.mark_silent(ParticipantIdx(2));
+        assert_eq!(l.state(ParticipantIdx(2)), Some((t(50), true)));
+
+        let mut copy = Liveness::new(3, t(0), false);
+        copy.restore(&mut [
+            (ParticipantIdx(2), t(50), true),
+            (ParticipantIdx(1), t(40), false),
+            (ParticipantIdx(0), t(30), false),
+        ]);
+        assert_eq!(copy.quietest(), Some((ParticipantIdx(0), t(30))));
+        copy.mark_silent(ParticipantIdx(0));
+        assert_eq!(copy.quietest(), Some((ParticipantIdx(1), t(40))));
+        assert_eq!(
+            copy.heard(ParticipantIdx(2), t(60)),
+            Some(t(50)),
+            "its gap ends"
+        );
     }
 }

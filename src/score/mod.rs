@@ -16,9 +16,14 @@ mod incident;
 mod level;
 mod liveness;
 mod rules;
+mod state;
 mod timers;
 
-pub use engine::{ClockMode, Engine, EngineSettings, EngineStats, Outcome};
+pub use engine::{ClockMode, Engine, EngineSettings, EngineStats, Outcome, RestoreSummary};
 pub use grade::{AxisReport, Reason, Subject, FLOOR_RULE};
 pub use level::{Axis, Exemption, Grade, Level};
 pub use rules::{Condition, Metric, Op, Rule, Rules, RulesError, DEFAULT_RULES};
+pub use state::{
+    incident_key, participant_key, EmittedRecord, IncidentRecord, ParticipantRecord, StateChange,
+    StateRecord, STATE_VERSION,
+};

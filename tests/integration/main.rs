@@ -5,4 +5,5 @@ mod grid;
 mod lifecycle;
 mod props;
 mod rejects;
+mod state;
 mod support;

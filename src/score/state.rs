@@ -1,0 +1,170 @@
+//! The engine's durable state as records: what a daemon writes to its state topic so that a
+//! restarted instance (or the new owner of a partition) resumes with the incidents it owned.
+//!
+//! One record per incident (key: participant + incident id) and one per watched participant
+//! (its liveness). The engine marks what changed; [`crate::score::Engine::take_changes`] hands
+//! out the latest state of each changed key once, and an evicted incident as a tombstone.
+//! Records are plain serde structs, serialised as JSON: readable with any Kafka tool.
+
+use serde::{Deserialize, Serialize};
+
+use super::incident::{Emitted, Incident};
+use super::level::{Exemption, Grade, Level};
+use crate::decode::{Category, EventKind, Figure, Figures, RecordType, Scope, System, Word};
+use crate::time::Timestamp;
+
+/// Version of the record layout; a reader refuses versions it does not know.
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StateRecord {
+    Incident(IncidentRecord),
+    Participant(ParticipantRecord),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncidentRecord {
+    pub v: u32,
+    pub participant_id: String,
+    pub incident_id: String,
+    pub kind: String,
+    pub category: String,
+    pub system: Option<String>,
+    pub scope: Option<String>,
+    pub record_type: Option<String>,
+    pub started_at_ms: i64,
+    pub resolved_at_ms: Option<i64>,
+    /// Reported figures by name (largest value; for signed moves, largest magnitude).
+    pub figures: Vec<(String, f64)>,
+    pub peak_minutes: f64,
+    pub investor_loss: Level,
+    pub market_order: Level,
+    pub scores: [u8; 2],
+    /// What the last firing alert said, if one was sent.
+    pub emitted: Option<EmittedRecord>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmittedRecord {
+    pub investor_loss: Level,
+    pub market_order: Level,
+    pub exemption: Exemption,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantRecord {
+    pub v: u32,
+    pub participant_id: String,
+    pub heard_at_ms: i64,
+    pub silent: bool,
+}
+
+/// One change handed out by `take_changes`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StateChange {
+    Put(StateRecord),
+    /// The incident was evicted: its key should be deleted (a tombstone).
+    Evicted {
+        participant_id: String,
+        incident_id: String,
+    },
+}
+
+impl StateRecord {
+    /// The compaction key of the record, unique per participant and incident.
+    pub fn key(&self) -> String {
+        match self {
+            StateRecord::Incident(r) => incident_key(&r.participant_id, &r.incident_id),
+            StateRecord::Participant(r) => participant_key(&r.participant_id),
+        }
+    }
+}
+
+pub fn incident_key(participant_id: &str, incident_id: &str) -> String {
+    format!("i|{participant_id}|{incident_id}")
+}
+
+pub fn participant_key(participant_id: &str) -> String {
+    format!("p|{participant_id}")
+}
+
+impl IncidentRecord {
+    pub(super) fn from_incident(participant_id: &str, inc: &Incident) -> IncidentRecord {
+        IncidentRecord {
+            v: STATE_VERSION,
+            participant_id: participant_id.to_string(),
+            incident_id: inc.incident_id.to_string(),
+            kind: inc.kind.as_str().to_string(),
+            category: inc.category.as_str().to_string(),
+            system: inc.system.map(|s| s.as_str().to_string()),
+            scope: inc.scope.map(|s| s.as_str().to_string()),
+            record_type: inc.record_type.map(|s| s.as_str().to_string()),
+            started_at_ms: inc.started_at.millis(),
+            resolved_at_ms: inc.resolved_at.map(Timestamp::millis),
+            figures: inc
+                .figures
+                .iter()
+                .map(|(f, v)| (f.as_str().to_string(), v))
+                .collect(),
+            peak_minutes: inc.peak_minutes,
+            investor_loss: inc.grade.investor_loss,
+            market_order: inc.grade.market_order,
+            scores: inc.scores,
+            emitted: inc.emitted.map(|e| EmittedRecord {
+                investor_loss: e.grade.investor_loss,
+                market_order: e.grade.market_order,
+                exemption: e.exemption,
+            }),
+        }
+    }
+
+    /// Checks every field; the error says which one is bad.
+    pub(super) fn parts(&self) -> Result<RestoredParts, String> {
+        if self.v != STATE_VERSION {
+            return Err(format!("unknown state record version {}", self.v));
+        }
+        fn word<W: Word>(name: &str, v: &str) -> Result<W, String> {
+            W::parse(v).ok_or_else(|| format!("bad {name} {v:?}"))
+        }
+        fn opt<W: Word>(name: &str, v: &Option<String>) -> Result<Option<W>, String> {
+            v.as_deref().map(|v| word(name, v)).transpose()
+        }
+        let mut figures = Figures::default();
+        for (name, value) in &self.figures {
+            let f: Figure = word("figure", name)?;
+            figures.set(f, *value);
+        }
+        Ok(RestoredParts {
+            kind: word("kind", &self.kind)?,
+            category: word("category", &self.category)?,
+            system: opt("system", &self.system)?,
+            scope: opt("scope", &self.scope)?,
+            record_type: opt("record_type", &self.record_type)?,
+            figures,
+            grade: Grade {
+                investor_loss: self.investor_loss,
+                market_order: self.market_order,
+            },
+            emitted: self.emitted.map(|e| Emitted {
+                grade: Grade {
+                    investor_loss: e.investor_loss,
+                    market_order: e.market_order,
+                },
+                exemption: e.exemption,
+            }),
+        })
+    }
+}
+
+/// The typed fields of an [`IncidentRecord`].
+pub(super) struct RestoredParts {
+    pub kind: EventKind,
+    pub category: Category,
+    pub system: Option<System>,
+    pub scope: Option<Scope>,
+    pub record_type: Option<RecordType>,
+    pub figures: Figures,
+    pub grade: Grade,
+    pub emitted: Option<Emitted>,
+}

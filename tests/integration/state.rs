@@ -1,0 +1,203 @@
+//! Durable state: what one engine hands out with `take_changes` restores another one that
+//! carries on exactly as the first would have (the daemon's restart and rebalance path).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use regwatch::alert::Alert;
+use regwatch::registry::{ParticipantKind, Registry};
+use regwatch::score::{ClockMode, Engine, EngineSettings, StateChange, StateRecord};
+use serde_json::json;
+
+use crate::support::*;
+
+fn settings() -> EngineSettings {
+    EngineSettings {
+        clock: ClockMode::External,
+        watch_all_from_start: false,
+        track_changes: true,
+        retention_ms: 60 * 60_000,
+        ..EngineSettings::default()
+    }
+}
+
+fn engine() -> Engine {
+    let registry = Registry::new(vec![
+        participant("P", ParticipantKind::Broker, 2_500_000),
+        participant("Q", ParticipantKind::FuturesExchange, 0),
+    ])
+    .unwrap();
+    Engine::new(Arc::new(registry), Arc::new(default_rules()), settings())
+}
+
+/// A compacted topic: latest record per key, tombstones delete.
+#[derive(Default)]
+struct Compacted(BTreeMap<String, StateRecord>);
+
+impl Compacted {
+    fn apply(&mut self, changes: Vec<StateChange>) {
+        for c in changes {
+            match c {
+                StateChange::Put(r) => {
+                    // Records survive a JSON round trip, as they do on the state topic.
+                    let text = serde_json::to_string(&r).unwrap();
+                    let back: StateRecord = serde_json::from_str(&text).unwrap();
+                    assert_eq!(back, r);
+                    self.0.insert(r.key(), back);
+                }
+                StateChange::Evicted {
+                    participant_id,
+                    incident_id,
+                } => {
+                    self.0.remove(&regwatch::score::incident_key(
+                        &participant_id,
+                        &incident_id,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn send(e: &mut Engine, event: serde_json::Value, out: &mut Vec<Alert>) {
+    let mut obj = event;
+    obj["schema"] = json!("regwatch.event.v1");
+    if obj.get("event_id").is_none() {
+        obj["event_id"] = json!(format!("{}-{}", obj["participant_id"], obj["occurred_at"]));
+    }
+    e.process(&serde_json::to_vec(&obj).unwrap(), out).unwrap();
+}
+
+fn ids(alerts: &[Alert]) -> Vec<(String, String)> {
+    alerts
+        .iter()
+        .map(|a| (a.alert_id.clone(), a.at.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_restored_engine_escalates_and_alerts_exactly_like_the_original() {
+    let mut a = engine();
+    let mut store = Compacted::default();
+    let mut out_a = Vec::new();
+    a.advance_to(at(0.0), &mut out_a);
+    send(
+        &mut a,
+        infosec(0.0, "outage", json!({"system": "trading", "scope": "full"})),
+        &mut out_a,
+    );
+    send(&mut a, merge(heartbeat("Q", 1.0), json!({})), &mut out_a);
+    a.advance_to(at(2.0), &mut out_a);
+    store.apply(a.take_changes());
+    let before_crash = out_a.len();
+
+    // The original carries on to minute 40.
+    a.advance_to(at(40.0), &mut out_a);
+    let after: Vec<Alert> = out_a.split_off(before_crash);
+
+    // A new owner restores at minute 2 but is only ticked again at minute 40: the deadlines
+    // that passed meanwhile fire at their own times, with the same ids.
+    let mut b = engine();
+    let summary = b.restore(at(2.0), store.0.values().cloned().collect());
+    assert_eq!(
+        (
+            summary.incidents,
+            summary.participants,
+            summary.skipped.len()
+        ),
+        (1, 2, 0)
+    );
+    let mut out_b = Vec::new();
+    b.advance_to(at(40.0), &mut out_b);
+    assert_eq!(ids(&out_b), ids(&after));
+    let triggers: Vec<_> = out_b.iter().map(|a| (a.alert_type, a.level)).collect();
+    assert_eq!(
+        triggers.len(),
+        4,
+        "larger@5, Q silent@6, major@30 (+P silent): {out_b:?}"
+    );
+    assert!(out_b
+        .iter()
+        .any(|a| a.market_order.level == regwatch::score::Level::Major && a.at == at(30.0)));
+}
+
+#[test]
+fn a_restored_engine_does_not_repeat_alerts_already_sent() {
+    let mut a = engine();
+    let mut store = Compacted::default();
+    let mut out = Vec::new();
+    a.advance_to(at(0.0), &mut out);
+    send(
+        &mut a,
+        infosec(0.0, "data_leak", json!({"records_exposed": 200_000})),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    store.apply(a.take_changes());
+
+    let mut b = engine();
+    b.restore(at(1.0), store.0.values().cloned().collect());
+    let mut out_b = Vec::new();
+    // The same report again (a redelivery after the crash): nothing new to say.
+    send(
+        &mut b,
+        infosec(0.0, "data_leak", json!({"records_exposed": 200_000})),
+        &mut out_b,
+    );
+    assert!(out_b.is_empty(), "{out_b:?}");
+    send(
+        &mut b,
+        infosec(2.0, "data_leak", json!({"records_exposed": 2_000_000})),
+        &mut out_b,
+    );
+    assert_eq!(out_b.len(), 1, "a real escalation still fires");
+}
+
+#[test]
+fn evicted_incidents_become_tombstones_and_changes_are_handed_out_once() {
+    let mut a = engine();
+    let mut store = Compacted::default();
+    let mut out = Vec::new();
+    a.advance_to(at(0.0), &mut out);
+    send(
+        &mut a,
+        infosec(0.0, "malware", json!({"status": "resolved"})),
+        &mut out,
+    );
+    store.apply(a.take_changes());
+    assert!(store.0.contains_key("i|P|I") && store.0.contains_key("p|P"));
+    assert!(a.take_changes().is_empty(), "nothing changed since");
+
+    // A restored resolved incident keeps its eviction time.
+    let mut b = engine();
+    b.restore(at(30.0), store.0.values().cloned().collect());
+    b.advance_to(at(61.0), &mut Vec::new());
+    assert_eq!(b.incidents_held(), 0);
+
+    a.advance_to(at(61.0), &mut out);
+    store.apply(a.take_changes());
+    assert!(
+        !store.0.contains_key("i|P|I"),
+        "evicted: deleted from the state"
+    );
+    assert!(store.0.contains_key("p|P"));
+}
+
+#[test]
+fn records_of_unknown_participants_are_skipped_with_a_reason() {
+    let mut a = engine();
+    let mut store = Compacted::default();
+    let mut out = Vec::new();
+    a.advance_to(at(0.0), &mut out);
+    send(&mut a, infosec(0.0, "malware", json!({})), &mut out);
+    store.apply(a.take_changes());
+    let registry = Registry::new(vec![participant("Q", ParticipantKind::Broker, 0)]).unwrap();
+    let mut b = Engine::new(Arc::new(registry), Arc::new(default_rules()), settings());
+    let summary = b.restore(at(1.0), store.0.values().cloned().collect());
+    assert_eq!(summary.incidents, 0);
+    assert_eq!(summary.skipped.len(), 2, "{:?}", summary.skipped);
+    assert!(summary
+        .skipped
+        .iter()
+        .all(|s| s.contains("no longer registered")));
+}
