@@ -31,9 +31,14 @@
 //! - Decoding and scoring an event for a known incident allocate nothing (tests/alloc.rs).
 
 pub mod alert;
+pub mod app;
 pub mod config;
 pub mod decode;
+pub mod demo;
+pub mod ingest;
 pub mod registry;
 pub mod replay;
 pub mod score;
+pub mod simulate;
+pub mod telemetry;
 pub mod time;

@@ -28,6 +28,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: consume events from Kafka, grade them, produce alerts.
+    Run {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run the engine over a JSON-lines event file (or - for stdin); alerts go to stdout.
     Replay {
         /// Configuration file (default: config/regwatch.toml when it exists).
@@ -39,8 +45,56 @@ enum Command {
         /// Events, one JSON object per line; - reads stdin.
         events: PathBuf,
     },
+    /// The daemon on an embedded Kafka with a synthetic sandbox: nothing to install.
+    Demo {
+        /// Stop after this long (e.g. "90s"); "0" runs until Ctrl-C.
+        #[arg(long, default_value = "90s", value_parser = parse_duration)]
+        duration: u64,
+        /// Port of the metrics endpoint.
+        #[arg(long, default_value_t = 9464)]
+        http_port: u16,
+        /// Background events per second besides the scripted episodes.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+    },
+    /// Produce synthetic sandbox traffic to the configured cluster and topic.
+    Simulate {
+        /// Configuration file (brokers, topic, participant registry).
+        #[arg(long)]
+        config: PathBuf,
+        /// Events per second; 0 sends as fast as the cluster takes them.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this long (e.g. "60s").
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<u64>,
+        /// Share of malformed or misaddressed messages (dead-letter traffic).
+        #[arg(long, default_value_t = 0.001)]
+        bad: f64,
+        /// Share of infosec reports (the rest, after trading and bad, is heartbeats).
+        #[arg(long, default_value_t = 0.55)]
+        infosec: f64,
+        /// Share of trading-anomaly reports.
+        #[arg(long, default_value_t = 0.25)]
+        trading: f64,
+        /// Seed of the generator (same seed, same stream).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Topic (default: the first of kafka.topics).
+        #[arg(long)]
+        topic: Option<String>,
+    },
     /// Validate a configuration file (and the rules file it names); exit 0 when it is good.
     CheckConfig { file: PathBuf },
+}
+
+fn parse_duration(s: &str) -> Result<u64, String> {
+    regwatch::config::parse_duration_ms(s)
+        .map(|ms| ms as u64)
+        .ok_or_else(|| format!("{s:?} is not a duration (e.g. \"90s\", \"5m\")"))
 }
 
 fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
@@ -50,6 +104,37 @@ fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run { config } => run_daemon(&config),
+        Command::Demo {
+            duration,
+            http_port,
+            rate,
+        } => run_demo(duration, http_port, rate),
+        Command::Simulate {
+            config,
+            rate,
+            count,
+            duration,
+            bad,
+            infosec,
+            trading,
+            seed,
+            topic,
+        } => run_simulate(
+            &config,
+            regwatch::ingest::load::Plan {
+                topic: topic.unwrap_or_default(),
+                rate,
+                count,
+                duration: duration.map(std::time::Duration::from_millis),
+            },
+            regwatch::simulate::Mix {
+                infosec,
+                trading,
+                bad,
+            },
+            seed,
+        ),
         Command::Replay {
             config,
             until,
@@ -63,6 +148,101 @@ fn main() -> ExitCode {
             eprintln!("regwatch: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REGWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_daemon(config: &Path) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let cfg = Config::load(config)?;
+    runtime()?.block_on(regwatch::app::run(cfg, shutdown_signal(), None))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("regwatch")
+        .build()?)
+}
+
+fn run_demo(duration_ms: u64, http_port: u16, rate: f64) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REGWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let opts = regwatch::demo::Options {
+        duration: (duration_ms > 0).then(|| std::time::Duration::from_millis(duration_ms)),
+        http_port,
+        rate,
+    };
+    runtime()?.block_on(regwatch::demo::run(opts))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_simulate(
+    config: &Path,
+    mut plan: regwatch::ingest::load::Plan,
+    mix: regwatch::simulate::Mix,
+    seed: u64,
+) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let cfg = Config::load(config)?;
+    if plan.topic.is_empty() {
+        plan.topic = match &cfg.kafka.topics {
+            regwatch::config::TopicSelection::List(l) => l[0].clone(),
+            regwatch::config::TopicSelection::Pattern(p) => {
+                anyhow::bail!("kafka.topic_pattern {p:?} names no topic: pass --topic")
+            }
+        };
+    }
+    if plan.count.is_none() && plan.duration.is_none() {
+        anyhow::bail!("give --count or --duration");
+    }
+    let mut generator = regwatch::simulate::Generator::new(&cfg.registry, seed, mix);
+    let sent = runtime()?.block_on(regwatch::ingest::load::produce(
+        &cfg.kafka,
+        &mut generator,
+        &plan,
+    ))?;
+    eprintln!(
+        "simulate: {} events to {} in {:.1}s ({:.0}/s), {} failed",
+        sent.events,
+        plan.topic,
+        sent.elapsed.as_secs_f64(),
+        sent.events as f64 / sent.elapsed.as_secs_f64().max(1e-9),
+        sent.failed
+    );
+    Ok(if sent.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
 }
 

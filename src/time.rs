@@ -122,6 +122,15 @@ impl Timestamp {
     }
 }
 
+/// The wall clock, for the daemon (the only place regwatch reads the system time; the
+/// engine is always handed its time).
+pub fn wall_now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Timestamp(ms)
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.write_rfc3339(f)

@@ -219,7 +219,7 @@ impl Rules {
                     rule: r.id.to_string(),
                     level: r.level,
                     metric: c.metric.name().to_string(),
-                    observed: s.metric(c.metric),
+                    observed: shown(c.metric, s.metric(c.metric)),
                     op: c.op.as_str(),
                     threshold: c.threshold,
                     cite: r.cite.to_string(),
@@ -312,6 +312,14 @@ fn least_ratio(s: &Subject, r: &Rule, cap: f64) -> f64 {
         .fold(cap, f64::min)
 }
 
+/// A value as a reason shows it: durations to the millisecond (0.001 minute).
+fn shown(metric: Metric, v: f64) -> f64 {
+    match metric {
+        Metric::Minutes => (v * 1000.0).round() / 1000.0,
+        _ => v,
+    }
+}
+
 fn floor_reason(axis: Axis, s: &Subject) -> Option<Reason> {
     let (metric, observed, op) = match axis {
         Axis::InvestorLoss => {
@@ -325,7 +333,11 @@ fn floor_reason(axis: Axis, s: &Subject) -> Option<Reason> {
             let (f, v) = s.figures.iter().next().unwrap_or((Figure::Orders, 0.0));
             (f.as_str().to_string(), v, Op::Ge)
         }
-        Axis::MarketOrder => ("minutes".to_string(), s.metric(Metric::Minutes), Op::Ge),
+        Axis::MarketOrder => (
+            "minutes".to_string(),
+            shown(Metric::Minutes, s.metric(Metric::Minutes)),
+            Op::Ge,
+        ),
     };
     Some(Reason {
         rule: FLOOR_RULE.to_string(),

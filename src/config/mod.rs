@@ -27,11 +27,17 @@
 //! effective_customers = 2500000     # default: 0
 //! ```
 
+mod service;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
+
+pub use service::{
+    DaemonSettings, HttpSettings, KafkaSettings, Protocol, Secret, Security, TopicSelection,
+};
 
 use crate::decode::MAX_EVENT_BYTES;
 use crate::registry::{Participant, ParticipantKind, Registry};
@@ -52,7 +58,7 @@ pub enum ConfigError {
     Rules(#[from] RulesError),
 }
 
-fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
         problem: problem.into(),
@@ -67,6 +73,9 @@ pub struct Config {
     /// Where the rules came from (`None`: the built-in grid).
     pub rules_path: Option<PathBuf>,
     pub registry: Registry,
+    pub kafka: KafkaSettings,
+    pub daemon: DaemonSettings,
+    pub http: HttpSettings,
     /// SHA-256 of the configuration text, for operators to tell which config runs.
     pub digest: String,
 }
@@ -109,13 +118,9 @@ impl Config {
 
     /// A configuration with the built-in grid and defaults (for tests and the demo).
     pub fn with_participants(participants: Vec<Participant>) -> Result<Config, ConfigError> {
-        Ok(Config {
-            engine: EngineSettings::default(),
-            rules: Rules::default_grid(),
-            rules_path: None,
-            registry: Registry::new(participants).map_err(|e| invalid("participants", e))?,
-            digest: String::new(),
-        })
+        let mut cfg = RawConfig::default().validate(None, String::new())?;
+        cfg.registry = Registry::new(participants).map_err(|e| invalid("participants", e))?;
+        Ok(cfg)
     }
 }
 
@@ -128,6 +133,12 @@ struct RawConfig {
     rules: RawRulesRef,
     #[serde(default)]
     alerts: RawAlerts,
+    #[serde(default)]
+    kafka: service::RawKafka,
+    #[serde(default)]
+    daemon: service::RawDaemon,
+    #[serde(default)]
+    http: service::RawHttp,
     #[serde(default)]
     participants: Vec<RawParticipant>,
 }
@@ -253,6 +264,9 @@ impl RawConfig {
             rules,
             rules_path,
             registry,
+            kafka: self.kafka.validate()?,
+            daemon: self.daemon.validate()?,
+            http: self.http.validate()?,
             digest,
         })
     }
@@ -273,7 +287,7 @@ fn within(
     }
 }
 
-fn duration_or(key: &str, v: Option<String>, default: i64) -> Result<i64, ConfigError> {
+pub(crate) fn duration_or(key: &str, v: Option<String>, default: i64) -> Result<i64, ConfigError> {
     match v {
         None => Ok(default),
         Some(s) => parse_duration_ms(&s).ok_or_else(|| {

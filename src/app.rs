@@ -1,0 +1,133 @@
+//! The daemon's lifecycle: build the stages, run until the shutdown signal, drain within the
+//! grace period. `run` takes its shutdown trigger as a parameter so tests drive it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, Producer};
+
+use crate::config::Config;
+use crate::ingest::{client, group::Group, worker::Shared};
+use crate::score::ClockMode;
+use crate::telemetry::{self, Health, Metrics};
+
+/// What a running daemon exposes to its caller.
+pub struct Running {
+    pub metrics: Arc<Metrics>,
+    /// Where `/metrics` listens (resolved when the configuration asked for port 0).
+    pub http: Option<SocketAddr>,
+}
+
+/// Runs the daemon until `shutdown` completes, then drains. Returns an error if start-up
+/// fails or the drain does not finish within `daemon.shutdown_grace`.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    started: Option<tokio::sync::oneshot::Sender<Running>>,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let (http_stop, http_addr) = start_http(&config, metrics.clone(), health.clone()).await?;
+
+    let k = &config.kafka;
+    if k.create_topics {
+        client::ensure_topics(k).await?;
+    }
+    let state_partitions = partition_count(&config).await?;
+    let producer: FutureProducer = client::producer(k).create()?;
+    let mut engine = config.engine.clone();
+    engine.clock = ClockMode::External;
+    engine.watch_all_from_start = false;
+    engine.track_changes = true;
+    let grace = Duration::from_millis(config.daemon.shutdown_grace_ms.max(0) as u64);
+    let shared = Arc::new(Shared {
+        kafka: k.clone(),
+        engine,
+        registry: Arc::new(config.registry),
+        rules: Arc::new(config.rules),
+        producer: producer.clone(),
+        metrics: metrics.clone(),
+        state_partitions,
+        tick: Duration::from_millis(config.daemon.tick_ms as u64),
+        stop_timeout: grace,
+    });
+    let group = Group::start(shared, k.topics.clone(), health)?;
+    tracing::info!(brokers = %k.brokers, group = %k.group_id, topics = ?k.topics, "regwatch running");
+    if let Some(tx) = started {
+        let _ = tx.send(Running {
+            metrics: metrics.clone(),
+            http: http_addr,
+        });
+    }
+
+    shutdown.await;
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: draining partitions"
+    );
+    let drain = tokio::task::spawn_blocking(move || {
+        group.stop();
+        producer.flush(grace)
+    });
+    let outcome = tokio::time::timeout(grace + Duration::from_secs(2), drain).await;
+    let _ = http_stop.send(());
+    match outcome {
+        Ok(Ok(Ok(()))) => {
+            tracing::info!("drained; bye");
+            Ok(())
+        }
+        Ok(Ok(Err(e))) => anyhow::bail!("producer flush incomplete at shutdown: {e}"),
+        Ok(Err(e)) => anyhow::bail!("drain task failed: {e}"),
+        Err(_) => anyhow::bail!("shutdown grace of {grace:?} exceeded"),
+    }
+}
+
+async fn start_http(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, Option<SocketAddr>)> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let Some(addr) = config.http.listen else {
+        return Ok((stop_tx, None));
+    };
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let stop = async {
+            let _ = stop_rx.await;
+        };
+        if let Err(e) = telemetry::serve(addr, metrics, health, bound_tx, stop).await {
+            tracing::error!(%addr, error = %e, "HTTP endpoint failed");
+        }
+    });
+    let bound = bound_rx
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot listen on {addr} (http.listen)"))?;
+    tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+    Ok((stop_tx, Some(bound)))
+}
+
+/// The partition count of the state topic (it fixes where each partition's state lives).
+async fn partition_count(config: &Config) -> anyhow::Result<i32> {
+    let k = config.kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = client::reader(&k).create()?;
+        for attempt in 0..30 {
+            let md = c.fetch_metadata(Some(&k.state_topic), Duration::from_secs(5))?;
+            if let Some(t) = md.topics().first() {
+                if t.error().is_none() && !t.partitions().is_empty() {
+                    return Ok(t.partitions().len() as i32);
+                }
+            }
+            tracing::info!(topic = %k.state_topic, attempt, "waiting for the state topic");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        anyhow::bail!(
+            "state topic {} does not exist (create it, or set kafka.create_topics = true)",
+            k.state_topic
+        )
+    })
+    .await?
+}

@@ -1,0 +1,230 @@
+//! The consumer group: subscription, rebalance handling and the main poll loop.
+//!
+//! The main consumer runs on a thread of its own, because librdkafka calls the rebalance
+//! callbacks from inside its poll and a revocation must block there until the partition's
+//! worker has drained, flushed its state and committed (otherwise the next owner could start
+//! from an older offset while this one still produces). Assignment splits a queue per
+//! partition inside the callback, before any message of the partition is fetched, and hands
+//! it to a new worker on the async runtime. A message that still reaches the main queue is
+//! forwarded to its partition's worker.
+//!
+//! The map of workers is locked only on rebalance and for such stray messages, never per
+//! event.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+
+use super::worker::{self, Shared, Stop};
+use crate::config::TopicSelection;
+use crate::telemetry::Health;
+
+struct Handle {
+    stop: mpsc::UnboundedSender<Stop>,
+    stray: mpsc::UnboundedSender<OwnedMessage>,
+}
+
+type Workers = Arc<Mutex<HashMap<(String, i32), Handle>>>;
+
+pub struct GroupContext {
+    consumer: OnceLock<Weak<StreamConsumer<GroupContext>>>,
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    workers: Workers,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let parts: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                tracing::info!(partitions = ?parts, "partitions revoked");
+                stop_workers(&self.workers, &parts, self.shared.stop_timeout);
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else {
+            return;
+        };
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        for e in tpl.elements() {
+            let (topic, partition) = (e.topic().to_string(), e.partition());
+            let Some(queue) = consumer.split_partition_queue(&topic, partition) else {
+                tracing::error!(%topic, partition, "cannot split the partition queue");
+                continue;
+            };
+            let (stop_tx, stop_rx) = mpsc::unbounded_channel();
+            let (stray_tx, stray_rx) = mpsc::unbounded_channel();
+            let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+            workers.insert(
+                (topic.clone(), partition),
+                Handle {
+                    stop: stop_tx,
+                    stray: stray_tx,
+                },
+            );
+            tracing::info!(%topic, partition, "partition assigned");
+            self.runtime.spawn(worker::run(
+                self.shared.clone(),
+                consumer.clone(),
+                queue,
+                topic,
+                partition,
+                stop_rx,
+                stray_rx,
+            ));
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+    }
+}
+
+/// Stops the named workers and waits (blocking) until each has committed or timed out.
+fn stop_workers(workers: &Workers, parts: &[(String, i32)], timeout: Duration) {
+    let mut waits = Vec::new();
+    {
+        let mut map = workers.lock().unwrap_or_else(|p| p.into_inner());
+        for key in parts {
+            if let Some(h) = map.remove(key) {
+                let (tx, rx) = std::sync::mpsc::channel();
+                if h.stop.send(Stop { reply: tx }).is_ok() {
+                    waits.push((key.clone(), rx));
+                }
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + timeout + Duration::from_secs(1);
+    for ((topic, partition), rx) in waits {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if rx.recv_timeout(left).is_err() {
+            tracing::error!(%topic, partition, "worker did not stop in time");
+        }
+    }
+}
+
+/// A running consumer group member.
+pub struct Group {
+    shutdown: watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Group {
+    /// Creates the consumer, subscribes, and polls on a thread of its own.
+    pub fn start(
+        shared: Arc<Shared>,
+        topics: TopicSelection,
+        health: Arc<Health>,
+    ) -> anyhow::Result<Group> {
+        let context = GroupContext {
+            consumer: OnceLock::new(),
+            runtime: tokio::runtime::Handle::current(),
+            workers: Arc::default(),
+            shared: shared.clone(),
+        };
+        let consumer: Arc<StreamConsumer<GroupContext>> =
+            Arc::new(super::client::consumer(&shared.kafka).create_with_context(context)?);
+        let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
+        let names: Vec<&str> = match &topics {
+            TopicSelection::List(list) => list.iter().map(String::as_str).collect(),
+            TopicSelection::Pattern(p) => vec![p.as_str()],
+        };
+        consumer.subscribe(&names)?;
+        let (tx, rx) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("regwatch-consumer".into())
+            .spawn(move || poll_loop(consumer, rx, health))?;
+        Ok(Group {
+            shutdown: tx,
+            thread,
+        })
+    }
+
+    /// Stops every worker (each drains, flushes and commits), leaves the group, and waits
+    /// for the consumer thread.
+    pub fn stop(self) {
+        let _ = self.shutdown.send(true);
+        if self.thread.join().is_err() {
+            tracing::error!("consumer thread panicked");
+        }
+    }
+}
+
+fn poll_loop(
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    mut shutdown: watch::Receiver<bool>,
+    health: Arc<Health>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the consumer thread's runtime");
+            return;
+        }
+    };
+    rt.block_on(async {
+        health.consuming.store(true, Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                m = consumer.recv() => match m {
+                    Ok(m) => forward_stray(&consumer, m.detach()),
+                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                },
+            }
+        }
+        health.consuming.store(false, Ordering::Relaxed);
+    });
+    let ctx = consumer.context();
+    let all: Vec<(String, i32)> = ctx
+        .workers
+        .lock()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    stop_workers(&ctx.workers, &all, ctx.shared.stop_timeout);
+    consumer.unsubscribe();
+    tracing::info!("left the consumer group");
+}
+
+fn forward_stray(consumer: &StreamConsumer<GroupContext>, m: OwnedMessage) {
+    let key = (m.topic().to_string(), m.partition());
+    let map = consumer
+        .context()
+        .workers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    match map.get(&key) {
+        Some(h) => {
+            let _ = h.stray.send(m);
+        }
+        None => {
+            tracing::warn!(topic = %key.0, partition = key.1, "message for a partition without a worker")
+        }
+    }
+}

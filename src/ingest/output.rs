@@ -1,0 +1,204 @@
+//! Everything a partition worker writes: alerts, dead letters and state records, through one
+//! idempotent producer, each record numbered so the worker knows when all that an event (or
+//! a state flush) caused is durably acknowledged.
+//!
+//! A failed delivery (the producer gives the message back) is produced again, with the same
+//! sequence number: nothing the engine emitted is dropped, and nothing later is treated as
+//! acknowledged before it.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::Message;
+
+/// Which stream a record belongs to (a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Alerts,
+    DeadLetters,
+    State,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Alerts => "alerts",
+            Stream::DeadLetters => "dead_letters",
+            Stream::State => "state",
+        }
+    }
+}
+
+/// A record to produce.
+pub struct Record<'a> {
+    pub topic: &'a str,
+    pub partition: Option<i32>,
+    pub key: &'a [u8],
+    /// `None` writes a tombstone.
+    pub payload: Option<&'a [u8]>,
+    pub headers: OwnedHeaders,
+}
+
+/// Enqueues `record`, waiting while librdkafka's queue is full (back-pressure).
+pub async fn send(
+    producer: &FutureProducer,
+    record: Record<'_>,
+) -> Result<DeliveryFuture, KafkaError> {
+    let mut r = FutureRecord::<[u8], [u8]>::to(record.topic)
+        .key(record.key)
+        .headers(record.headers);
+    if let Some(p) = record.payload {
+        r = r.payload(p);
+    }
+    if let Some(p) = record.partition {
+        r = r.partition(p);
+    }
+    loop {
+        match producer.send_result(r) {
+            Ok(f) => return Ok(f),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                r = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Produces a message the producer handed back after a failed delivery.
+pub async fn resend(
+    producer: &FutureProducer,
+    m: &OwnedMessage,
+) -> Result<DeliveryFuture, KafkaError> {
+    let mut headers = OwnedHeaders::new();
+    if let Some(h) = m.headers() {
+        for i in 0..h.count() {
+            let header = h.get(i);
+            headers = headers.insert(Header {
+                key: header.key,
+                value: header.value,
+            });
+        }
+    }
+    send(
+        producer,
+        Record {
+            topic: m.topic(),
+            partition: Some(m.partition()),
+            key: m.key().unwrap_or_default(),
+            payload: m.payload(),
+            headers,
+        },
+    )
+    .await
+}
+
+/// A delivery in flight, tagged with its sequence number and stream.
+pub struct Tagged {
+    pub seq: u64,
+    pub stream: Stream,
+    pub future: DeliveryFuture,
+}
+
+/// What became of a delivery: acknowledged, or the message to produce again.
+pub enum Delivered {
+    Acked,
+    Failed(KafkaError, Box<OwnedMessage>),
+    /// The producer is gone (shutdown); the record's fate is unknown.
+    Lost,
+}
+
+impl Future for Tagged {
+    type Output = (u64, Stream, Delivered);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (seq, stream) = (self.seq, self.stream);
+        Pin::new(&mut self.future).poll(cx).map(|r| {
+            let d = match r {
+                Ok(Ok(_)) => Delivered::Acked,
+                Ok(Err((e, m))) => Delivered::Failed(e, Box::new(m)),
+                Err(_) => Delivered::Lost,
+            };
+            (seq, stream, d)
+        })
+    }
+}
+
+/// Sequence numbers of produced records and how far they are acknowledged without a gap.
+#[derive(Debug, Default)]
+pub struct Acks {
+    next: u64,
+    /// Every sequence number below this is acknowledged.
+    contiguous: u64,
+    /// Acknowledgement flags for `contiguous..next`.
+    window: VecDeque<bool>,
+}
+
+impl Acks {
+    /// Numbers the next record.
+    pub fn issue(&mut self) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        self.window.push_back(false);
+        seq
+    }
+
+    pub fn ack(&mut self, seq: u64) {
+        if let Some(flag) = seq
+            .checked_sub(self.contiguous)
+            .and_then(|i| self.window.get_mut(i as usize))
+        {
+            *flag = true;
+        }
+        while self.window.front() == Some(&true) {
+            self.window.pop_front();
+            self.contiguous += 1;
+        }
+    }
+
+    /// The sequence number the next record will get.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Whether every record numbered below `seq` is acknowledged.
+    pub fn acked_below(&self, seq: u64) -> bool {
+        self.contiguous >= seq
+    }
+
+    /// Records produced and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.window.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_advance_only_without_gaps() {
+        let mut a = Acks::default();
+        let s: Vec<u64> = (0..4).map(|_| a.issue()).collect();
+        assert_eq!(s, [0, 1, 2, 3]);
+        a.ack(2);
+        assert!(!a.acked_below(1));
+        assert_eq!(a.in_flight(), 4);
+        a.ack(0);
+        assert!(a.acked_below(1) && !a.acked_below(2));
+        a.ack(1);
+        assert!(a.acked_below(3) && !a.acked_below(4));
+        a.ack(3);
+        assert!(a.acked_below(a.next()));
+        assert_eq!(a.in_flight(), 0);
+        a.ack(3);
+        a.ack(99);
+        assert_eq!(a.in_flight(), 0, "stray acks change nothing");
+    }
+}

@@ -1,0 +1,601 @@
+//! A partition worker: the single owner of one event partition's engine state.
+//!
+//! It restores the partition's state from the state topic, then runs one `select!` over a
+//! closed set of inputs (a stop request, delivery acknowledgements, the clock tick, messages
+//! of its partition) and calls one method per input. No lock is taken per event: the engine
+//! belongs to this task alone.
+//!
+//! At least once: every alert and dead letter is numbered ([`Acks`]); a state flush waits
+//! for all earlier records to be acknowledged, is written, and once acknowledged the offset
+//! it covers is committed (see `state.rs`). A stop (revocation or shutdown) drains deliveries,
+//! writes a last flush and commits synchronously.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use prometheus::IntCounter;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use super::output::{self, Acks, Delivered, Record, Stream, Tagged};
+use super::state;
+use crate::alert::Alert;
+use crate::config::KafkaSettings;
+use crate::decode::{check_key, decode, Reject};
+use crate::registry::Registry;
+use crate::score::{Engine, EngineSettings, Outcome, Rules, StateChange};
+use crate::telemetry::Metrics;
+use crate::time::wall_now;
+
+/// What every worker of one daemon shares (read-only).
+pub struct Shared {
+    pub kafka: KafkaSettings,
+    pub engine: EngineSettings,
+    pub registry: Arc<Registry>,
+    pub rules: Arc<Rules>,
+    pub producer: FutureProducer,
+    pub metrics: Arc<Metrics>,
+    pub state_partitions: i32,
+    pub tick: Duration,
+    /// How long a stop may take to drain, flush and commit.
+    pub stop_timeout: Duration,
+}
+
+/// Asks a worker to stop; it replies once its offsets are committed.
+pub struct Stop {
+    pub reply: std::sync::mpsc::Sender<()>,
+}
+
+/// Pre-resolved metric handles: the hot path only increments.
+struct Counters {
+    graded: IntCounter,
+    heartbeat: IntCounter,
+    duplicate: IntCounter,
+    after_resolution: IntCounter,
+    rejected: IntCounter,
+}
+
+impl Counters {
+    fn new(m: &Metrics) -> Counters {
+        let e = |o: &str| m.events.with_label_values(&[o]);
+        Counters {
+            graded: e("graded"),
+            heartbeat: e("heartbeat"),
+            duplicate: e("duplicate"),
+            after_resolution: e("after_resolution"),
+            rejected: e("rejected"),
+        }
+    }
+}
+
+enum Flush {
+    Idle,
+    /// A snapshot waiting for every record numbered below `after` to be acknowledged.
+    Waiting {
+        records: Vec<(String, Option<Vec<u8>>)>,
+        after: u64,
+        covers: Option<i64>,
+    },
+    /// The snapshot is written; done when everything below `until` is acknowledged.
+    Sending {
+        until: u64,
+        covers: Option<i64>,
+    },
+}
+
+struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
+    shared: Arc<Shared>,
+    consumer: Arc<StreamConsumer<C>>,
+    topic: String,
+    partition: i32,
+    engine: Engine,
+    acks: Acks,
+    pending: FuturesUnordered<Tagged>,
+    /// Offset after the last processed message.
+    next_offset: Option<i64>,
+    committed: Option<i64>,
+    flush: Flush,
+    last_flush: Instant,
+    alerts: Vec<Alert>,
+    counters: Counters,
+    open_reported: i64,
+}
+
+/// Runs a worker until it is stopped. `stray` carries messages of this partition that
+/// arrived on the consumer's main queue before the partition queue was split.
+pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
+    shared: Arc<Shared>,
+    consumer: Arc<StreamConsumer<C>>,
+    queue: StreamPartitionQueue<C>,
+    topic: String,
+    partition: i32,
+    mut stop: mpsc::UnboundedReceiver<Stop>,
+    mut stray: mpsc::UnboundedReceiver<OwnedMessage>,
+) {
+    let metrics = shared.metrics.clone();
+    metrics.partitions.inc();
+    let mut w = Worker {
+        engine: Engine::new(
+            shared.registry.clone(),
+            shared.rules.clone(),
+            shared.engine.clone(),
+        ),
+        counters: Counters::new(&metrics),
+        shared,
+        consumer,
+        topic,
+        partition,
+        acks: Acks::default(),
+        pending: FuturesUnordered::new(),
+        next_offset: None,
+        committed: None,
+        flush: Flush::Idle,
+        last_flush: Instant::now(),
+        alerts: Vec::new(),
+        open_reported: 0,
+    };
+    let reply = match w.restore(&mut stop).await {
+        Err(reply) => reply,
+        Ok(()) => w.run(&queue, &mut stop, &mut stray).await,
+    };
+    w.shared.metrics.open_incidents.sub(w.open_reported);
+    metrics.partitions.dec();
+    if let Some(reply) = reply {
+        let _ = reply.send(());
+    }
+}
+
+impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
+    /// Loads the partition's state, retrying until it succeeds or a stop arrives (then the
+    /// stop's reply is returned as the error).
+    async fn restore(
+        &mut self,
+        stop: &mut mpsc::UnboundedReceiver<Stop>,
+    ) -> Result<(), Option<std::sync::mpsc::Sender<()>>> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let (k, sp, topic, partition) = (
+                self.shared.kafka.clone(),
+                self.shared.state_partitions,
+                self.topic.clone(),
+                self.partition,
+            );
+            let read = tokio::task::spawn_blocking(move || {
+                state::read(&k, sp, &topic, partition, Duration::from_secs(30))
+            });
+            let result = tokio::select! {
+                s = stop.recv() => return Err(s.map(|s| s.reply)),
+                r = read => r,
+            };
+            match result {
+                Ok(Ok(loaded)) => {
+                    let n = loaded.records.len();
+                    let summary = self.engine.restore(wall_now(), loaded.records);
+                    self.shared.metrics.state_restored.inc_by(n as u64);
+                    for problem in &summary.skipped {
+                        tracing::warn!(topic = %self.topic, partition = self.partition, %problem, "state record skipped");
+                    }
+                    tracing::info!(
+                        topic = %self.topic,
+                        partition = self.partition,
+                        incidents = summary.incidents,
+                        participants = summary.participants,
+                        unreadable = loaded.unreadable,
+                        "partition state restored"
+                    );
+                    self.report_open();
+                    return Ok(());
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "state restore failed; retrying")
+                }
+                Err(e) => tracing::error!(error = %e, "state restore task failed; retrying"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn run(
+        &mut self,
+        queue: &StreamPartitionQueue<C>,
+        stop: &mut mpsc::UnboundedReceiver<Stop>,
+        stray: &mut mpsc::UnboundedReceiver<OwnedMessage>,
+    ) -> Option<std::sync::mpsc::Sender<()>> {
+        let mut tick = tokio::time::interval(self.shared.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let max_in_flight = self.shared.kafka.max_in_flight_events;
+        loop {
+            let room = self.acks.in_flight() < max_in_flight;
+            tokio::select! {
+                biased;
+                s = stop.recv() => {
+                    self.stop().await;
+                    return s.map(|s| s.reply);
+                }
+                Some((seq, stream, d)) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.delivered(seq, stream, d).await;
+                }
+                _ = tick.tick() => self.on_tick().await,
+                Some(m) = stray.recv(), if room => self.on_message(&m).await,
+                m = queue.recv(), if room => match m {
+                    Ok(m) => self.on_message(&m).await,
+                    Err(e) => tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "consume error"),
+                },
+            }
+            self.progress_flush(false).await;
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        self.engine.advance_to(wall_now(), &mut self.alerts);
+        self.emit_alerts(None).await;
+        self.report_open();
+        if matches!(self.flush, Flush::Idle)
+            && self.last_flush.elapsed().as_millis() as i64 >= self.shared.kafka.commit_interval_ms
+        {
+            self.start_flush();
+        }
+    }
+
+    async fn on_message<M: Message>(&mut self, m: &M) {
+        self.engine.advance_to(wall_now(), &mut self.alerts);
+        let registry = self.shared.registry.clone();
+        let max = self.shared.engine.max_event_bytes;
+        let result = match m.payload() {
+            None => Err(Reject::NotJson),
+            Some(bytes) => decode(bytes, &registry, max).and_then(|event| {
+                check_key(m.key(), &registry.get(event.participant).id)?;
+                self.engine.apply(&event, &mut self.alerts)
+            }),
+        };
+        match result {
+            Ok(Outcome::Graded) => self.counters.graded.inc(),
+            Ok(Outcome::Heartbeat) => self.counters.heartbeat.inc(),
+            Ok(Outcome::Duplicate) => self.counters.duplicate.inc(),
+            Ok(Outcome::AfterResolution) => self.counters.after_resolution.inc(),
+            Err(reject) => self.reject(m, &reject).await,
+        }
+        self.emit_alerts(m.timestamp().to_millis()).await;
+        self.next_offset = Some(m.offset() + 1);
+    }
+
+    /// A rejected event: counted, logged, dead-lettered with its reason; processing goes on.
+    async fn reject<M: Message>(&mut self, m: &M, reject: &Reject) {
+        self.counters.rejected.inc();
+        self.shared
+            .metrics
+            .rejected
+            .with_label_values(&[reject.code()])
+            .inc();
+        tracing::debug!(topic = %self.topic, partition = self.partition, offset = m.offset(), reason = reject.code(), "event rejected");
+        let mut headers = OwnedHeaders::new();
+        if let Some(h) = m.headers() {
+            for i in 0..h.count() {
+                let header = h.get(i);
+                headers = headers.insert(Header {
+                    key: header.key,
+                    value: header.value,
+                });
+            }
+        }
+        let text = reject.to_string();
+        let offset = m.offset().to_string();
+        let partition = m.partition().to_string();
+        let at = wall_now().to_string();
+        let mut pairs = vec![
+            ("regwatch.reason", reject.code()),
+            ("regwatch.reason_text", text.as_str()),
+            ("regwatch.source_topic", m.topic()),
+            ("regwatch.source_partition", partition.as_str()),
+            ("regwatch.source_offset", offset.as_str()),
+            ("regwatch.rejected_at", at.as_str()),
+        ];
+        if let Some(field) = reject.field() {
+            pairs.push(("regwatch.field", field.as_str()));
+        }
+        for (key, value) in pairs {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let shared = self.shared.clone();
+        let record = Record {
+            topic: &shared.kafka.dead_letter_topic,
+            partition: None,
+            key: m.key().unwrap_or_default(),
+            payload: m.payload(),
+            headers,
+        };
+        self.produce(Stream::DeadLetters, record).await;
+        self.shared.metrics.dead_letters.inc();
+    }
+
+    /// Produces the alerts the engine emitted (keyed by participant).
+    async fn emit_alerts(&mut self, source_ms: Option<i64>) {
+        if self.alerts.is_empty() {
+            return;
+        }
+        let alerts = std::mem::take(&mut self.alerts);
+        let shared = self.shared.clone();
+        for a in &alerts {
+            let payload = a.to_json();
+            let status = a.status.as_str();
+            let kind = match a.alert_type {
+                crate::alert::AlertType::Incident => "incident",
+                crate::alert::AlertType::TelemetryGap => "telemetry_gap",
+            };
+            self.shared
+                .metrics
+                .alerts
+                .with_label_values(&[kind, status])
+                .inc();
+            let source = source_ms.map(|ms| ms.to_string());
+            let mut headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "regwatch.alert_id",
+                    value: Some(a.alert_id.as_str()),
+                })
+                .insert(Header {
+                    key: "regwatch.type",
+                    value: Some(kind),
+                })
+                .insert(Header {
+                    key: "regwatch.status",
+                    value: Some(status),
+                })
+                .insert(Header {
+                    key: "regwatch.level",
+                    value: Some(a.level.as_str()),
+                });
+            if let Some(s) = &source {
+                headers = headers.insert(Header {
+                    key: "regwatch.source_timestamp",
+                    value: Some(s.as_str()),
+                });
+            }
+            let record = Record {
+                topic: &shared.kafka.alerts_topic,
+                partition: None,
+                key: a.participant_id.as_bytes(),
+                payload: Some(payload.as_bytes()),
+                headers,
+            };
+            self.produce(Stream::Alerts, record).await;
+        }
+        self.alerts = alerts;
+        self.alerts.clear();
+    }
+
+    async fn produce(&mut self, stream: Stream, record: Record<'_>) {
+        let seq = self.acks.issue();
+        match output::send(&self.shared.producer, record).await {
+            Ok(future) => self.pending.push(Tagged {
+                seq,
+                stream,
+                future,
+            }),
+            Err(e) => {
+                // Not enqueued at all (e.g. larger than the broker accepts): producing the
+                // same record again cannot help, so it is logged, counted and passed over.
+                tracing::error!(stream = stream.as_str(), error = %e, "record could not be produced");
+                self.shared
+                    .metrics
+                    .produce_retries
+                    .with_label_values(&[stream.as_str()])
+                    .inc();
+                self.acks.ack(seq);
+            }
+        }
+    }
+
+    async fn delivered(&mut self, seq: u64, stream: Stream, d: Delivered) {
+        match d {
+            Delivered::Acked => self.acks.ack(seq),
+            Delivered::Failed(e, message) => {
+                tracing::warn!(stream = stream.as_str(), error = %e, "delivery failed; producing again");
+                self.shared
+                    .metrics
+                    .produce_retries
+                    .with_label_values(&[stream.as_str()])
+                    .inc();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match output::resend(&self.shared.producer, &message).await {
+                    Ok(future) => self.pending.push(Tagged {
+                        seq,
+                        stream,
+                        future,
+                    }),
+                    Err(e) => {
+                        tracing::error!(stream = stream.as_str(), error = %e, "record could not be produced again");
+                        self.acks.ack(seq);
+                    }
+                }
+            }
+            Delivered::Lost => {
+                tracing::error!(
+                    stream = stream.as_str(),
+                    "producer closed before a delivery report"
+                );
+                self.acks.ack(seq);
+            }
+        }
+    }
+
+    /// Takes a snapshot of what changed; it is written once all earlier records are acked.
+    fn start_flush(&mut self) {
+        self.last_flush = Instant::now();
+        let changes = self.engine.take_changes();
+        if changes.is_empty() && self.next_offset == self.committed {
+            return;
+        }
+        let prefix = state::key_prefix(&self.topic, self.partition);
+        let records = changes
+            .into_iter()
+            .map(|c| match c {
+                StateChange::Put(r) => {
+                    let value = serde_json::to_vec(&r).unwrap_or_default();
+                    (format!("{prefix}{}", r.key()), Some(value))
+                }
+                StateChange::Evicted {
+                    participant_id,
+                    incident_id,
+                } => (
+                    format!(
+                        "{prefix}{}",
+                        crate::score::incident_key(&participant_id, &incident_id)
+                    ),
+                    None,
+                ),
+            })
+            .collect();
+        self.flush = Flush::Waiting {
+            records,
+            after: self.acks.next(),
+            covers: self.next_offset,
+        };
+    }
+
+    /// Moves the flush on when its acknowledgements are in; `sync` commits synchronously.
+    async fn progress_flush(&mut self, sync: bool) {
+        if let Flush::Waiting { after, .. } = self.flush {
+            if self.acks.acked_below(after) {
+                let Flush::Waiting {
+                    records, covers, ..
+                } = std::mem::replace(&mut self.flush, Flush::Idle)
+                else {
+                    return;
+                };
+                let sp = state::state_partition(
+                    &self.topic,
+                    self.partition,
+                    self.shared.state_partitions,
+                );
+                let n = records.len() as u64;
+                let shared = self.shared.clone();
+                for (key, value) in &records {
+                    let record = Record {
+                        topic: &shared.kafka.state_topic,
+                        partition: Some(sp),
+                        key: key.as_bytes(),
+                        payload: value.as_deref(),
+                        headers: OwnedHeaders::new(),
+                    };
+                    self.produce(Stream::State, record).await;
+                }
+                self.shared.metrics.state_records.inc_by(n);
+                self.flush = Flush::Sending {
+                    until: self.acks.next(),
+                    covers,
+                };
+            }
+        }
+        if let Flush::Sending { until, covers } = self.flush {
+            if self.acks.acked_below(until) {
+                self.flush = Flush::Idle;
+                self.shared.metrics.state_flushes.inc();
+                if let Some(offset) = covers {
+                    self.commit(offset, sync).await;
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self, offset: i64, sync: bool) {
+        if self.committed == Some(offset) {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(&self.topic, self.partition, Offset::Offset(offset))
+            .is_err()
+        {
+            return;
+        }
+        let consumer = self.consumer.clone();
+        let mode = if sync {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        let result = if sync {
+            match tokio::task::spawn_blocking(move || consumer.commit(&tpl, mode)).await {
+                Ok(r) => r,
+                Err(_) => Err(rdkafka::error::KafkaError::Canceled),
+            }
+        } else {
+            consumer.commit(&tpl, mode)
+        };
+        match result {
+            Ok(()) => {
+                self.committed = Some(offset);
+                self.shared.metrics.commits.with_label_values(&["ok"]).inc();
+            }
+            Err(e) => {
+                self.shared
+                    .metrics
+                    .commits
+                    .with_label_values(&["error"])
+                    .inc();
+                tracing::warn!(topic = %self.topic, partition = self.partition, offset, error = %e, "offset commit failed");
+            }
+        }
+    }
+
+    /// Drains deliveries, writes a last snapshot and commits synchronously, within the
+    /// stop timeout.
+    async fn stop(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.shared.stop_timeout;
+        // Let a flush already under way finish, then take the final one.
+        let mut final_started = false;
+        loop {
+            if matches!(self.flush, Flush::Idle) {
+                if final_started {
+                    break;
+                }
+                self.engine.advance_to(wall_now(), &mut self.alerts);
+                self.emit_alerts(None).await;
+                self.last_flush = Instant::now();
+                self.start_flush();
+                final_started = true;
+                if matches!(self.flush, Flush::Idle) {
+                    break;
+                }
+            }
+            self.progress_flush(true).await;
+            if matches!(self.flush, Flush::Idle) {
+                continue;
+            }
+            tokio::select! {
+                Some((seq, stream, d)) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.delivered(seq, stream, d).await;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::error!(topic = %self.topic, partition = self.partition, in_flight = self.acks.in_flight(), "stop timed out before every record was acknowledged; the next owner reprocesses from the last committed offset");
+                    return;
+                }
+            }
+        }
+        if let Some(offset) = self.next_offset {
+            self.commit(offset, true).await;
+        }
+        tracing::info!(topic = %self.topic, partition = self.partition, committed = ?self.committed, "partition released");
+    }
+
+    fn report_open(&mut self) {
+        let open = self.engine.open_incidents() as i64;
+        if open != self.open_reported {
+            self.shared
+                .metrics
+                .open_incidents
+                .add(open - self.open_reported);
+            self.open_reported = open;
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! What the daemon tells operators: Prometheus metrics, named observable events (each logs
+//! and counts together), and the HTTP endpoints that serve them.
+
+mod http;
+mod metrics;
+
+pub use http::{serve, Health};
+pub use metrics::{Metrics, OUTCOMES};
