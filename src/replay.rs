@@ -39,7 +39,11 @@ pub fn replay(
         }
         summary.lines += 1;
         let bytes = trim_line(&line);
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // Blank: JSON white space only (a form feed is not, and is rejected).
+        if bytes
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        {
             continue;
         }
         match engine.process(bytes, &mut alerts) {

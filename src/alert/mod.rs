@@ -5,10 +5,12 @@
 //! only on a state transition, so building it may allocate.
 //!
 //! `alert_id` is the first 16 bytes, in hex, of SHA-256 over
-//! `regwatch.alert.v1|incident|<participant_id>|<incident_id>|<status>|<investor_loss level>|<market_order level>|<exemption>`
+//! `regwatch.alert.v1|incident|<participant_id>|<incident_id>|<first report, ms>|<status>|<investor_loss level>|<market_order level>|<exemption>`
 //! (for a telemetry gap: `regwatch.alert.v1|telemetry_gap|<participant_id>|<silent since, ms>|<status>`).
 //! The same incident reaching the same state therefore always gets the same id, across
-//! replays, restarts and instances, and receivers can drop duplicates by id.
+//! replays, restarts and instances, and receivers can drop duplicates by id; an incident id
+//! used again later (after the first incident was evicted) is another incident, with other
+//! ids, because its first report is another.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -116,6 +118,7 @@ impl Alert {
 pub fn incident_alert_id(
     participant_id: &str,
     incident_id: &str,
+    first_reported_at: Timestamp,
     status: AlertStatus,
     investor_loss: Level,
     market_order: Level,
@@ -130,6 +133,7 @@ pub fn incident_alert_id(
         "incident",
         participant_id,
         incident_id,
+        &first_reported_at.millis().to_string(),
         status.as_str(),
         investor_loss.as_str(),
         market_order.as_str(),

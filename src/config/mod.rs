@@ -109,7 +109,20 @@ impl Config {
             let key = e.path().to_string();
             invalid(&key, e.into_inner().to_string())
         })?;
-        let digest = Sha256::digest(text.as_bytes())
+        // The digest covers the file and the REGWATCH__ overrides that applied to it.
+        let mut hasher = Sha256::new();
+        hasher.update(text.as_bytes());
+        if env {
+            let mut vars: Vec<(String, String)> = std::env::vars()
+                .filter(|(k, _)| k.starts_with("REGWATCH__"))
+                .collect();
+            vars.sort();
+            for (k, v) in vars {
+                hasher.update(format!("\n{k}={v}").as_bytes());
+            }
+        }
+        let digest = hasher
+            .finalize()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
@@ -287,16 +300,24 @@ fn within(
     }
 }
 
+/// The longest duration any setting takes: a year (longer ones are typos, and would
+/// overflow clock arithmetic).
+const MAX_DURATION_MS: i64 = 366 * 86_400_000;
+
 pub(crate) fn duration_or(key: &str, v: Option<String>, default: i64) -> Result<i64, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(s) => parse_duration_ms(&s).ok_or_else(|| {
-            invalid(
-                key,
-                format!("{s:?} is not a duration (e.g. \"90s\", \"5m\", \"1h30m\", \"off\")"),
-            )
-        }),
+    let Some(s) = v else {
+        return Ok(default);
+    };
+    let ms = parse_duration_ms(&s).ok_or_else(|| {
+        invalid(
+            key,
+            format!("{s:?} is not a duration (e.g. \"90s\", \"5m\", \"1h30m\", \"off\")"),
+        )
+    })?;
+    if ms > MAX_DURATION_MS {
+        return Err(invalid(key, format!("{s:?} is longer than a year (366d)")));
     }
+    Ok(ms)
 }
 
 /// Parses `"250ms"`, `"90s"`, `"5m"`, `"24h"`, `"7d"` and sums like `"1h30m"`; `"off"` and

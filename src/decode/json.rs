@@ -6,11 +6,12 @@
 //! numbers are converted exactly without `str::parse`, unknown values are skipped without
 //! being built.
 //!
-//! Strictness follows RFC 8259 and serde_json: no trailing commas, no leading zeros, no
-//! control characters in strings, valid escapes only, nesting at most 127 deep. Values being
-//! skipped get serde_json's skipping rules (number grammar only, `\u` hex digits only, UTF-8
-//! not checked); values being kept must also decode (valid UTF-8, no lone surrogate, finite
-//! numbers): [`Text::into_str`] validates a kept string.
+//! Strictness follows RFC 8259 and serde_json: UTF-8 only (a string with bytes above 0x7F is
+//! checked; pure ASCII, the common case, costs nothing more), no trailing commas, no leading
+//! zeros, no control characters in strings, valid escapes only, nesting at most 127 deep.
+//! Values being skipped get serde_json's skipping rules for the rest (number grammar only,
+//! `\u` hex digits only); values being kept must also decode (no lone surrogate, finite
+//! numbers).
 
 use std::borrow::Cow;
 
@@ -115,9 +116,10 @@ impl<'a> Reader<'a> {
     pub fn string(&mut self) -> Result<Text<'a>> {
         self.expect(b'"')?;
         let start = self.pos;
-        let end = self.find_special(start);
+        let (end, high) = self.find_special(start);
         match self.b.get(end) {
             Some(b'"') => {
+                self.check_utf8(start, end, high)?;
                 self.pos = end + 1;
                 Ok(Text::Raw(&self.b[start..end]))
             }
@@ -138,7 +140,7 @@ impl<'a> Reader<'a> {
                 }
                 Some(b'\\') => {
                     at = self.escape(at + 1, Some(&mut out))?;
-                    let next = self.find_special(at);
+                    let (next, _) = self.find_special(at);
                     out.extend_from_slice(&self.b[at..next]);
                     at = next;
                 }
@@ -206,11 +208,13 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// Position of the first `"`, `\` or control character at or after `i` (or the end).
-    fn find_special(&self, mut i: usize) -> usize {
+    /// Position of the first `"`, `\\` or control character at or after `i` (or the end),
+    /// and whether a byte above 0x7F came before it (then the span needs a UTF-8 check).
+    fn find_special(&self, mut i: usize) -> (usize, bool) {
         const LO: u64 = 0x0101_0101_0101_0101;
         const HI: u64 = 0x8080_8080_8080_8080;
         let b = self.b;
+        let mut high = 0u64;
         while i + 8 <= b.len() {
             let mut word = [0u8; 8];
             word.copy_from_slice(&b[i..i + 8]);
@@ -222,30 +226,48 @@ impl<'a> Reader<'a> {
             let control = v.wrapping_sub(LO * 0x20) & !v & HI;
             let hits = zero(quote) | zero(backslash) | control;
             if hits != 0 {
-                return i + (hits.trailing_zeros() / 8) as usize;
+                let at = (hits.trailing_zeros() / 8) as usize;
+                // Only the bytes before the hit count.
+                let before = if at == 0 {
+                    0
+                } else {
+                    v & (u64::MAX >> (64 - 8 * at))
+                };
+                return (i + at, (high | before) & HI != 0);
             }
+            high |= v;
             i += 8;
         }
+        let mut seen_high = high & HI != 0;
         while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
+            seen_high |= b[i] >= 0x80;
             i += 1;
         }
-        i
+        (i, seen_high)
     }
 
-    /// Skips a string without decoding it (escapes are checked, not applied).
+    /// Checks that `b[start..end]` is UTF-8 when it holds non-ASCII bytes.
+    fn check_utf8(&self, start: usize, end: usize, high: bool) -> Result<()> {
+        if high && std::str::from_utf8(&self.b[start..end]).is_err() {
+            Err(Malformed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Skips a string without decoding it (escapes and UTF-8 are checked, not applied).
     fn skip_string(&mut self) -> Result<()> {
         self.expect(b'"')?;
-        let mut at = self.find_special(self.pos);
+        let mut at = self.pos;
         loop {
-            match self.b.get(at) {
+            let (end, high) = self.find_special(at);
+            self.check_utf8(at, end, high)?;
+            match self.b.get(end) {
                 Some(b'"') => {
-                    self.pos = at + 1;
+                    self.pos = end + 1;
                     return Ok(());
                 }
-                Some(b'\\') => {
-                    let next = self.escape(at + 1, None)?;
-                    at = self.find_special(next);
-                }
+                Some(b'\\') => at = self.escape(end + 1, None)?,
                 _ => return Err(Malformed),
             }
         }
@@ -545,6 +567,27 @@ mod tests {
         ] {
             assert_eq!(value(text), Err(Malformed), "{text:?}");
         }
+    }
+
+    #[test]
+    fn utf8_is_checked_in_every_string_kept_or_skipped() {
+        let skip = |bytes: &[u8]| {
+            let mut r = Reader::new(bytes);
+            r.skip_value(0)
+                .and_then(|()| if r.at_end() { Ok(()) } else { Err(Malformed) })
+        };
+        assert_eq!(
+            skip("{\"描述\": \"订单确认延迟 \\u00e9\"}".as_bytes()),
+            Ok(())
+        );
+        assert_eq!(skip(b"{\"a\": \"bad \xff byte\"}"), Err(Malformed));
+        assert_eq!(skip(b"{\"k\xc3\": 1}"), Err(Malformed));
+        assert_eq!(skip(b"[\"\xe4\xba\x8b\"]"), Ok(()));
+        // A multi-byte character split across the 8-byte scan boundary.
+        assert_eq!(skip("[\"1234567\u{4e8b}89\"]".as_bytes()), Ok(()));
+        assert_eq!(skip(b"[\"1234567\xe4\xba\"]"), Err(Malformed));
+        let mut r = Reader::new(b"\"ok\xff\"");
+        assert_eq!(r.string(), Err(Malformed));
     }
 
     #[test]

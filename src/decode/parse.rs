@@ -75,6 +75,7 @@ fn read_object(bytes: &[u8]) -> Result<Raw<'_>, (Malformed, bool)> {
                     Ok(()) => {}
                     // A kept string that is not UTF-8: the message is not JSON.
                     Err(Reject::NotJson) => return Err((Malformed, false)),
+                    Err(reject) if field == Field::Schema => raw.schema_reject = Some(reject),
                     Err(reject) => {
                         raw.first_reject.get_or_insert(reject);
                     }
@@ -137,6 +138,8 @@ enum SchemaSeen {
 struct Raw<'a> {
     seen: u64,
     first_reject: Option<Reject>,
+    /// A `schema` member that was there but unusable (it outranks every other problem).
+    schema_reject: Option<Reject>,
     schema: SchemaSeen,
     event_id: Option<Cow<'a, str>>,
     participant_id: Option<Text<'a>>,
@@ -220,10 +223,9 @@ impl<'a> Raw<'a> {
     fn finish(self, registry: &Registry) -> Result<Event<'a>, Reject> {
         match self.schema {
             SchemaSeen::Missing => {
-                let schema_reject = self
-                    .first_reject
-                    .filter(|r| r.field() == Some(Field::Schema));
-                return Err(schema_reject.unwrap_or(Reject::MissingField(Field::Schema)));
+                return Err(self
+                    .schema_reject
+                    .unwrap_or(Reject::MissingField(Field::Schema)));
             }
             SchemaSeen::Other => return Err(Reject::UnknownSchema),
             SchemaSeen::V1 => {}
@@ -325,8 +327,14 @@ fn word<T>(field: Field, value: Value<'_>, parse: fn(&[u8]) -> Option<T>) -> Res
     parse(text(field, value)?.as_bytes()).ok_or(Reject::BadValue(field))
 }
 
+/// Event times regwatch accepts: 2000-01-01 up to (not including) 2100-01-01 UTC. A date
+/// outside is a broken clock or a typo, and in replay it would drag the engine clock.
+pub const EARLIEST_EVENT: Timestamp = Timestamp(946_684_800_000);
+pub const LATEST_EVENT: Timestamp = Timestamp(4_102_444_800_000);
+
 fn timestamp(field: Field, value: Value<'_>) -> Result<Timestamp, Reject> {
     Timestamp::parse_rfc3339_bytes(text(field, value)?.as_bytes())
+        .filter(|t| (EARLIEST_EVENT..LATEST_EVENT).contains(t))
         .ok_or(Reject::BadTimestamp(field))
 }
 

@@ -87,6 +87,8 @@ pub enum Reject {
     ParticipantCapacity(usize),
     #[error("open-incident capacity of the engine reached ({0} incidents)")]
     EngineCapacity(usize),
+    #[error("report of an unknown incident older than the retention of resolved incidents")]
+    Stale,
 }
 
 impl Reject {
@@ -107,11 +109,12 @@ impl Reject {
             Reject::KindChanged => "kind_changed",
             Reject::ParticipantCapacity(_) => "participant_capacity",
             Reject::EngineCapacity(_) => "engine_capacity",
+            Reject::Stale => "stale",
         }
     }
 
     /// Every code, for pre-registering metric label values.
-    pub const CODES: [&'static str; 14] = [
+    pub const CODES: [&'static str; 15] = [
         "too_large",
         "not_json",
         "not_object",
@@ -126,6 +129,7 @@ impl Reject {
         "kind_changed",
         "participant_capacity",
         "engine_capacity",
+        "stale",
     ];
 
     /// The field the rejection is about, if any.
@@ -138,6 +142,7 @@ impl Reject {
             | Reject::BadTimestamp(f) => Some(*f),
             Reject::UnregisteredParticipant | Reject::KeyMismatch => Some(Field::ParticipantId),
             Reject::KindChanged => Some(Field::Kind),
+            Reject::Stale => Some(Field::OccurredAt),
             _ => None,
         }
     }

@@ -40,7 +40,9 @@ pub struct Dedup {
 
 impl Dedup {
     pub fn new(window: usize) -> Dedup {
-        let size = (window.max(1) * 2).next_power_of_two();
+        // More than twice the window: a commit inserts before it evicts, so the table holds
+        // up to window + 1 ids and must keep an empty slot to end every probe.
+        let size = (window * 2 + 2).next_power_of_two();
         Dedup {
             table: vec![0; size].into_boxed_slice(),
             mask: size - 1,
@@ -177,6 +179,20 @@ mod tests {
                     model.contains(&p),
                     "round {round}, probe {p:x}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn tiny_windows_work() {
+        for window in [0, 1, 2, 3] {
+            let mut d = Dedup::new(window);
+            for i in 0..50u64 {
+                d.insert(event_hash(0, &i.to_string()));
+                assert_eq!(d.contains(event_hash(0, &i.to_string())), window > 0);
+                if i > 0 && window == 1 {
+                    assert!(!d.contains(event_hash(0, &(i - 1).to_string())));
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::grade::{AxisReport, Subject};
+use super::grade::AxisReport;
 use super::incident::Incident;
 use super::level::{Axis, Exemption, Level};
 use super::rules::Rules;
@@ -21,18 +21,28 @@ pub fn incident_alert(
     event_id: Option<&str>,
 ) -> Alert {
     let subject = inc.subject(p, at);
-    let axes = Axis::ALL.map(|axis| {
-        let mut report = explain_held(rules, axis, &subject, inc.grade.get(axis));
-        report.score = report.score.max(inc.scores[axis.index()]);
-        report
-    });
+    let mut axes = Axis::ALL.map(|axis| rules.explain(axis, &subject, inc.grade.get(axis)));
     let duration = (subject.minutes * 1000.0).round() / 1000.0;
-    inc.scores = [axes[0].score, axes[1].score];
+    for axis in Axis::ALL {
+        let i = axis.index();
+        let report = &mut axes[i];
+        report.score = report.score.max(inc.scores[i]);
+        inc.scores[i] = report.score;
+        let kept = &mut inc.reasons[i];
+        if report.reasons.is_empty() && report.level > Level::None {
+            // Current figures no longer justify the level held (a stricter reload, another
+            // category): the reasons it was reached for stand.
+            report.reasons = kept.clone();
+        } else {
+            kept.clone_from(&report.reasons);
+        }
+    }
     let exemption = rules.exemption(inc.grade);
     let level = inc.grade.overall();
     let alert_id = incident_alert_id(
         &p.id,
         &inc.incident_id,
+        inc.first_reported_at,
         status,
         inc.grade.investor_loss,
         inc.grade.market_order,
@@ -66,22 +76,6 @@ pub fn incident_alert(
     };
     alert.summary = summarize(&alert);
     alert
-}
-
-/// Reasons for the level an axis holds. If the current figures no longer justify it (a rules
-/// reload made the grid stricter), the reasons of the level they do justify are given; each
-/// reason carries its own level.
-fn explain_held(rules: &Rules, axis: Axis, s: &Subject, held: Level) -> AxisReport {
-    let report = rules.explain(axis, s, held);
-    if !report.reasons.is_empty() || held == Level::None {
-        return report;
-    }
-    let now = rules.level(axis, s);
-    AxisReport {
-        level: held,
-        score: report.score,
-        reasons: rules.explain(axis, s, now).reasons,
-    }
 }
 
 /// A telemetry-gap alert: `firing` when the gap is detected, `resolved` when heard again.

@@ -220,9 +220,11 @@ impl Engine {
 
     /// Applies one decoded event; alerts it causes are appended to `out`.
     pub fn apply(&mut self, event: &Event<'_>, out: &mut Vec<Alert>) -> Result<Outcome, Reject> {
-        if self.settings.clock == ClockMode::EventTime || self.clock.is_none() {
+        if self.settings.clock == ClockMode::EventTime {
             self.advance_to(event.occurred_at, out);
         }
+        // With an external clock, a participant's timestamp never moves the clock; before the
+        // caller's first advance the event's own time stands in for this event only.
         let now = self.clock.unwrap_or(event.occurred_at);
         let p = event.participant;
         let hash = event_hash(p.0, &event.event_id);
@@ -286,7 +288,7 @@ impl Engine {
         if self.settings.telemetry_gap_ms > 0 {
             if let Some((p, since)) = self.liveness.as_ref().and_then(Liveness::quietest) {
                 // "Longer than the gap": due one millisecond after the gap has elapsed.
-                let at = since.plus_millis(self.settings.telemetry_gap_ms + 1);
+                let at = since.plus_millis(self.settings.telemetry_gap_ms.saturating_add(1));
                 if best.is_none_or(|b| at < b.at()) {
                     best = Some(Next::Gap(p, since, at));
                 }
@@ -386,6 +388,13 @@ impl Engine {
 
     fn create(&mut self, event: &Event<'_>, report: &IncidentReport<'_>) -> Result<Slot, Reject> {
         let p = event.participant;
+        // A report older than the retention of resolved incidents cannot be told apart from a
+        // redelivery of an incident already resolved and forgotten: it must not open one.
+        if let Some(clock) = self.clock {
+            if event.occurred_at < clock.plus_millis(-self.settings.retention_ms) {
+                return Err(Reject::Stale);
+            }
+        }
         let cap = self.settings.max_open_per_participant;
         if self.participants[p.get()].open >= cap {
             return Err(Reject::ParticipantCapacity(cap));
@@ -482,6 +491,9 @@ impl Engine {
                     slot,
                     generation: inc.generation,
                 });
+                let slab = &self.slab;
+                self.deadlines
+                    .compact_if_needed(self.open, |d| deadline_live(slab, d));
             }
         }
     }
@@ -651,7 +663,10 @@ impl Engine {
         inc.scope = parts.scope;
         inc.record_type = parts.record_type;
         inc.started_at = Timestamp(r.started_at_ms);
+        inc.first_reported_at = Timestamp(r.first_reported_at_ms);
+        inc.last_report_at = Timestamp(r.last_report_at_ms);
         inc.resolved_at = r.resolved_at_ms.map(Timestamp);
+        inc.reasons = r.reasons.clone();
         inc.figures = parts.figures;
         inc.peak_minutes = r.peak_minutes;
         inc.grade = parts.grade;

@@ -96,13 +96,13 @@ const INVESTOR_FIGURES: [Figure; 4] = [
 ];
 
 /// One observed fact behind a level: a rule's condition, the value seen and the threshold.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reason {
     pub rule: String,
     pub level: Level,
     pub metric: String,
     pub observed: f64,
-    pub op: &'static str,
+    pub op: String,
     pub threshold: f64,
     pub cite: String,
 }
@@ -220,7 +220,7 @@ impl Rules {
                     level: r.level,
                     metric: c.metric.name().to_string(),
                     observed: shown(c.metric, s.metric(c.metric)),
-                    op: c.op.as_str(),
+                    op: c.op.as_str().to_string(),
                     threshold: c.threshold,
                     cite: r.cite.to_string(),
                 }));
@@ -284,7 +284,9 @@ fn time_only_delay(s: &Subject, r: &Rule) -> Delay {
         holds = false;
         let ms = match (c.metric, c.op) {
             (Metric::Minutes, Op::Ge) => (c.threshold * MS_PER_MINUTE as f64).ceil() as i64,
-            (Metric::Minutes, Op::Gt) => (c.threshold * MS_PER_MINUTE as f64).floor() as i64 + 1,
+            (Metric::Minutes, Op::Gt) => {
+                ((c.threshold * MS_PER_MINUTE as f64).floor() as i64).saturating_add(1)
+            }
             _ => return Delay::Never,
         };
         due_ms = Some(due_ms.map_or(ms, |d| d.max(ms)));
@@ -344,7 +346,7 @@ fn floor_reason(axis: Axis, s: &Subject) -> Option<Reason> {
         level: Level::General,
         metric,
         observed,
-        op: op.as_str(),
+        op: op.as_str().to_string(),
         threshold: 0.0,
         cite: FLOOR_CITE.to_string(),
     })

@@ -8,7 +8,7 @@ use crate::decode::{
     Category, EventKind, Figures, IncidentReport, RecordType, Scope, Status, System,
 };
 use crate::registry::{Participant, ParticipantIdx};
-use crate::score::grade::{Applicable, Subject};
+use crate::score::grade::{Applicable, Reason, Subject};
 use crate::score::level::{Exemption, Grade};
 use crate::time::Timestamp;
 
@@ -42,6 +42,11 @@ pub struct Incident {
     pub scope: Option<Scope>,
     pub record_type: Option<RecordType>,
     pub started_at: Timestamp,
+    /// `occurred_at` of the first report: with the ids, what identifies this incident (an
+    /// id used again after eviction is another incident).
+    pub first_reported_at: Timestamp,
+    /// `occurred_at` of the latest report by event time.
+    pub last_report_at: Timestamp,
     pub resolved_at: Option<Timestamp>,
     pub figures: Figures,
     /// Longest service duration graded so far (levels only rise, so neither does this).
@@ -50,6 +55,9 @@ pub struct Incident {
     /// The rules whose filters admit this incident (recomputed when attributes change).
     pub applicable: Applicable,
     pub scores: [u8; 2],
+    /// The reasons given when each axis last rose (alerted): shown again if later figures or
+    /// attributes no longer justify the level the incident holds.
+    pub reasons: [Vec<Reason>; 2],
     pub emitted: Option<Emitted>,
     pub deadline: Option<Timestamp>,
     /// Changed since the state was last handed out (`Engine::take_changes`).
@@ -75,12 +83,15 @@ impl Incident {
             scope: None,
             record_type: None,
             started_at: report.started_at.unwrap_or(occurred_at),
+            first_reported_at: occurred_at,
+            last_report_at: occurred_at,
             resolved_at: None,
             figures: Figures::default(),
             peak_minutes: 0.0,
             grade: Grade::default(),
             applicable: Applicable::default(),
             scores: [0; 2],
+            reasons: Default::default(),
             emitted: None,
             deadline: None,
             dirty: false,
@@ -100,12 +111,15 @@ impl Incident {
             scope: None,
             record_type: None,
             started_at: Timestamp::default(),
+            first_reported_at: Timestamp::default(),
+            last_report_at: Timestamp::default(),
             resolved_at: None,
             figures: Figures::default(),
             peak_minutes: 0.0,
             grade: Grade::default(),
             applicable: Applicable::default(),
             scores: [0; 2],
+            reasons: Default::default(),
             emitted: None,
             deadline: None,
             dirty: false,
@@ -126,9 +140,14 @@ impl Incident {
             self.scope,
             self.started_at,
         );
-        self.category = report.category;
-        self.system = report.system.or(self.system);
-        self.record_type = report.record_type.or(self.record_type);
+        // Descriptive attributes follow the latest report by event time: a late or
+        // redelivered older report cannot switch them back.
+        if occurred_at >= self.last_report_at {
+            self.last_report_at = occurred_at;
+            self.category = report.category;
+            self.system = report.system.or(self.system);
+            self.record_type = report.record_type.or(self.record_type);
+        }
         if self.scope != Some(Scope::Full) {
             self.scope = report.scope.or(self.scope);
         }

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::grade::Reason;
 use super::incident::{Emitted, Incident};
 use super::level::{Exemption, Grade, Level};
 use crate::decode::{Category, EventKind, Figure, Figures, RecordType, Scope, System, Word};
@@ -34,6 +35,8 @@ pub struct IncidentRecord {
     pub scope: Option<String>,
     pub record_type: Option<String>,
     pub started_at_ms: i64,
+    pub first_reported_at_ms: i64,
+    pub last_report_at_ms: i64,
     pub resolved_at_ms: Option<i64>,
     /// Reported figures by name (largest value; for signed moves, largest magnitude).
     pub figures: Vec<(String, f64)>,
@@ -41,6 +44,9 @@ pub struct IncidentRecord {
     pub investor_loss: Level,
     pub market_order: Level,
     pub scores: [u8; 2],
+    /// Reasons given when each axis last rose (investor loss, market order).
+    #[serde(default)]
+    pub reasons: [Vec<Reason>; 2],
     /// What the last firing alert said, if one was sent.
     pub emitted: Option<EmittedRecord>,
 }
@@ -101,6 +107,8 @@ impl IncidentRecord {
             scope: inc.scope.map(|s| s.as_str().to_string()),
             record_type: inc.record_type.map(|s| s.as_str().to_string()),
             started_at_ms: inc.started_at.millis(),
+            first_reported_at_ms: inc.first_reported_at.millis(),
+            last_report_at_ms: inc.last_report_at.millis(),
             resolved_at_ms: inc.resolved_at.map(Timestamp::millis),
             figures: inc
                 .figures
@@ -111,6 +119,7 @@ impl IncidentRecord {
             investor_loss: inc.grade.investor_loss,
             market_order: inc.grade.market_order,
             scores: inc.scores,
+            reasons: inc.reasons.clone(),
             emitted: inc.emitted.map(|e| EmittedRecord {
                 investor_loss: e.grade.investor_loss,
                 market_order: e.grade.market_order,

@@ -645,3 +645,129 @@ fn a_rules_reload_regrades_open_incidents_and_reschedules_deadlines() {
     assert_eq!(later.len(), 1, "the outage's new deadline");
     assert_eq!((later[0].market_order.level, later[0].at), (Major, at(3.0)));
 }
+
+#[test]
+fn a_report_older_than_the_retention_cannot_open_an_incident() {
+    // A tiny dedup window, so the redelivery is not caught as a duplicate first.
+    let settings = EngineSettings {
+        retention_ms: 60 * 60_000,
+        dedup_window: 1,
+        ..quiet()
+    };
+    let mut s = Sandbox::with(
+        vec![participant("P", ParticipantKind::Broker, 2_500_000)],
+        settings,
+        default_rules(),
+    );
+    let first = merge(full_trading_outage(0.0), json!({"event_id": "e1"}));
+    s.send(first.clone()).unwrap();
+    s.send(infosec(2.0, "outage", json!({"status": "resolved"})))
+        .unwrap();
+    s.send(heartbeat("P", 200.0)).unwrap();
+    assert_eq!(s.engine.incidents_held(), 0, "evicted after an hour");
+    s.take();
+    // The old opening report, redelivered: not a new outage escalating forever.
+    assert_eq!(s.send(first), Err(Reject::Stale));
+    s.advance(400.0);
+    assert!(s.take().is_empty());
+}
+
+#[test]
+fn an_incident_id_used_again_is_another_incident_with_other_alert_ids() {
+    let settings = EngineSettings {
+        retention_ms: 60 * 60_000,
+        ..quiet()
+    };
+    let mut s = Sandbox::with(
+        vec![participant("P", ParticipantKind::Broker, 1)],
+        settings,
+        default_rules(),
+    );
+    s.send(infosec(0.0, "malware", json!({}))).unwrap();
+    let first = s.take().remove(0);
+    s.send(infosec(1.0, "malware", json!({"status": "resolved"})))
+        .unwrap();
+    s.advance(120.0);
+    s.take();
+    s.send(infosec(121.0, "malware", json!({}))).unwrap();
+    let second = s.take().remove(0);
+    assert_eq!(
+        (first.trigger, second.trigger),
+        (Trigger::Opened, Trigger::Opened)
+    );
+    assert_eq!(levels(&first), levels(&second), "same state");
+    assert_ne!(first.alert_id, second.alert_id, "another incident");
+}
+
+#[test]
+fn an_older_report_cannot_switch_attributes_back() {
+    let mut s = Sandbox::broker();
+    let older = merge(
+        infosec(
+            1.0,
+            "data_leak",
+            json!({"record_type": "credentials", "records_exposed": 10}),
+        ),
+        json!({"event_id": "e1"}),
+    );
+    s.send(infosec(
+        2.0,
+        "data_leak",
+        json!({"record_type": "personal", "records_exposed": 100}),
+    ))
+    .unwrap();
+    s.take();
+    // e1 arrives late (or again): its credentials type must not grade 100 records as
+    // credentials (>= 50 would be `larger`).
+    s.send(older).unwrap();
+    assert!(s.take().is_empty());
+}
+
+#[test]
+fn a_level_held_after_a_category_change_keeps_its_reasons() {
+    let mut s = Sandbox::broker();
+    s.send(full_trading_outage(0.0)).unwrap();
+    s.advance(31.0);
+    s.take();
+    s.send(infosec(32.0, "data_leak", json!({"status": "resolved"})))
+        .unwrap();
+    let resolved = s.take().pop().unwrap();
+    assert_eq!(resolved.status, AlertStatus::Resolved);
+    assert_eq!(resolved.market_order.level, Major, "levels never fall");
+    assert_eq!(
+        resolved
+            .market_order
+            .reasons
+            .first()
+            .map(|r| r.rule.as_str()),
+        Some("mo.broker.major"),
+        "the reasons it was reached for: {:?}",
+        resolved.market_order
+    );
+}
+
+#[test]
+fn a_window_of_one_event_still_works() {
+    let settings = EngineSettings {
+        dedup_window: 1,
+        ..quiet()
+    };
+    let mut s = Sandbox::with(
+        vec![participant("P", ParticipantKind::Broker, 1)],
+        settings,
+        default_rules(),
+    );
+    for i in 0..5 {
+        assert_eq!(
+            s.send(merge(
+                heartbeat("P", i as f64),
+                json!({"event_id": format!("h{i}")})
+            )),
+            Ok(Outcome::Heartbeat)
+        );
+    }
+    assert_eq!(
+        s.send(merge(heartbeat("P", 9.0), json!({"event_id": "h4"}))),
+        Ok(Outcome::Duplicate)
+    );
+}

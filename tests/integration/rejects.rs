@@ -241,6 +241,50 @@ fn bad_timestamp_names_the_field() {
 }
 
 #[test]
+fn invalid_utf8_anywhere_is_not_json() {
+    let good = serde_json::to_vec(&valid()).unwrap();
+    // In an unknown member's value, in an unknown key, in a known value.
+    for (from, to) in [
+        (&b"\"kind\""[..], &b"\"x\":\"\xff\",\"kind\""[..]),
+        (b"\"kind\"", b"\"\xc3\":1,\"kind\""),
+        (b"\"I\"", b"\"I\xff\""),
+    ] {
+        let text = String::from_utf8_lossy(&good).into_owned();
+        let at = text.find(std::str::from_utf8(from).unwrap()).unwrap();
+        let mut bytes = good[..at].to_vec();
+        bytes.extend_from_slice(to);
+        bytes.extend_from_slice(&good[at + from.len()..]);
+        check(&bytes, Reject::NotJson);
+    }
+}
+
+#[test]
+fn a_present_but_unusable_schema_outranks_earlier_problems() {
+    check(
+        br#"{"event_id":1,"schema":5}"#,
+        Reject::WrongType(Field::Schema),
+    );
+}
+
+#[test]
+fn timestamps_outside_2000_to_2099_are_bad() {
+    check(
+        &with("occurred_at", json!("9999-01-01T00:00:00Z")),
+        Reject::BadTimestamp(Field::OccurredAt),
+    );
+    check(
+        &with("started_at", json!("1970-01-01T00:00:00Z")),
+        Reject::BadTimestamp(Field::StartedAt),
+    );
+    assert!(decode(
+        &with("occurred_at", json!("2099-12-31T23:59:59Z")),
+        &registry(),
+        MAX_EVENT_BYTES
+    )
+    .is_ok());
+}
+
+#[test]
 fn unregistered_participant() {
     check(
         &with("participant_id", json!("NOBODY")),
@@ -262,6 +306,7 @@ fn kind_changed_and_capacity_are_engine_rejections() {
         (Reject::KindChanged, "kind_changed"),
         (Reject::ParticipantCapacity(2), "participant_capacity"),
         (Reject::EngineCapacity(2), "engine_capacity"),
+        (Reject::Stale, "stale"),
     ] {
         assert_eq!(r.code(), code);
         assert!(Reject::CODES.contains(&code));
