@@ -558,9 +558,9 @@ impl Engine {
             // A slot can be listed twice (evicted, then reused); hand out each state once.
             if inc.dirty && inc.live {
                 let pid = &self.registry.get(inc.participant).id;
-                out.push(StateChange::Put(StateRecord::Incident(
+                out.push(StateChange::Put(StateRecord::Incident(Box::new(
                     IncidentRecord::from_incident(pid, inc),
-                )));
+                ))));
             }
             inc.dirty = false;
         }

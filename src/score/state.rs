@@ -20,7 +20,7 @@ pub const STATE_VERSION: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StateRecord {
-    Incident(IncidentRecord),
+    Incident(Box<IncidentRecord>),
     Participant(ParticipantRecord),
 }
 
