@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! cargo bench --bench bare_consumer -- count   --brokers HOST:PORT --topic T --count N
-//!                                              [--group G] [--timeout-s S]
+//!                                              [--group G] [--timeout-s S] [--props K=V,..]
 //! cargo bench --bench bare_consumer -- latency --brokers HOST:PORT --topic ALERTS
-//!                                              [--group G] [--idle-s S] [--max-s S]
+//!                                              [--group G] [--idle-s S] [--max-s S] [--raw 1]
+//!                                              [--props K=V,..]
 //! ```
 //!
 //! - `count`: joins its own group on `--topic` from the earliest offset (librdkafka defaults
@@ -20,10 +21,15 @@
 //!   `receive_ms` = the time this reader got it - source (produce to alert readable). It
 //!   stops after `--idle-s` without a message (once it has seen one) or after `--max-s`, and
 //!   prints one JSON line with count, p50/p90/p99/max of both. "assigned" goes to stderr once
-//!   the group has given it partitions, so a driver knows when to start producing.
+//!   the group has given it partitions, so a driver knows when to start producing. With
+//!   `--raw 1` every message's own Kafka timestamp is the source (read the events topic this
+//!   way for the broker's bare produce-to-consume latency, the floor under the daemon's).
+//! - `--props` passes librdkafka properties through (e.g. `fetch.wait.max.ms=10`), to try a
+//!   setting on the bare consumer before proposing it for the daemon.
 //!
-//! Without a mode (as `cargo test --all-targets` or a bare `cargo bench` runs every bench
-//! target) it prints a note and exits 0: it needs a broker, which only `e2e.sh` provides.
+//! Unless its first argument is a mode (as when `cargo test --all-targets` or a bare
+//! `cargo bench` runs every bench target, whatever flags they pass) it prints a note and exits
+//! 0: it needs a broker, which only `e2e.sh` provides.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -42,26 +48,25 @@ struct Args {
 }
 
 impl Args {
-    /// The mode is the first argument that is not a flag; `--name value` pairs follow.
-    /// cargo's own `--bench` is ignored.
-    fn parse() -> Result<Args, String> {
-        let mut mode = String::new();
+    /// `None` when the arguments name no mode (how `cargo test` and a bare `cargo bench`
+    /// start every bench target, with their own flags). Otherwise the mode is the first
+    /// argument (after cargo's `--bench`), and `--name value` pairs follow; cargo's `--bench`
+    /// is ignored wherever it stands.
+    fn parse() -> Result<Option<Args>, String> {
+        let mut it = std::env::args().skip(1).filter(|a| a != "--bench");
+        let mode = match it.next() {
+            Some(m) if m == "count" || m == "latency" => m,
+            _ => return Ok(None),
+        };
         let mut opts = HashMap::new();
-        let mut it = std::env::args().skip(1);
         while let Some(a) = it.next() {
-            if a == "--bench" || a == "--test" {
-                continue;
-            }
-            if let Some(name) = a.strip_prefix("--") {
-                let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
-                opts.insert(name.to_string(), value);
-            } else if mode.is_empty() {
-                mode = a;
-            } else {
-                return Err(format!("unexpected argument {a:?}"));
-            }
+            let name = a
+                .strip_prefix("--")
+                .ok_or_else(|| format!("unexpected argument {a:?}"))?;
+            let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+            opts.insert(name.to_string(), value);
         }
-        Ok(Args { mode, opts })
+        Ok(Some(Args { mode, opts }))
     }
 
     fn get(&self, name: &str) -> Result<&str, String> {
@@ -83,22 +88,22 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = match Args::parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bare_consumer: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = match args.mode.as_str() {
-        "count" => count(&args),
-        "latency" => latency(&args),
-        "" => {
+        Ok(Some(a)) => a,
+        Ok(None) => {
             eprintln!(
                 "bare_consumer: no mode given (count | latency); it needs a broker, see benches/e2e.sh"
             );
             return ExitCode::SUCCESS;
         }
-        other => Err(format!("unknown mode {other:?} (count | latency)")),
+        Err(e) => {
+            eprintln!("bare_consumer: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = if args.mode == "count" {
+        count(&args)
+    } else {
+        latency(&args)
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -111,13 +116,22 @@ fn main() -> ExitCode {
 }
 
 fn consumer(args: &Args, group: &str) -> Result<BaseConsumer, String> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", args.get("brokers")?)
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", args.get("brokers")?)
         .set("client.id", "bare-consumer")
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+        .set("enable.partition.eof", "false");
+    if let Some(props) = args.opts.get("props") {
+        for kv in props.split(',').filter(|kv| !kv.trim().is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("--props: {kv:?} is not key=value"))?;
+            cfg.set(k.trim(), v.trim());
+        }
+    }
+    let c: BaseConsumer = cfg
         .create()
         .map_err(|e| format!("cannot create the consumer: {e}"))?;
     c.subscribe(&[args.get("topic")?])
@@ -193,6 +207,7 @@ fn latency(args: &Args) -> Result<bool, String> {
     let start = Instant::now();
     let idle = Duration::from_secs_f64(args.num("idle-s", 5.0)?);
     let max = Duration::from_secs_f64(args.num("max-s", 600.0)?);
+    let raw = args.num("raw", 0u8)? != 0;
     let group = match args.opts.get("group") {
         Some(g) => g.clone(),
         None => unique_group("bare-latency"),
@@ -202,8 +217,10 @@ fn latency(args: &Args) -> Result<bool, String> {
     let (mut seen, mut without_source, mut unparsable) = (0u64, 0u64, 0u64);
     let mut alert_ms: Vec<i64> = Vec::new();
     let mut receive_ms: Vec<i64> = Vec::new();
+    // Time of the last message with a source timestamp: the daemon's clock-driven alerts
+    // (escalations with no new report) carry none and go on after the load stops.
     let mut last = Instant::now();
-    while start.elapsed() < max && !(seen > 0 && last.elapsed() >= idle) {
+    while start.elapsed() < max && (receive_ms.is_empty() || last.elapsed() < idle) {
         if !assigned && c.assignment().is_ok_and(|a| a.count() > 0) {
             assigned = true;
             eprintln!("assigned");
@@ -221,8 +238,14 @@ fn latency(args: &Args) -> Result<bool, String> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        last = Instant::now();
         seen += 1;
+        if raw {
+            if let Some(ts) = m.timestamp().to_millis() {
+                last = Instant::now();
+                receive_ms.push(now_ms - ts);
+            }
+            continue;
+        }
         let source = m.headers().and_then(|h| {
             (0..h.count())
                 .map(|i| h.get(i))
@@ -240,13 +263,14 @@ fn latency(args: &Args) -> Result<bool, String> {
             unparsable += 1;
             continue;
         };
+        last = Instant::now();
         if let Some(ts) = m.timestamp().to_millis() {
             alert_ms.push(ts - source);
         }
         receive_ms.push(now_ms - source);
     }
     let line = serde_json::json!({
-        "mode": "latency",
+        "mode": if raw { "latency-raw" } else { "latency" },
         "topic": args.get("topic")?,
         "messages": seen,
         "count": receive_ms.len(),

@@ -2,9 +2,23 @@
 # End-to-end benchmark of the daemon against a real Kafka-compatible broker (tansu, memory
 # storage), next to a bare rdkafka consumer (benches/bare_consumer.rs) on the same topic.
 #
-#   bash benches/e2e.sh                      # the whole run (~5-10 minutes on 2 cores)
+#   bash benches/e2e.sh                      # the whole run (about a minute on 2 cores, after the build)
 #   EVENTS=200000 LAT_SECONDS=20 bash benches/e2e.sh    # a quicker one
+#   SIM_ARGS="--infosec 0 --trading 0" bash benches/e2e.sh   # heartbeats only: no alerts
 #   PERF=1 bash benches/e2e.sh               # also perf-record the daemon's throughput phase
+#                                            # (PERF=dwarf: with call graphs; perf adds CPU)
+#   FETCH_WAIT_MS= bash benches/e2e.sh       # librdkafka's default fetch.wait.max.ms (500)
+#   DAEMON_PROPS="queued.max.messages.kbytes=16384" bash benches/e2e.sh
+#                                            # more librdkafka properties for the daemon
+#                                            # (BARE_PROPS: for the bare client)
+#
+# fetch.wait.max.ms: tansu holds every Fetch for the full fetch.wait.max.ms even when data is
+# ready (a Kafka broker answers as soon as fetch.min.bytes = 1 is there). With librdkafka's
+# default of 500 ms both clients then read ~280k events/s on 6 partitions whatever their own
+# cost, and every event waits ~400 ms, so both phases measure tansu's long poll rather than
+# the clients. The script therefore gives both clients fetch.wait.max.ms=FETCH_WAIT_MS
+# (default 10), which brings tansu's behaviour close to a Kafka broker's, at the price of
+# tansu's CPU (it answers a fetch every 10 ms per client).
 #
 # Phases:
 #   1. preload: EVENTS synthetic events (regwatch simulate --rate 0) into a topic of
@@ -14,7 +28,9 @@
 #      regwatch_events_total on /metrics reaches EVENTS;
 #   4. latency: a fresh topic and group, the daemon running, simulate at RATE events/s for
 #      LAT_SECONDS, and the bare consumer's latency mode on the alerts topic: produce (source
-#      event's Kafka timestamp) to alert (the alert's Kafka timestamp, and its receive time).
+#      event's Kafka timestamp) to alert (the alert's Kafka timestamp, and its receive time);
+#      beside it, the same reader on the events topic (--raw) gives the broker's own
+#      produce-to-consume latency for a bare consumer, the floor under the daemon's.
 # For each process: wall time, CPU seconds (utime+stime of /proc/PID/stat) and peak RSS
 # (VmHWM); tansu's CPU per phase too, as the broker shares the two cores.
 #
@@ -37,6 +53,14 @@ CONSUME_TIMEOUT=${CONSUME_TIMEOUT:-300} # seconds a consuming phase may take
 SEED=${SEED:-1}
 PERF=${PERF:-0}
 TANSU=${TANSU:-tansu}
+FETCH_WAIT_MS=${FETCH_WAIT_MS-10}      # fetch.wait.max.ms of both clients; empty: librdkafka's
+DAEMON_PROPS=${DAEMON_PROPS:-}          # comma-separated librdkafka key=value for the daemon
+BARE_PROPS=${BARE_PROPS:-}              # and for the bare consumer (both modes)
+SIM_ARGS=${SIM_ARGS:-}                  # more `regwatch simulate` options (the event mix)
+if [[ -n $FETCH_WAIT_MS ]]; then
+    DAEMON_PROPS="fetch.wait.max.ms=$FETCH_WAIT_MS${DAEMON_PROPS:+,$DAEMON_PROPS}"
+    BARE_PROPS="fetch.wait.max.ms=$FETCH_WAIT_MS${BARE_PROPS:+,$BARE_PROPS}"
+fi
 
 OUT=$ROOT/target/e2e
 RESULTS=$ROOT/target/e2e-results.json
@@ -87,6 +111,9 @@ calc() { awk "BEGIN { printf \"%.4f\", $* }"; }
 
 metrics() { curl -sf --max-time 2 "http://127.0.0.1:$1/metrics" || true; }
 
+# WARN and ERROR lines of a daemon log (colour codes stripped).
+log_problems() { sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -cE '^[^ ]+ +(WARN|ERROR) ' || true; }
+
 # Sum of the samples of one metric family in a /metrics text.
 metric_sum() { awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d\n", s }'; }
 
@@ -125,6 +152,15 @@ create_topic() {
 
 # ---- configuration --------------------------------------------------------------------------
 
+# "a=b,c=d" -> "a=b", "c=d" (a TOML array's items)
+props_toml() {
+    local IFS=, kv out=()
+    for kv in $1; do
+        [[ -n $kv ]] && out+=("\"$kv\"")
+    done
+    (IFS=,; echo "${out[*]}")
+}
+
 # write_config FILE GROUP TOPIC SUFFIX HTTP_PORT
 write_config() {
     {
@@ -139,6 +175,7 @@ state_topic = "regwatch.state.$4"
 topic_partitions = $PARTITIONS
 create_topics = true
 commit_interval = "1s"
+librdkafka = [$(props_toml "$DAEMON_PROPS")]
 
 [daemon]
 shutdown_grace = "30s"
@@ -162,7 +199,7 @@ EOF
 
 # start_daemon CONFIG LOG -> sets DAEMON_PID
 start_daemon() {
-    REGWATCH_LOG=${REGWATCH_LOG:-info} "$BIN" run --config "$1" 2>"$2" &
+    NO_COLOR=1 REGWATCH_LOG=${REGWATCH_LOG:-info} "$BIN" run --config "$1" 2>"$2" &
     DAEMON_PID=$!
     PIDS+=("$DAEMON_PID")
 }
@@ -188,7 +225,7 @@ create_topic "$TOPIC"
 log "preloading $EVENTS events into $TOPIC ($PARTITIONS partitions, $PARTICIPANTS participants)"
 tansu_cpu0=$(cpu_s "$TANSU_PID")
 t0=$(now)
-REGWATCH_LOG=warn "$BIN" simulate --config "$CFG1" --rate 0 --count "$EVENTS" --seed "$SEED" \
+REGWATCH_LOG=warn "$BIN" simulate --config "$CFG1" --rate 0 --count "$EVENTS" --seed "$SEED" $SIM_ARGS \
     2>"$OUT/simulate-preload.log" || die "simulate failed (see $OUT/simulate-preload.log)"
 preload_s=$(calc "$(now) - $t0")
 preload_tansu_cpu=$(calc "$(cpu_s "$TANSU_PID") - $tansu_cpu0")
@@ -199,7 +236,7 @@ log "$(tail -n1 "$OUT/simulate-preload.log"); tansu used ${preload_tansu_cpu}s C
 log "bare consumer: reading $EVENTS events"
 tansu_cpu0=$(cpu_s "$TANSU_PID")
 bare_json=$("$BARE" count --brokers "$BROKERS" --topic "$TOPIC" --count "$EVENTS" \
-    --timeout-s "$CONSUME_TIMEOUT" 2>"$OUT/bare.log") || log "bare consumer did not finish (see $OUT/bare.log)"
+    --timeout-s "$CONSUME_TIMEOUT" --props "$BARE_PROPS" 2>"$OUT/bare.log") || log "bare consumer did not finish (see $OUT/bare.log)"
 bare_tansu_cpu=$(calc "$(cpu_s "$TANSU_PID") - $tansu_cpu0")
 [[ -n $bare_json ]] || die "bare consumer printed nothing"
 echo "$bare_json" >"$OUT/bare.json"
@@ -220,9 +257,11 @@ while :; do
     t=$(now)
     if [[ -z $t_first && $consumed -gt 0 ]]; then
         t_first=$t
-        if [[ $PERF == 1 && -z $PERF_PID ]]; then
-            perf record -e cpu-clock -F 999 -g -p "$DAEMON_PID" -o "$OUT/perf-daemon.data" \
-                >"$OUT/perf-record.log" 2>&1 &
+        if [[ $PERF != 0 && -z $PERF_PID ]]; then
+            graph=()
+            [[ $PERF == dwarf ]] && graph=(--call-graph dwarf,16384)
+            perf record -e cpu-clock -F 999 "${graph[@]}" -p "$DAEMON_PID" \
+                -o "$OUT/perf-daemon.data" >"$OUT/perf-record.log" 2>&1 &
             PERF_PID=$!
             PIDS+=("$PERF_PID")
         fi
@@ -243,8 +282,10 @@ daemon_tansu_cpu=$(calc "$(cpu_s "$TANSU_PID") - $tansu_cpu0")
 if [[ -n $PERF_PID ]]; then
     kill -INT "$PERF_PID" 2>/dev/null || true
     wait "$PERF_PID" 2>/dev/null || true
-    perf report -i "$OUT/perf-daemon.data" --no-children --sort comm,dso,symbol --stdio \
-        2>/dev/null | grep -v '^$' | head -n 80 >"$OUT/perf-daemon.txt" || true
+    {
+        perf report -i "$OUT/perf-daemon.data" --no-children --sort comm,dso --stdio -g none
+        perf report -i "$OUT/perf-daemon.data" --no-children --sort dso,symbol --stdio -g none
+    } 2>/dev/null | grep -v '^$' | head -n 150 >"$OUT/perf-daemon.txt" || true
     log "perf profile: $OUT/perf-daemon.txt"
 fi
 metrics "$HTTP1" >"$OUT/daemon-throughput.metrics"
@@ -256,7 +297,22 @@ daemon_total_s=$(calc "$t_end - $t_start")
 daemon_eps=$(calc "$consumed / ($daemon_elapsed_s > 0 ? $daemon_elapsed_s : 1e-9)")
 stop_daemon "$DAEMON_PID"
 daemon_rc=$STOP_RC
-daemon_errors=$(grep -cE ' (ERROR|WARN) ' "$OUT/daemon-throughput.log" || true)
+daemon_errors=$(log_problems "$OUT/daemon-throughput.log")
+# What the daemon says it wrote must be on the topics once it has drained.
+on_topic() {
+    local n=$1 json
+    ((n > 0)) || { echo 0; return; }
+    json=$("$BARE" count --brokers "$BROKERS" --topic "$2" --count "$n" --timeout-s 30 \
+        2>>"$OUT/bare.log") || true
+    [[ -n $json ]] || json='{}'
+    jq -r '.count // 0' <<<"$json"
+}
+alerts_emitted=$(metric_sum regwatch_alerts_total <"$OUT/daemon-throughput.metrics")
+dead_emitted=$(metric_sum regwatch_dead_letters_total <"$OUT/daemon-throughput.metrics")
+alerts_on_topic=$(on_topic "$alerts_emitted" regwatch.alerts.throughput)
+dead_on_topic=$(on_topic "$dead_emitted" regwatch.dead-letters.throughput)
+((alerts_on_topic >= alerts_emitted && dead_on_topic >= dead_emitted)) ||
+    log "MISSING OUTPUT: $alerts_on_topic of $alerts_emitted alerts, $dead_on_topic of $dead_emitted dead letters on the topics"
 log "daemon: $consumed events in ${daemon_elapsed_s}s after ${daemon_startup_s}s of start-up, ${daemon_cpu}s CPU, VmHWM ${daemon_hwm} kB, $daemon_errors warnings/errors in its log"
 
 # ---- 4. latency at a steady rate ------------------------------------------------------------
@@ -276,23 +332,30 @@ for _ in $(seq 1 300); do
 done
 ((assigned >= PARTITIONS)) || die "the daemon owns $assigned of $PARTITIONS partitions after 30s"
 "$BARE" latency --brokers "$BROKERS" --topic regwatch.alerts.latency --idle-s 5 \
-    --max-s $((LAT_SECONDS + 60)) >"$OUT/latency.json" 2>"$OUT/latency.log" &
+    --max-s $((LAT_SECONDS + 60)) --props "$BARE_PROPS" >"$OUT/latency.json" 2>"$OUT/latency.log" &
 LAT_PID=$!
 PIDS+=("$LAT_PID")
-for _ in $(seq 1 300); do
-    grep -q '^assigned' "$OUT/latency.log" && break
-    kill -0 "$LAT_PID" 2>/dev/null || die "the latency reader exited (see $OUT/latency.log)"
-    sleep 0.1
+"$BARE" latency --raw 1 --brokers "$BROKERS" --topic "$LTOPIC" --idle-s 5 \
+    --max-s $((LAT_SECONDS + 60)) --props "$BARE_PROPS" >"$OUT/latency-raw.json" 2>"$OUT/latency-raw.log" &
+RAW_PID=$!
+PIDS+=("$RAW_PID")
+for f in latency latency-raw; do
+    for _ in $(seq 1 300); do
+        grep -q '^assigned' "$OUT/$f.log" && break
+        sleep 0.1
+    done
+    grep -q '^assigned' "$OUT/$f.log" || die "the $f reader got no partitions (see $OUT/$f.log)"
 done
 daemon_cpu0=$(cpu_s "$DAEMON_PID")
 tansu_cpu0=$(cpu_s "$TANSU_PID")
 t0=$(now)
 REGWATCH_LOG=warn "$BIN" simulate --config "$CFG2" --topic "$LTOPIC" --rate "$RATE" \
-    --duration "${LAT_SECONDS}s" --seed "$((SEED + 1))" 2>"$OUT/simulate-latency.log" ||
+    --duration "${LAT_SECONDS}s" --seed "$((SEED + 1))" $SIM_ARGS 2>"$OUT/simulate-latency.log" ||
     log "simulate at $RATE/s reported failures (see $OUT/simulate-latency.log)"
 lat_wall=$(calc "$(now) - $t0")
 log "$(tail -n1 "$OUT/simulate-latency.log")"
 wait "$LAT_PID" || log "latency reader saw no alert with a source timestamp (see $OUT/latency.log)"
+wait "$RAW_PID" || log "raw latency reader saw no event (see $OUT/latency-raw.log)"
 # Let the daemon finish what is queued before its CPU is read.
 sleep 1
 lat_events=$(metrics "$HTTP2" | metric_sum regwatch_events_total)
@@ -302,9 +365,11 @@ lat_hwm=$(hwm_kb "$DAEMON_PID")
 metrics "$HTTP2" >"$OUT/daemon-latency.metrics"
 stop_daemon "$DAEMON_PID"
 lat_rc=$STOP_RC
-lat_errors=$(grep -cE ' (ERROR|WARN) ' "$OUT/daemon-latency.log" || true)
+lat_errors=$(log_problems "$OUT/daemon-latency.log")
 lat_json=$(cat "$OUT/latency.json")
 [[ -n $lat_json ]] || lat_json='{}'
+raw_json=$(cat "$OUT/latency-raw.json")
+[[ -n $raw_json ]] || raw_json='{}'
 tansu_hwm=$(hwm_kb "$TANSU_PID")
 
 # ---- summary --------------------------------------------------------------------------------
@@ -319,25 +384,34 @@ jq -n \
     --argjson d_eps "$daemon_eps" --argjson d_cpu "$daemon_cpu" --argjson d_hwm "$daemon_hwm" \
     --argjson d_tansu_cpu "$daemon_tansu_cpu" --argjson d_rc "$daemon_rc" \
     --argjson d_errors "$daemon_errors" \
-    --argjson lat "$lat_json" --argjson lat_events "$lat_events" --argjson lat_wall "$lat_wall" \
+    --argjson alerts_emitted "$alerts_emitted" --argjson alerts_on_topic "$alerts_on_topic" \
+    --argjson dead_emitted "$dead_emitted" --argjson dead_on_topic "$dead_on_topic" \
+    --argjson lat "$lat_json" --argjson raw "$raw_json" --argjson lat_events "$lat_events" --argjson lat_wall "$lat_wall" \
     --argjson lat_cpu "$lat_daemon_cpu" --argjson lat_tansu_cpu "$lat_tansu_cpu" \
     --argjson lat_hwm "$lat_hwm" --argjson lat_rc "$lat_rc" --argjson lat_errors "$lat_errors" \
     --argjson tansu_hwm "$tansu_hwm" \
+    --arg daemon_props "$DAEMON_PROPS" --arg bare_props "$BARE_PROPS" --arg sim_args "$SIM_ARGS" \
     'def per_m(cpu; n): if n > 0 then cpu * 1000000 / n else null end;
      ($bare.cpu_s) as $bare_cpu
      | {
         setup: { events: $events, partitions: $partitions, participants: $participants,
                  broker: "tansu (memory storage)",
+                 daemon_librdkafka: $daemon_props, bare_librdkafka: $bare_props,
+                 simulate_args: $sim_args,
                  preload: { seconds: $preload_s, events_per_s: ($events / $preload_s),
                             tansu_cpu_s: $preload_tansu_cpu } },
         bare: { events: $bare.count, complete: $bare.complete, elapsed_s: $bare.elapsed_s,
                 startup_s: $bare.startup_s, events_per_s: $bare.events_per_s,
                 cpu_s: $bare_cpu, cpu_s_per_million: per_m($bare_cpu; $bare.count),
+                cores_busy: ($bare_cpu / $bare.total_s),
                 peak_rss_kb: $bare.vmhwm_kb, tansu_cpu_s: $bare_tansu_cpu },
         daemon: { events: $consumed, complete: ($consumed >= $events), elapsed_s: $d_elapsed,
                   startup_s: $d_startup, total_s: $d_total, events_per_s: $d_eps,
                   cpu_s: $d_cpu, cpu_s_per_million: per_m($d_cpu; $consumed),
+                  cores_busy: ($d_cpu / $d_total),
                   peak_rss_kb: $d_hwm, tansu_cpu_s: $d_tansu_cpu, exit_code: $d_rc,
+                  alerts_emitted: $alerts_emitted, alerts_on_topic: $alerts_on_topic,
+                  dead_letters_emitted: $dead_emitted, dead_letters_on_topic: $dead_on_topic,
                   log_warnings_errors: $d_errors },
         ratios: { throughput: ($d_eps / $bare.events_per_s),
                   cpu_per_event: (per_m($d_cpu; $consumed) / per_m($bare_cpu; $bare.count)),
@@ -345,6 +419,7 @@ jq -n \
         latency: { rate: $rate, events: $lat_events, wall_s: $lat_wall,
                    alerts_with_source: ($lat.count // 0),
                    produce_to_alert_ms: $lat.alert_ms, produce_to_receive_ms: $lat.receive_ms,
+                   bare_produce_to_receive_ms: $raw.receive_ms,
                    daemon_cpu_s: $lat_cpu, daemon_cpu_s_per_million: per_m($lat_cpu; $lat_events),
                    daemon_peak_rss_kb: $lat_hwm, tansu_cpu_s: $lat_tansu_cpu,
                    exit_code: $lat_rc, log_warnings_errors: $lat_errors },
@@ -358,19 +433,22 @@ jq -r '
   def p(n): " " * ([n - length, 1] | max) + .;
   "",
   "regwatch end-to-end (\(.setup.events) events, \(.setup.partitions) partitions, \(.setup.participants) participants, \(.setup.broker))",
+  "librdkafka: daemon [\(.setup.daemon_librdkafka)], bare [\(.setup.bare_librdkafka)]",
   "preload: \(f(.setup.preload.seconds)) s, \(f(.setup.preload.events_per_s)) events/s, tansu CPU \(f(.setup.preload.tansu_cpu_s)) s",
   "",
-  "                     events/s   CPU s/1M ev   peak RSS MB   tansu CPU s   start-up s",
-  "  bare consumer  \(f(.bare.events_per_s) | p(12))   \(f(.bare.cpu_s_per_million) | p(11))   \(f(.bare.peak_rss_kb / 1024) | p(11))   \(f(.bare.tansu_cpu_s) | p(11))   \(f(.bare.startup_s) | p(10))",
-  "  daemon         \(f(.daemon.events_per_s) | p(12))   \(f(.daemon.cpu_s_per_million) | p(11))   \(f(.daemon.peak_rss_kb / 1024) | p(11))   \(f(.daemon.tansu_cpu_s) | p(11))   \(f(.daemon.startup_s) | p(10))",
+  "                     events/s   CPU s/1M ev   cores busy   peak RSS MB   tansu CPU s   start-up s",
+  "  bare consumer  \(f(.bare.events_per_s) | p(12))   \(f(.bare.cpu_s_per_million) | p(11))   \(f(.bare.cores_busy) | p(10))   \(f(.bare.peak_rss_kb / 1024) | p(11))   \(f(.bare.tansu_cpu_s) | p(11))   \(f(.bare.startup_s) | p(10))",
+  "  daemon         \(f(.daemon.events_per_s) | p(12))   \(f(.daemon.cpu_s_per_million) | p(11))   \(f(.daemon.cores_busy) | p(10))   \(f(.daemon.peak_rss_kb / 1024) | p(11))   \(f(.daemon.tansu_cpu_s) | p(11))   \(f(.daemon.startup_s) | p(10))",
   "",
   "  daemon/bare throughput     \(f(.ratios.throughput))  (target >= 0.9: \(if .ratios.throughput_ok then "met" else "MISSED" end))",
   "  daemon/bare CPU per event  \(f(.ratios.cpu_per_event))  (target <= 1.5: \(if .ratios.cpu_per_event_ok then "met" else "MISSED" end))",
   "  daemon consumed \(.daemon.events) of \(.setup.events), exit code \(.daemon.exit_code), \(.daemon.log_warnings_errors) WARN/ERROR log lines",
+  "  alerts emitted \(.daemon.alerts_emitted), on the topic \(.daemon.alerts_on_topic); dead letters \(.daemon.dead_letters_emitted), on the topic \(.daemon.dead_letters_on_topic)",
   "",
   "latency at \(.latency.rate) events/s (\(.latency.events) events, \(.latency.alerts_with_source) alerts with a source timestamp):",
   "  produce -> alert produced   p50 \(.latency.produce_to_alert_ms.p50 // "-") ms   p99 \(.latency.produce_to_alert_ms.p99 // "-") ms   max \(.latency.produce_to_alert_ms.max // "-") ms",
   "  produce -> alert received   p50 \(.latency.produce_to_receive_ms.p50 // "-") ms   p99 \(.latency.produce_to_receive_ms.p99 // "-") ms   max \(.latency.produce_to_receive_ms.max // "-") ms",
+  "  bare: produce -> event received   p50 \(.latency.bare_produce_to_receive_ms.p50 // "-") ms   p99 \(.latency.bare_produce_to_receive_ms.p99 // "-") ms   max \(.latency.bare_produce_to_receive_ms.max // "-") ms",
   "  daemon CPU \(f(.latency.daemon_cpu_s_per_million)) s/1M events, peak RSS \(f(.latency.daemon_peak_rss_kb / 1024)) MB; tansu CPU \(f(.latency.tansu_cpu_s)) s; exit code \(.latency.exit_code), \(.latency.log_warnings_errors) WARN/ERROR log lines",
   "tansu peak RSS \(f(.tansu_peak_rss_kb / 1024)) MB",
   "",

@@ -44,6 +44,9 @@ pub fn key_prefix(topic: &str, partition: i32) -> String {
     format!("{topic}|{partition}|")
 }
 
+/// How long the state partition must stay quiet past its watermark before a restore ends.
+const READ_QUIET: Duration = Duration::from_millis(400);
+
 /// What a restore read.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -63,27 +66,33 @@ pub fn read(
     let deadline = Instant::now() + timeout;
     let sp = state_partition(topic, partition, state_partitions);
     let reader: BaseConsumer = client::reader(k).create()?;
-    let (low, high) = reader.fetch_watermarks(&k.state_topic, sp, timeout)?;
-    let mut loaded = Loaded::default();
-    if high <= low {
-        return Ok(loaded);
-    }
+    let (_, high) = reader.fetch_watermarks(&k.state_topic, sp, timeout)?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&k.state_topic, sp, Offset::Beginning)?;
     reader.assign(&tpl)?;
     let prefix = key_prefix(topic, partition);
     let mut latest: BTreeMap<String, Option<StateRecord>> = BTreeMap::new();
+    let mut loaded = Loaded::default();
+    // Read to the high watermark, then on until the partition stays quiet: some brokers
+    // (tansu) report a watermark below the last offset of batched writes.
+    let mut reached = high <= 0;
+    let mut quiet_since = Instant::now();
     loop {
         if Instant::now() > deadline {
             anyhow::bail!(
-                "reading state partition {}/{sp} timed out before offset {high}",
+                "reading state partition {}/{sp} timed out (watermark {high})",
                 k.state_topic
             );
         }
-        let Some(result) = reader.poll(Duration::from_millis(200)) else {
+        let Some(result) = reader.poll(Duration::from_millis(100)) else {
+            if reached && quiet_since.elapsed() >= READ_QUIET {
+                break;
+            }
             continue;
         };
         let m = result?;
+        quiet_since = Instant::now();
+        reached |= m.offset() >= high - 1;
         if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
             if let Some(record_key) = key.strip_prefix(&prefix) {
                 let value = match m.payload() {
@@ -99,9 +108,6 @@ pub fn read(
                 };
                 latest.insert(record_key.to_string(), value);
             }
-        }
-        if m.offset() >= high - 1 {
-            break;
         }
     }
     loaded.records = latest.into_values().flatten().collect();

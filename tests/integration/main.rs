@@ -1,7 +1,9 @@
 //! The integration test binary: the engine and the binary, end to end, with real files.
 
+mod broker;
 mod cli;
 mod grid;
+mod kafka;
 mod lifecycle;
 mod props;
 mod rejects;
