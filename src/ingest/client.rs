@@ -122,3 +122,80 @@ pub async fn ensure_topics(k: &KafkaSettings) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn settings(security: &str) -> Result<KafkaSettings, crate::config::ConfigError> {
+        let text = format!(
+            "[kafka]\nbrokers = \"kafka-1:9093,kafka-2:9093\"\nlibrdkafka = [\"socket.keepalive.enable=true\"]\n{security}\n[[participants]]\nid = \"A\"\nkind = \"broker\"\n"
+        );
+        Config::from_toml(&text, None, false).map(|c| c.kafka)
+    }
+
+    #[test]
+    fn sasl_scram_over_tls_with_a_password_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("regwatch-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "s3cr3t-from-file\n").unwrap();
+        let k = settings(&format!(
+            "[kafka.security]\nprotocol = \"sasl_ssl\"\nca_file = \"/etc/ca.pem\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nusername = \"regwatch\"\npassword = {{ file = {:?} }}\n",
+            file.display().to_string()
+        ))
+        .unwrap();
+        let c = consumer(&k);
+        for (key, value) in [
+            ("bootstrap.servers", "kafka-1:9093,kafka-2:9093"),
+            ("security.protocol", "sasl_ssl"),
+            ("ssl.ca.location", "/etc/ca.pem"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "regwatch"),
+            ("sasl.password", "s3cr3t-from-file"),
+            ("socket.keepalive.enable", "true"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("enable.auto.commit", "false"),
+        ] {
+            assert_eq!(c.get(key), Some(value), "{key}");
+        }
+        assert_eq!(producer(&k).get("enable.idempotence"), Some("true"));
+        let shown = format!("{k:?}");
+        assert!(!shown.contains("s3cr3t"), "secrets never appear in Debug output: {shown}");
+    }
+
+    #[test]
+    fn plain_sasl_with_a_password_from_the_environment() {
+        std::env::set_var("REGWATCH_TEST_KAFKA_PASSWORD", "from-env");
+        let k = settings("[kafka.security]\nprotocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nusername = \"u\"\npassword = { env = \"REGWATCH_TEST_KAFKA_PASSWORD\" }\n").unwrap();
+        assert_eq!(base(&k).get("sasl.password"), Some("from-env"));
+        assert_eq!(base(&k).get("sasl.mechanism"), Some("PLAIN"));
+    }
+
+    #[test]
+    fn bad_security_settings_name_the_key() {
+        for (security, key) in [
+            ("[kafka.security]\nprotocol = \"sasl_ssl\"\n", "kafka.security.sasl_mechanism"),
+            ("[kafka.security]\nprotocol = \"sasl_ssl\"\nsasl_mechanism = \"GSSAPI\"\n", "kafka.security.sasl_mechanism"),
+            ("[kafka.security]\nprotocol = \"sasl_ssl\"\nsasl_mechanism = \"PLAIN\"\nusername = \"u\"\npassword = { env = \"REGWATCH_TEST_UNSET_VAR\" }\n", "kafka.security.password"),
+            ("[kafka.security]\nprotocol = \"sasl_ssl\"\nsasl_mechanism = \"PLAIN\"\nusername = \"u\"\npassword = { file = \"/nonexistent/p\", env = \"X\" }\n", "kafka.security.password"),
+            ("[kafka.security]\nprotocol = \"tls\"\n", "kafka.security.protocol"),
+            ("[kafka.security]\nusername = \"u\"\n", "kafka.security.protocol"),
+        ] {
+            let err = settings(security).unwrap_err().to_string();
+            assert!(err.contains(key), "{err:?} names {key}");
+            assert!(!err.contains("from-env"));
+        }
+        let err = settings("[kafka.security]\n").map(|_| ());
+        assert!(err.is_ok(), "plaintext by default");
+        let managed = Config::from_toml(
+            "[kafka]\nlibrdkafka = [\"enable.auto.commit=true\"]\n",
+            None,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(managed.contains("enable.auto.commit is set by regwatch"), "{managed}");
+    }
+}
