@@ -249,12 +249,14 @@ tansu_cpu0=$(cpu_s "$TANSU_PID")
 t_start=$(now)
 start_daemon "$CFG1" "$OUT/daemon-throughput.log"
 PERF_PID=
-t_first= t_done= consumed=0
+t_first= t_done= consumed=0 scrape_max=0
 deadline=$(calc "$t_start + $CONSUME_TIMEOUT")
 while :; do
     kill -0 "$DAEMON_PID" 2>/dev/null || die "the daemon exited (see $OUT/daemon-throughput.log)"
+    t0=$(now)
     consumed=$(metrics "$HTTP1" | metric_sum regwatch_events_total)
     t=$(now)
+    scrape_max=$(calc "($t - $t0) > $scrape_max ? ($t - $t0) : $scrape_max")
     if [[ -z $t_first && $consumed -gt 0 ]]; then
         t_first=$t
         if [[ $PERF != 0 && -z $PERF_PID ]]; then
@@ -383,7 +385,7 @@ jq -n \
     --argjson d_elapsed "$daemon_elapsed_s" --argjson d_total "$daemon_total_s" \
     --argjson d_eps "$daemon_eps" --argjson d_cpu "$daemon_cpu" --argjson d_hwm "$daemon_hwm" \
     --argjson d_tansu_cpu "$daemon_tansu_cpu" --argjson d_rc "$daemon_rc" \
-    --argjson d_errors "$daemon_errors" \
+    --argjson d_errors "$daemon_errors" --argjson scrape_max "$scrape_max" \
     --argjson alerts_emitted "$alerts_emitted" --argjson alerts_on_topic "$alerts_on_topic" \
     --argjson dead_emitted "$dead_emitted" --argjson dead_on_topic "$dead_on_topic" \
     --argjson lat "$lat_json" --argjson raw "$raw_json" --argjson lat_events "$lat_events" --argjson lat_wall "$lat_wall" \
@@ -412,7 +414,7 @@ jq -n \
                   peak_rss_kb: $d_hwm, tansu_cpu_s: $d_tansu_cpu, exit_code: $d_rc,
                   alerts_emitted: $alerts_emitted, alerts_on_topic: $alerts_on_topic,
                   dead_letters_emitted: $dead_emitted, dead_letters_on_topic: $dead_on_topic,
-                  log_warnings_errors: $d_errors },
+                  log_warnings_errors: $d_errors, slowest_metrics_scrape_s: $scrape_max },
         ratios: { throughput: ($d_eps / $bare.events_per_s),
                   cpu_per_event: (per_m($d_cpu; $consumed) / per_m($bare_cpu; $bare.count)),
                   throughput_target_min: 0.9, cpu_per_event_target_max: 1.5 },
@@ -442,7 +444,7 @@ jq -r '
   "",
   "  daemon/bare throughput     \(f(.ratios.throughput))  (target >= 0.9: \(if .ratios.throughput_ok then "met" else "MISSED" end))",
   "  daemon/bare CPU per event  \(f(.ratios.cpu_per_event))  (target <= 1.5: \(if .ratios.cpu_per_event_ok then "met" else "MISSED" end))",
-  "  daemon consumed \(.daemon.events) of \(.setup.events), exit code \(.daemon.exit_code), \(.daemon.log_warnings_errors) WARN/ERROR log lines",
+  "  daemon consumed \(.daemon.events) of \(.setup.events), exit code \(.daemon.exit_code), \(.daemon.log_warnings_errors) WARN/ERROR log lines, slowest /metrics scrape \(f(.daemon.slowest_metrics_scrape_s)) s",
   "  alerts emitted \(.daemon.alerts_emitted), on the topic \(.daemon.alerts_on_topic); dead letters \(.daemon.dead_letters_emitted), on the topic \(.daemon.dead_letters_on_topic)",
   "",
   "latency at \(.latency.rate) events/s (\(.latency.events) events, \(.latency.alerts_with_source) alerts with a source timestamp):",

@@ -151,9 +151,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr; `REGWATCH_LOG` (e.g. `info,librdkafka=warn`) overrides `default`.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REGWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -161,7 +162,7 @@ fn init_logging() {
 }
 
 fn run_daemon(config: &Path) -> anyhow::Result<ExitCode> {
-    init_logging();
+    init_logging("info");
     let cfg = Config::load(config)?;
     runtime()?.block_on(regwatch::app::run(cfg, shutdown_signal(), None))?;
     Ok(ExitCode::SUCCESS)
@@ -175,12 +176,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run_demo(duration_ms: u64, http_port: u16, rate: f64) -> anyhow::Result<ExitCode> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REGWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging("warn");
     let opts = regwatch::demo::Options {
         duration: (duration_ms > 0).then(|| std::time::Duration::from_millis(duration_ms)),
         http_port,
@@ -196,7 +192,7 @@ fn run_simulate(
     mix: regwatch::simulate::Mix,
     seed: u64,
 ) -> anyhow::Result<ExitCode> {
-    init_logging();
+    init_logging("info");
     let cfg = Config::load(config)?;
     if plan.topic.is_empty() {
         plan.topic = match &cfg.kafka.topics {

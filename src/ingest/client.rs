@@ -162,7 +162,10 @@ mod tests {
         }
         assert_eq!(producer(&k).get("enable.idempotence"), Some("true"));
         let shown = format!("{k:?}");
-        assert!(!shown.contains("s3cr3t"), "secrets never appear in Debug output: {shown}");
+        assert!(
+            !shown.contains("s3cr3t"),
+            "secrets never appear in Debug output: {shown}"
+        );
     }
 
     #[test]
@@ -196,6 +199,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(managed.contains("enable.auto.commit is set by regwatch"), "{managed}");
+        assert!(
+            managed.contains("enable.auto.commit is set by regwatch"),
+            "{managed}"
+        );
     }
 }

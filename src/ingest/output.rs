@@ -71,21 +71,26 @@ pub async fn send(
     }
 }
 
-/// Produces a message the producer handed back after a failed delivery.
-pub async fn resend(
-    producer: &FutureProducer,
-    m: &OwnedMessage,
-) -> Result<DeliveryFuture, KafkaError> {
+/// A copy of a message's headers, to pass them on.
+pub fn copy_headers<M: Message>(m: &M) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
     if let Some(h) = m.headers() {
-        for i in 0..h.count() {
-            let header = h.get(i);
+        for header in h.iter() {
             headers = headers.insert(Header {
                 key: header.key,
                 value: header.value,
             });
         }
     }
+    headers
+}
+
+/// Produces a message the producer handed back after a failed delivery.
+pub async fn resend(
+    producer: &FutureProducer,
+    m: &OwnedMessage,
+) -> Result<DeliveryFuture, KafkaError> {
+    let headers = copy_headers(m);
     send(
         producer,
         Record {

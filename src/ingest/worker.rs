@@ -17,7 +17,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use prometheus::IntCounter;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -274,16 +274,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             .with_label_values(&[reject.code()])
             .inc();
         tracing::debug!(topic = %self.topic, partition = self.partition, offset = m.offset(), reason = reject.code(), "event rejected");
-        let mut headers = OwnedHeaders::new();
-        if let Some(h) = m.headers() {
-            for i in 0..h.count() {
-                let header = h.get(i);
-                headers = headers.insert(Header {
-                    key: header.key,
-                    value: header.value,
-                });
-            }
-        }
+        let mut headers = output::copy_headers(m);
         let text = reject.to_string();
         let offset = m.offset().to_string();
         let partition = m.partition().to_string();

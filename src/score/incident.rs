@@ -79,22 +79,10 @@ impl Incident {
             incident_id: report.incident_id.as_ref().into(),
             kind,
             category: report.category,
-            system: None,
-            scope: None,
-            record_type: None,
             started_at: report.started_at.unwrap_or(occurred_at),
             first_reported_at: occurred_at,
             last_report_at: occurred_at,
-            resolved_at: None,
-            figures: Figures::default(),
-            peak_minutes: 0.0,
-            grade: Grade::default(),
-            applicable: Applicable::default(),
-            scores: [0; 2],
-            reasons: Default::default(),
-            emitted: None,
-            deadline: None,
-            dirty: false,
+            ..Incident::placeholder()
         }
     }
 
