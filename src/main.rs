@@ -80,6 +80,9 @@ enum Command {
         /// Share of trading-anomaly reports.
         #[arg(long, default_value_t = 0.25)]
         trading: f64,
+        /// Share of incident reports that open a new incident (the rest update open ones).
+        #[arg(long, default_value_t = 0.02)]
+        new_incident: f64,
         /// Seed of the generator (same seed, same stream).
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
             bad,
             infosec,
             trading,
+            new_incident,
             seed,
             topic,
         } => run_simulate(
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
                 infosec,
                 trading,
                 bad,
+                new_incident,
             },
             seed,
         ),

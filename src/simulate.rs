@@ -18,6 +18,8 @@ pub struct Mix {
     pub trading: f64,
     /// Malformed or misaddressed messages (dead-letter traffic).
     pub bad: f64,
+    /// Share of incident reports that open a new incident (the rest update open ones).
+    pub new_incident: f64,
 }
 
 impl Default for Mix {
@@ -26,6 +28,7 @@ impl Default for Mix {
             infosec: 0.55,
             trading: 0.25,
             bad: 0.001,
+            new_incident: 0.02,
         }
     }
 }
@@ -150,8 +153,8 @@ impl Generator {
 
     /// A new incident or an update of an open one (growing figures), sometimes resolved.
     fn report(&mut self, now: Timestamp, trading: bool) {
-        let reuse =
-            !self.open.is_empty() && (self.open.len() >= self.max_open || self.unit() < 0.8);
+        let reuse = !self.open.is_empty()
+            && (self.open.len() >= self.max_open || self.unit() >= self.mix.new_incident);
         let i = if reuse {
             self.pick(self.open.len())
         } else {

@@ -14,7 +14,7 @@
 //! topic_partitions = 12                  # partitions of each topic regwatch creates
 //! create_topics = true                   # create the three topics above if missing
 //! commit_interval = "1s"                 # state flush + offset commit cadence
-//! fetch_queue_kbytes = 65536             # prefetch bound (queued.max.messages.kbytes)
+//! fetch_queue_kbytes = 16384             # prefetch bound per partition (queued.max.messages.kbytes)
 //! fetch_max_bytes = 52428800
 //! max_partition_fetch_bytes = 1048576
 //! max_in_flight_events = 20000           # per partition, awaiting broker acks
@@ -325,7 +325,7 @@ impl RawKafka {
             topic_partitions,
             create_topics: self.create_topics.unwrap_or(true),
             commit_interval_ms,
-            fetch_queue_kbytes: self.fetch_queue_kbytes.unwrap_or(65_536),
+            fetch_queue_kbytes: self.fetch_queue_kbytes.unwrap_or(16_384),
             fetch_max_bytes: self.fetch_max_bytes.unwrap_or(52_428_800),
             max_partition_fetch_bytes: self.max_partition_fetch_bytes.unwrap_or(1_048_576),
             max_in_flight_events,

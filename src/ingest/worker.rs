@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use prometheus::IntCounter;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -31,6 +32,9 @@ use crate::registry::Registry;
 use crate::score::{Engine, EngineSettings, Outcome, Rules, StateChange};
 use crate::telemetry::Metrics;
 use crate::time::wall_now;
+
+/// Messages taken from the partition queue in one go when they are already fetched.
+const BATCH: usize = 256;
 
 /// What every worker of one daemon shares (read-only).
 pub struct Shared {
@@ -223,10 +227,22 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 }
                 _ = tick.tick() => self.on_tick().await,
                 Some(m) = stray.recv(), if room => self.on_message(&m).await,
-                m = queue.recv(), if room => match m {
-                    Ok(m) => self.on_message(&m).await,
-                    Err(e) => tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "consume error"),
-                },
+                m = queue.recv(), if room => {
+                    match m {
+                        Ok(m) => self.on_message(&m).await,
+                        Err(e) => tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "consume error"),
+                    }
+                    // Take what is already fetched without a round through `select!`.
+                    for _ in 0..BATCH {
+                        if self.acks.in_flight() >= max_in_flight {
+                            break;
+                        }
+                        match queue.recv().now_or_never() {
+                            Some(Ok(m)) => self.on_message(&m).await,
+                            _ => break,
+                        }
+                    }
+                }
             }
             self.progress_flush(false).await;
         }
