@@ -6,26 +6,34 @@
 #   EVENTS=200000 LAT_SECONDS=20 bash benches/e2e.sh    # a quicker one
 #   SIM_ARGS="--infosec 0 --trading 0" bash benches/e2e.sh   # heartbeats only: no alerts
 #   PERF=1 bash benches/e2e.sh               # also perf-record the daemon's throughput phase
-#                                            # (PERF=dwarf: with call graphs; perf adds CPU)
-#   FETCH_WAIT_MS= bash benches/e2e.sh       # librdkafka's default fetch.wait.max.ms (500)
+#                                            # (PERF=dwarf: with call graphs; perf adds CPU;
+#                                            # target/e2e/perf-daemon.{data,txt})
+#   CLIENT_PROPS= bash benches/e2e.sh        # librdkafka's defaults for both clients
 #   DAEMON_PROPS="queued.max.messages.kbytes=16384" bash benches/e2e.sh
 #                                            # more librdkafka properties for the daemon
 #                                            # (BARE_PROPS: for the bare client)
+#   KAFKA_TOML='fetch_queue_kbytes = 4096' bash benches/e2e.sh   # more daemon [kafka] keys
 #
-# fetch.wait.max.ms: tansu holds every Fetch for the full fetch.wait.max.ms even when data is
-# ready (a Kafka broker answers as soon as fetch.min.bytes = 1 is there). With librdkafka's
-# default of 500 ms both clients then read ~280k events/s on 6 partitions whatever their own
-# cost, and every event waits ~400 ms, so both phases measure tansu's long poll rather than
-# the clients. The script therefore gives both clients fetch.wait.max.ms=FETCH_WAIT_MS
-# (default 10), which brings tansu's behaviour close to a Kafka broker's, at the price of
-# tansu's CPU (it answers a fetch every 10 ms per client).
-#
+# CLIENT_PROPS (default "fetch.wait.max.ms=10,fetch.queue.backoff.ms=10") go to both clients,
+# to measure them rather than two tansu/librdkafka interactions:
+# - tansu holds every Fetch for the full fetch.wait.max.ms even when data is ready (a Kafka
+#   broker answers as soon as fetch.min.bytes = 1 is there). With librdkafka's 500 ms both
+#   clients read ~270k events/s on 6 partitions whatever their own cost, and every event
+#   waits ~400 ms. At 10 ms tansu behaves much like a Kafka broker, at the price of its CPU
+#   (it answers a fetch every 10 ms per client).
+# - tansu's large fetch responses overfill the bare consumer's single queue (64 MB), and
+#   librdkafka then postpones the next fetch by fetch.queue.backoff.ms (1 s): the bare
+#   consumer's rate swung between ~0.22 and ~2 M events/s from run to run with the default.
+
 # Phases:
 #   1. preload: EVENTS synthetic events (regwatch simulate --rate 0) into a topic of
 #      PARTITIONS partitions;
 #   2. bare: the bare consumer reads them all (own group, earliest);
 #   3. daemon: `regwatch run` reads the same topic (own group); done when the sum of
-#      regwatch_events_total on /metrics reaches EVENTS;
+#      regwatch_events_total on /metrics reaches EVENTS. Its clock starts at the first
+#      "partition state restored" in its log (the bare consumer's at its first message); the
+#      slowest /metrics answer and the offset commits made until done are recorded, and the
+#      alerts and dead letters it counted are read back from their topics;
 #   4. latency: a fresh topic and group, the daemon running, simulate at RATE events/s for
 #      LAT_SECONDS, and the bare consumer's latency mode on the alerts topic: produce (source
 #      event's Kafka timestamp) to alert (the alert's Kafka timestamp, and its receive time);
@@ -53,19 +61,19 @@ CONSUME_TIMEOUT=${CONSUME_TIMEOUT:-300} # seconds a consuming phase may take
 SEED=${SEED:-1}
 PERF=${PERF:-0}
 TANSU=${TANSU:-tansu}
-FETCH_WAIT_MS=${FETCH_WAIT_MS-10}      # fetch.wait.max.ms of both clients; empty: librdkafka's
+CLIENT_PROPS=${CLIENT_PROPS-fetch.wait.max.ms=10,fetch.queue.backoff.ms=10}  # both clients
 DAEMON_PROPS=${DAEMON_PROPS:-}          # comma-separated librdkafka key=value for the daemon
 BARE_PROPS=${BARE_PROPS:-}              # and for the bare consumer (both modes)
 SIM_ARGS=${SIM_ARGS:-}                  # more `regwatch simulate` options (the event mix)
-if [[ -n $FETCH_WAIT_MS ]]; then
-    DAEMON_PROPS="fetch.wait.max.ms=$FETCH_WAIT_MS${DAEMON_PROPS:+,$DAEMON_PROPS}"
-    BARE_PROPS="fetch.wait.max.ms=$FETCH_WAIT_MS${BARE_PROPS:+,$BARE_PROPS}"
+KAFKA_TOML=${KAFKA_TOML:-}              # more lines for the daemon's [kafka] table
+if [[ -n $CLIENT_PROPS ]]; then
+    DAEMON_PROPS="$CLIENT_PROPS${DAEMON_PROPS:+,$DAEMON_PROPS}"
+    BARE_PROPS="$CLIENT_PROPS${BARE_PROPS:+,$BARE_PROPS}"
 fi
 
 OUT=$ROOT/target/e2e
 RESULTS=$ROOT/target/e2e-results.json
 mkdir -p "$OUT"
-WORK=$(mktemp -d /tmp/regwatch-e2e.XXXXXX)
 
 log() { printf '[e2e %4ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -83,7 +91,6 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
-    rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -107,9 +114,11 @@ cpu_s() {
 # Peak RSS (VmHWM) of a process in kB.
 hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
-calc() { awk "BEGIN { printf \"%.4f\", $* }"; }
+calc() { awk "BEGIN { printf \"%.4f\", ($*) }"; }
 
-metrics() { curl -sf --max-time 2 "http://127.0.0.1:$1/metrics" || true; }
+# /metrics of a daemon. The long timeout is deliberate: under a backlog the daemon may answer
+# only seconds later (see slowest_metrics_scrape_s), and the answer then still counts.
+metrics() { curl -sf --max-time 30 "http://127.0.0.1:$1/metrics" || true; }
 
 # WARN and ERROR lines of a daemon log (colour codes stripped).
 log_problems() { sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -cE '^[^ ]+ +(WARN|ERROR) ' || true; }
@@ -176,6 +185,7 @@ topic_partitions = $PARTITIONS
 create_topics = true
 commit_interval = "1s"
 librdkafka = [$(props_toml "$DAEMON_PROPS")]
+$KAFKA_TOML
 
 [daemon]
 shutdown_grace = "30s"
@@ -249,6 +259,14 @@ tansu_cpu0=$(cpu_s "$TANSU_PID")
 t_start=$(now)
 start_daemon "$CFG1" "$OUT/daemon-throughput.log"
 PERF_PID=
+if [[ $PERF != 0 ]]; then
+    graph=()
+    [[ $PERF == dwarf ]] && graph=(--call-graph dwarf,16384)
+    perf record -e cpu-clock -F 999 "${graph[@]}" -p "$DAEMON_PID" \
+        -o "$OUT/perf-daemon.data" >"$OUT/perf-record.log" 2>&1 &
+    PERF_PID=$!
+    PIDS+=("$PERF_PID")
+fi
 t_first= t_done= consumed=0 scrape_max=0
 deadline=$(calc "$t_start + $CONSUME_TIMEOUT")
 while :; do
@@ -259,14 +277,6 @@ while :; do
     scrape_max=$(calc "($t - $t0) > $scrape_max ? ($t - $t0) : $scrape_max")
     if [[ -z $t_first && $consumed -gt 0 ]]; then
         t_first=$t
-        if [[ $PERF != 0 && -z $PERF_PID ]]; then
-            graph=()
-            [[ $PERF == dwarf ]] && graph=(--call-graph dwarf,16384)
-            perf record -e cpu-clock -F 999 "${graph[@]}" -p "$DAEMON_PID" \
-                -o "$OUT/perf-daemon.data" >"$OUT/perf-record.log" 2>&1 &
-            PERF_PID=$!
-            PIDS+=("$PERF_PID")
-        fi
     fi
     if ((consumed >= EVENTS)); then
         t_done=$t
@@ -281,6 +291,7 @@ done
 daemon_cpu=$(cpu_s "$DAEMON_PID")
 daemon_hwm=$(hwm_kb "$DAEMON_PID")
 daemon_tansu_cpu=$(calc "$(cpu_s "$TANSU_PID") - $tansu_cpu0")
+metrics "$HTTP1" >"$OUT/daemon-throughput.metrics"
 if [[ -n $PERF_PID ]]; then
     kill -INT "$PERF_PID" 2>/dev/null || true
     wait "$PERF_PID" 2>/dev/null || true
@@ -290,9 +301,18 @@ if [[ -n $PERF_PID ]]; then
     } 2>/dev/null | grep -v '^$' | head -n 150 >"$OUT/perf-daemon.txt" || true
     log "perf profile: $OUT/perf-daemon.txt"
 fi
-metrics "$HTTP1" >"$OUT/daemon-throughput.metrics"
 t_end=${t_done:-$(now)}
+# Consumption starts when the first partition worker has restored its (empty) state: take
+# that instant from the log rather than from the first scrape, which a busy daemon may answer
+# late. The bare consumer's clock likewise starts at its first message.
+t_ready=$(sed 's/\x1b\[[0-9;]*m//g' "$OUT/daemon-throughput.log" |
+    awk '/partition state restored/ { print $1; exit }')
+if [[ -n $t_ready ]]; then
+    t_first=$(date -d "$t_ready" +%s.%N)
+fi
 t_first=${t_first:-$t_end}
+daemon_commits=$(grep '^regwatch_offset_commits_total{result="ok"}' "$OUT/daemon-throughput.metrics" |
+    awk '{ print $2 + 0 }')
 daemon_startup_s=$(calc "$t_first - $t_start")
 daemon_elapsed_s=$(calc "$t_end - $t_first")
 daemon_total_s=$(calc "$t_end - $t_start")
@@ -304,7 +324,7 @@ daemon_errors=$(log_problems "$OUT/daemon-throughput.log")
 on_topic() {
     local n=$1 json
     ((n > 0)) || { echo 0; return; }
-    json=$("$BARE" count --brokers "$BROKERS" --topic "$2" --count "$n" --timeout-s 30 \
+    json=$("$BARE" count --brokers "$BROKERS" --topic "$2" --count "$n" --timeout-s 30 --props "$BARE_PROPS" \
         2>>"$OUT/bare.log") || true
     [[ -n $json ]] || json='{}'
     jq -r '.count // 0' <<<"$json"
@@ -386,6 +406,7 @@ jq -n \
     --argjson d_eps "$daemon_eps" --argjson d_cpu "$daemon_cpu" --argjson d_hwm "$daemon_hwm" \
     --argjson d_tansu_cpu "$daemon_tansu_cpu" --argjson d_rc "$daemon_rc" \
     --argjson d_errors "$daemon_errors" --argjson scrape_max "$scrape_max" \
+    --argjson d_commits "${daemon_commits:-0}" \
     --argjson alerts_emitted "$alerts_emitted" --argjson alerts_on_topic "$alerts_on_topic" \
     --argjson dead_emitted "$dead_emitted" --argjson dead_on_topic "$dead_on_topic" \
     --argjson lat "$lat_json" --argjson raw "$raw_json" --argjson lat_events "$lat_events" --argjson lat_wall "$lat_wall" \
@@ -414,7 +435,8 @@ jq -n \
                   peak_rss_kb: $d_hwm, tansu_cpu_s: $d_tansu_cpu, exit_code: $d_rc,
                   alerts_emitted: $alerts_emitted, alerts_on_topic: $alerts_on_topic,
                   dead_letters_emitted: $dead_emitted, dead_letters_on_topic: $dead_on_topic,
-                  log_warnings_errors: $d_errors, slowest_metrics_scrape_s: $scrape_max },
+                  log_warnings_errors: $d_errors, slowest_metrics_scrape_s: $scrape_max,
+                  offset_commits_until_done: $d_commits },
         ratios: { throughput: ($d_eps / $bare.events_per_s),
                   cpu_per_event: (per_m($d_cpu; $consumed) / per_m($bare_cpu; $bare.count)),
                   throughput_target_min: 0.9, cpu_per_event_target_max: 1.5 },
@@ -444,7 +466,7 @@ jq -r '
   "",
   "  daemon/bare throughput     \(f(.ratios.throughput))  (target >= 0.9: \(if .ratios.throughput_ok then "met" else "MISSED" end))",
   "  daemon/bare CPU per event  \(f(.ratios.cpu_per_event))  (target <= 1.5: \(if .ratios.cpu_per_event_ok then "met" else "MISSED" end))",
-  "  daemon consumed \(.daemon.events) of \(.setup.events), exit code \(.daemon.exit_code), \(.daemon.log_warnings_errors) WARN/ERROR log lines, slowest /metrics scrape \(f(.daemon.slowest_metrics_scrape_s)) s",
+  "  daemon consumed \(.daemon.events) of \(.setup.events), exit code \(.daemon.exit_code), \(.daemon.log_warnings_errors) WARN/ERROR log lines, slowest /metrics scrape \(f(.daemon.slowest_metrics_scrape_s)) s, \(.daemon.offset_commits_until_done) offset commits until done",
   "  alerts emitted \(.daemon.alerts_emitted), on the topic \(.daemon.alerts_on_topic); dead letters \(.daemon.dead_letters_emitted), on the topic \(.daemon.dead_letters_on_topic)",
   "",
   "latency at \(.latency.rate) events/s (\(.latency.events) events, \(.latency.alerts_with_source) alerts with a source timestamp):",

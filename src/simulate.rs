@@ -170,7 +170,8 @@ impl Generator {
             });
             self.open.len() - 1
         };
-        let resolve = self.open[i].reports > 3 && self.unit() < 0.1;
+        // Incidents resolve as often as new ones open, so the open set stays steady.
+        let resolve = self.open[i].reports > 3 && self.unit() < self.mix.new_incident;
         let (p, trading, n) = (
             self.open[i].participant,
             self.open[i].trading,

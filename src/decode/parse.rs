@@ -50,7 +50,7 @@ pub fn decode<'a>(
 /// Reads the top-level object. The error tells whether the input was valid JSON that is not
 /// an object (`true`) or not JSON at all.
 fn read_object(bytes: &[u8]) -> Result<Raw<'_>, (Malformed, bool)> {
-    let mut r = Reader::new(bytes);
+    let mut r = Reader::new(bytes).map_err(|m| (m, false))?;
     if !r.eat(b'{') {
         let valid = r.skip_value(0).is_ok() && r.at_end();
         return Err((Malformed, valid));

@@ -209,7 +209,7 @@ fn poll_loop(
         .unwrap_or_default();
     stop_workers(&ctx.workers, &all, ctx.shared.stop_timeout);
     consumer.unsubscribe();
-    tracing::info!("left the consumer group");
+    tracing::info!("unsubscribed; leaving the consumer group");
 }
 
 fn forward_stray(consumer: &StreamConsumer<GroupContext>, m: OwnedMessage) {

@@ -260,6 +260,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     }
 
     async fn on_message<M: Message>(&mut self, m: &M) {
+        // Yield to the runtime now and then: a partition queue with a backlog is always
+        // ready, and must not starve this task's other inputs or the other tasks.
+        tokio::task::consume_budget().await;
         self.engine.advance_to(wall_now(), &mut self.alerts);
         let registry = self.shared.registry.clone();
         let max = self.shared.engine.max_event_bytes;
