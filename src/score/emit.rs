@@ -28,7 +28,7 @@ pub fn incident_alert(
         let report = &mut axes[i];
         report.score = report.score.max(inc.scores[i]);
         inc.scores[i] = report.score;
-        let kept = &mut inc.reasons[i];
+        let kept = &mut inc.reasons.get_or_insert_with(Default::default)[i];
         if report.reasons.is_empty() && report.level > Level::None {
             // Current figures no longer justify the level held (a stricter reload, another
             // category): the reasons it was reached for stand.

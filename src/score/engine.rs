@@ -666,7 +666,9 @@ impl Engine {
         inc.first_reported_at = Timestamp(r.first_reported_at_ms);
         inc.last_report_at = Timestamp(r.last_report_at_ms);
         inc.resolved_at = r.resolved_at_ms.map(Timestamp);
-        inc.reasons = r.reasons.clone();
+        if r.reasons.iter().any(|v| !v.is_empty()) {
+            inc.reasons = Some(Box::new(r.reasons.clone()));
+        }
         inc.figures = parts.figures;
         inc.peak_minutes = r.peak_minutes;
         inc.grade = parts.grade;

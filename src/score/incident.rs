@@ -57,7 +57,8 @@ pub struct Incident {
     pub scores: [u8; 2],
     /// The reasons given when each axis last rose (alerted): shown again if later figures or
     /// attributes no longer justify the level the incident holds.
-    pub reasons: [Vec<Reason>; 2],
+    /// Boxed: rarely needed, and kept out of the hot part of the struct.
+    pub reasons: Option<Box<[Vec<Reason>; 2]>>,
     pub emitted: Option<Emitted>,
     pub deadline: Option<Timestamp>,
     /// Changed since the state was last handed out (`Engine::take_changes`).
@@ -107,7 +108,7 @@ impl Incident {
             grade: Grade::default(),
             applicable: Applicable::default(),
             scores: [0; 2],
-            reasons: Default::default(),
+            reasons: None,
             emitted: None,
             deadline: None,
             dirty: false,

@@ -119,7 +119,7 @@ impl IncidentRecord {
             investor_loss: inc.grade.investor_loss,
             market_order: inc.grade.market_order,
             scores: inc.scores,
-            reasons: inc.reasons.clone(),
+            reasons: inc.reasons.as_deref().cloned().unwrap_or_default(),
             emitted: inc.emitted.map(|e| EmittedRecord {
                 investor_loss: e.grade.investor_loss,
                 market_order: e.grade.market_order,
