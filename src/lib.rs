@@ -6,9 +6,10 @@
 //! # Bird's-eye view
 //!
 //! ```text
-//! bytes --decode--> Event --score::Engine--> Alert --> stdout (replay) / alert sinks (daemon)
-//!                              ^   |
-//!                 wall or event time (deadlines: escalation, telemetry gaps, eviction)
+//! Kafka --ingest (one worker per partition)--> bytes --decode--> Event --score::Engine--> Alert
+//!                                                                  ^            |
+//!                 wall or event time (deadlines: escalation, gaps, eviction)    v
+//!                 alerts topic / dead letters / state topic (ingest), stdout (replay), metrics
 //! ```
 //!
 //! # Code map (in data-flow order)
@@ -20,8 +21,13 @@
 //! - [`score`]: the pure engine: the grid as data ([`score::Rules`]), incident state, clock,
 //!   deadlines, transitions.
 //! - [`alert`]: the alert shape of CONTRACT.md section 3 and its deterministic ids.
-//! - [`replay`]: `regwatch replay`, the engine over a JSON-lines file.
-//! - [`time`]: the engine's notion of time (RFC 3339 in and out).
+//! - [`ingest`]: the only module that knows rdkafka: consumer group, per-partition workers,
+//!   at-least-once offsets, outputs, state topic.
+//! - [`app`]: the daemon's lifecycle (build, run until the shutdown signal, drain).
+//! - [`telemetry`]: Prometheus metrics and the HTTP endpoints.
+//! - [`replay`], [`demo`], [`simulate`]: the engine over a file; the daemon on an embedded
+//!   Kafka; synthetic traffic.
+//! - [`time`]: the engine's notion of time (RFC 3339 in and out) and the one wall-clock read.
 //!
 //! # Invariants
 //!
@@ -29,6 +35,8 @@
 //! - Levels of an open incident only rise; alerts are emitted only on transitions, and the
 //!   same transition always has the same `alert_id`.
 //! - Decoding and scoring an event for a known incident allocate nothing (tests/alloc.rs).
+//! - One partition, one owner: no lock per event; an offset is committed only after the
+//!   state snapshot covering it and every alert before it are acknowledged.
 
 pub mod alert;
 pub mod app;
