@@ -337,11 +337,7 @@ fn resolved_incidents_are_evicted_after_retention_and_the_id_can_be_reused() {
         retention_ms: 60 * 60_000,
         ..quiet()
     };
-    let mut s = Sandbox::with(
-        vec![participant("P", ParticipantKind::Broker, 1)],
-        settings,
-        default_rules(),
-    );
+    let mut s = Sandbox::one(ParticipantKind::Broker, 1, settings);
     s.send(infosec(0.0, "malware", json!({"status": "resolved"})))
         .unwrap();
     assert_eq!(s.engine.incidents_held(), 1);
@@ -410,11 +406,7 @@ fn engine_capacity_evicts_resolved_incidents_early_then_refuses() {
         max_incidents: 2,
         ..quiet()
     };
-    let mut s = Sandbox::with(
-        vec![participant("P", ParticipantKind::Broker, 1)],
-        settings,
-        default_rules(),
-    );
+    let mut s = Sandbox::one(ParticipantKind::Broker, 1, settings);
     s.send(infosec(
         0.0,
         "malware",
@@ -451,11 +443,7 @@ fn minimum_alert_level_holds_alerts_back_until_reached() {
         min_alert_level: Major,
         ..quiet()
     };
-    let mut s = Sandbox::with(
-        vec![participant("P", ParticipantKind::Broker, 2_500_000)],
-        settings,
-        default_rules(),
-    );
+    let mut s = Sandbox::one(ParticipantKind::Broker, 2_500_000, settings);
     s.send(full_trading_outage(0.0)).unwrap();
     s.advance(20.0);
     assert!(
@@ -654,11 +642,7 @@ fn a_report_older_than_the_retention_cannot_open_an_incident() {
         dedup_window: 1,
         ..quiet()
     };
-    let mut s = Sandbox::with(
-        vec![participant("P", ParticipantKind::Broker, 2_500_000)],
-        settings,
-        default_rules(),
-    );
+    let mut s = Sandbox::one(ParticipantKind::Broker, 2_500_000, settings);
     let first = merge(full_trading_outage(0.0), json!({"event_id": "e1"}));
     s.send(first.clone()).unwrap();
     s.send(infosec(2.0, "outage", json!({"status": "resolved"})))
@@ -678,11 +662,7 @@ fn an_incident_id_used_again_is_another_incident_with_other_alert_ids() {
         retention_ms: 60 * 60_000,
         ..quiet()
     };
-    let mut s = Sandbox::with(
-        vec![participant("P", ParticipantKind::Broker, 1)],
-        settings,
-        default_rules(),
-    );
+    let mut s = Sandbox::one(ParticipantKind::Broker, 1, settings);
     s.send(infosec(0.0, "malware", json!({}))).unwrap();
     let first = s.take().remove(0);
     s.send(infosec(1.0, "malware", json!({"status": "resolved"})))
@@ -752,11 +732,7 @@ fn a_window_of_one_event_still_works() {
         dedup_window: 1,
         ..quiet()
     };
-    let mut s = Sandbox::with(
-        vec![participant("P", ParticipantKind::Broker, 1)],
-        settings,
-        default_rules(),
-    );
+    let mut s = Sandbox::one(ParticipantKind::Broker, 1, settings);
     for i in 0..5 {
         assert_eq!(
             s.send(merge(

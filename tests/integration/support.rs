@@ -46,6 +46,15 @@ impl Sandbox {
         }
     }
 
+    /// One participant `P` of `kind`, with `settings`.
+    pub fn one(kind: ParticipantKind, customers: u64, settings: EngineSettings) -> Sandbox {
+        Sandbox::with(
+            vec![participant("P", kind, customers)],
+            settings,
+            default_rules(),
+        )
+    }
+
     /// One broker `P` with many customers, default settings, telemetry gaps off.
     pub fn broker() -> Sandbox {
         Sandbox::with(
