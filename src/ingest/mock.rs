@@ -25,4 +25,21 @@ impl MockBroker {
         self.cluster.create_topic(name, partitions, 1)?;
         Ok(())
     }
+
+    /// Fails the next `n` produce requests with a retriable error (fault injection).
+    pub fn fail_next_produces(&self, n: usize) {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let errors = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; n];
+        self.cluster.request_errors(RDKafkaApiKey::Produce, &errors);
+    }
+
+    /// Takes broker `id` down or brings it back (fault injection).
+    pub fn set_broker_up(&self, id: i32, up: bool) -> anyhow::Result<()> {
+        if up {
+            self.cluster.broker_up(id)?;
+        } else {
+            self.cluster.broker_down(id)?;
+        }
+        Ok(())
+    }
 }

@@ -2,6 +2,7 @@
 
 mod broker;
 mod cli;
+mod faults;
 mod grid;
 mod kafka;
 mod lifecycle;
