@@ -292,7 +292,7 @@ async fn send(producer: &rdkafka::producer::FutureProducer, topic: &str, key: &s
         payload: Some(value),
         headers: rdkafka::message::OwnedHeaders::new(),
     };
-    if let Err(e) = crate::ingest::output::send(producer, record).await {
+    if let Err(e) = crate::ingest::output::send(producer, &record).await {
         tracing::warn!(error = %e, "demo event not sent");
     }
 }

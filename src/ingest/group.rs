@@ -44,7 +44,7 @@ pub struct GroupContext {
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let parts: Vec<(String, i32)> = tpl
@@ -52,8 +52,11 @@ impl ConsumerContext for GroupContext {
                     .iter()
                     .map(|e| (e.topic().to_string(), e.partition()))
                     .collect();
-                tracing::info!(partitions = ?parts, "partitions revoked");
-                stop_workers(&self.workers, &parts, self.shared.stop_timeout);
+                // Lost (the session expired): another member may own them already, so
+                // this one must neither write their state nor commit their offsets.
+                let lost = consumer.assignment_lost();
+                tracing::info!(partitions = ?parts, lost, "partitions revoked");
+                stop_workers(&self.workers, &parts, self.shared.stop_timeout, lost);
             }
             Rebalance::Assign(_) => {}
             Rebalance::Error(e) => tracing::error!(error = %e, "rebalance error"),
@@ -104,14 +107,14 @@ impl ConsumerContext for GroupContext {
 }
 
 /// Stops the named workers and waits (blocking) until each has committed or timed out.
-fn stop_workers(workers: &Workers, parts: &[(String, i32)], timeout: Duration) {
+fn stop_workers(workers: &Workers, parts: &[(String, i32)], timeout: Duration, abandon: bool) {
     let mut waits = Vec::new();
     {
         let mut map = workers.lock().unwrap_or_else(|p| p.into_inner());
         for key in parts {
             if let Some(h) = map.remove(key) {
                 let (tx, rx) = std::sync::mpsc::channel();
-                if h.stop.send(Stop { reply: tx }).is_ok() {
+                if h.stop.send(Stop { reply: tx, abandon }).is_ok() {
                     waits.push((key.clone(), rx));
                 }
             }
@@ -207,7 +210,7 @@ fn poll_loop(
         .lock()
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
-    stop_workers(&ctx.workers, &all, ctx.shared.stop_timeout);
+    stop_workers(&ctx.workers, &all, ctx.shared.stop_timeout, false);
     consumer.unsubscribe();
     tracing::info!("unsubscribed; leaving the consumer group");
 }

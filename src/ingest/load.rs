@@ -65,7 +65,7 @@ pub async fn produce(
             payload: Some(m.value),
             headers: OwnedHeaders::new(),
         };
-        inflight.push(output::send(&producer, record).await?);
+        inflight.push(output::send(&producer, &record).await?);
         sent.events += 1;
         // Keep the report futures bounded; librdkafka batches underneath.
         while inflight.len() > 50_000 {

@@ -45,14 +45,57 @@ pub struct Record<'a> {
     pub headers: OwnedHeaders,
 }
 
+/// A record kept to be produced again after a failure.
+#[derive(Clone)]
+pub struct OwnedRecord {
+    pub topic: String,
+    pub partition: Option<i32>,
+    pub key: Vec<u8>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: OwnedHeaders,
+}
+
+impl OwnedRecord {
+    pub fn of(r: &Record<'_>) -> OwnedRecord {
+        OwnedRecord {
+            topic: r.topic.to_string(),
+            partition: r.partition,
+            key: r.key.to_vec(),
+            payload: r.payload.map(<[u8]>::to_vec),
+            headers: r.headers.clone(),
+        }
+    }
+
+    /// The message a failed delivery handed back.
+    pub fn from_message(m: &OwnedMessage) -> OwnedRecord {
+        OwnedRecord {
+            topic: m.topic().to_string(),
+            partition: Some(m.partition()),
+            key: m.key().unwrap_or_default().to_vec(),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers: copy_headers(m),
+        }
+    }
+
+    pub fn as_record(&self) -> Record<'_> {
+        Record {
+            topic: &self.topic,
+            partition: self.partition,
+            key: &self.key,
+            payload: self.payload.as_deref(),
+            headers: self.headers.clone(),
+        }
+    }
+}
+
 /// Enqueues `record`, waiting while librdkafka's queue is full (back-pressure).
 pub async fn send(
     producer: &FutureProducer,
-    record: Record<'_>,
+    record: &Record<'_>,
 ) -> Result<DeliveryFuture, KafkaError> {
     let mut r = FutureRecord::<[u8], [u8]>::to(record.topic)
         .key(record.key)
-        .headers(record.headers);
+        .headers(record.headers.clone());
     if let Some(p) = record.payload {
         r = r.payload(p);
     }
@@ -83,25 +126,6 @@ pub fn copy_headers<M: Message>(m: &M) -> OwnedHeaders {
         }
     }
     headers
-}
-
-/// Produces a message the producer handed back after a failed delivery.
-pub async fn resend(
-    producer: &FutureProducer,
-    m: &OwnedMessage,
-) -> Result<DeliveryFuture, KafkaError> {
-    let headers = copy_headers(m);
-    send(
-        producer,
-        Record {
-            topic: m.topic(),
-            partition: Some(m.partition()),
-            key: m.key().unwrap_or_default(),
-            payload: m.payload(),
-            headers,
-        },
-    )
-    .await
 }
 
 /// A delivery in flight, tagged with its sequence number and stream.

@@ -23,7 +23,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::output::{self, Acks, Delivered, Record, Stream, Tagged};
+use super::output::{self, Acks, Delivered, OwnedRecord, Record, Stream, Tagged};
 use super::state;
 use crate::alert::Alert;
 use crate::config::KafkaSettings;
@@ -35,6 +35,17 @@ use crate::time::wall_now;
 
 /// Messages taken from the partition queue in one go when they are already fetched.
 const BATCH: usize = 256;
+
+/// Wait before producing a failed record again.
+const RETRY_BACKOFF: Duration = Duration::from_millis(250);
+
+/// A record to produce again, with its sequence number.
+struct Retry {
+    seq: u64,
+    stream: Stream,
+    record: OwnedRecord,
+    not_before: Instant,
+}
 
 /// What every worker of one daemon shares (read-only).
 pub struct Shared {
@@ -50,9 +61,11 @@ pub struct Shared {
     pub stop_timeout: Duration,
 }
 
-/// Asks a worker to stop; it replies once its offsets are committed.
+/// Asks a worker to stop; it replies once its offsets are committed. With `abandon` (the
+/// partition was lost: another member may own it already) it writes and commits nothing.
 pub struct Stop {
     pub reply: std::sync::mpsc::Sender<()>,
+    pub abandon: bool,
 }
 
 /// Pre-resolved metric handles: the hot path only increments.
@@ -100,6 +113,7 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     engine: Engine,
     acks: Acks,
     pending: FuturesUnordered<Tagged>,
+    retries: std::collections::VecDeque<Retry>,
     /// Offset after the last processed message.
     next_offset: Option<i64>,
     committed: Option<i64>,
@@ -136,6 +150,7 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         partition,
         acks: Acks::default(),
         pending: FuturesUnordered::new(),
+        retries: std::collections::VecDeque::new(),
         next_offset: None,
         committed: None,
         flush: Flush::Idle,
@@ -200,7 +215,10 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 }
                 Err(e) => tracing::error!(error = %e, "state restore task failed; retrying"),
             }
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                s = stop.recv() => return Err(s.map(|s| s.reply)),
+                _ = tokio::time::sleep(backoff) => {}
+            }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
@@ -219,7 +237,11 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             tokio::select! {
                 biased;
                 s = stop.recv() => {
-                    self.stop().await;
+                    if s.as_ref().is_some_and(|s| s.abandon) {
+                        tracing::warn!(topic = %self.topic, partition = self.partition, "partition lost: leaving it without writing or committing");
+                    } else {
+                        self.stop().await;
+                    }
                     return s.map(|s| s.reply);
                 }
                 Some((seq, stream, d)) = self.pending.next(), if !self.pending.is_empty() => {
@@ -249,6 +271,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     }
 
     async fn on_tick(&mut self) {
+        if !self.retries.is_empty() {
+            self.retry_due().await;
+        }
         self.engine.advance_to(wall_now(), &mut self.alerts);
         self.emit_alerts(None).await;
         self.report_open();
@@ -315,12 +340,23 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 value: Some(value),
             });
         }
+        // An oversized message is kept in part: the dead letter must fit the producer's
+        // message limit, or it could never be delivered.
+        let mut payload = m.payload();
+        let original_size = payload.map_or(0, <[u8]>::len).to_string();
+        if let (Reject::TooLarge { limit, .. }, Some(p)) = (reject, payload) {
+            payload = Some(&p[..p.len().min(*limit)]);
+            headers = headers.insert(Header {
+                key: "regwatch.truncated_from",
+                value: Some(original_size.as_str()),
+            });
+        }
         let shared = self.shared.clone();
         let record = Record {
             topic: &shared.kafka.dead_letter_topic,
             partition: None,
             key: m.key().unwrap_or_default(),
-            payload: m.payload(),
+            payload,
             headers,
         };
         self.produce(Stream::DeadLetters, record).await;
@@ -385,22 +421,61 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
 
     async fn produce(&mut self, stream: Stream, record: Record<'_>) {
         let seq = self.acks.issue();
-        match output::send(&self.shared.producer, record).await {
+        match output::send(&self.shared.producer, &record).await {
             Ok(future) => self.pending.push(Tagged {
                 seq,
                 stream,
                 future,
             }),
-            Err(e) => {
-                // Not enqueued at all (e.g. larger than the broker accepts): producing the
-                // same record again cannot help, so it is logged, counted and passed over.
-                tracing::error!(stream = stream.as_str(), error = %e, "record could not be produced");
-                self.shared
-                    .metrics
-                    .produce_retries
-                    .with_label_values(&[stream.as_str()])
-                    .inc();
-                self.acks.ack(seq);
+            Err(e) => self.retry_later(seq, stream, OwnedRecord::of(&record), &e.to_string()),
+        }
+    }
+
+    /// Keeps a record that was not delivered, to produce it again: it stays unacknowledged,
+    /// so no flush completes and no offset is committed past it until it is delivered.
+    fn retry_later(&mut self, seq: u64, stream: Stream, record: OwnedRecord, error: &str) {
+        tracing::warn!(
+            stream = stream.as_str(),
+            error,
+            "record not delivered; producing it again"
+        );
+        self.shared
+            .metrics
+            .produce_retries
+            .with_label_values(&[stream.as_str()])
+            .inc();
+        self.retries.push_back(Retry {
+            seq,
+            stream,
+            record,
+            not_before: Instant::now() + RETRY_BACKOFF,
+        });
+    }
+
+    /// Produces again the records whose back-off has passed.
+    async fn retry_due(&mut self) {
+        let now = Instant::now();
+        for _ in 0..self.retries.len() {
+            let Some(r) = self.retries.pop_front() else {
+                break;
+            };
+            if r.not_before > now {
+                self.retries.push_back(r);
+                continue;
+            }
+            match output::send(&self.shared.producer, &r.record.as_record()).await {
+                Ok(future) => self.pending.push(Tagged {
+                    seq: r.seq,
+                    stream: r.stream,
+                    future,
+                }),
+                Err(e) => {
+                    tracing::warn!(stream = r.stream.as_str(), error = %e, "record still not accepted by the producer");
+                    self.retries.push_back(Retry {
+                        not_before: now + RETRY_BACKOFF * 4,
+                        ..r
+                    });
+                }
             }
         }
     }
@@ -409,31 +484,17 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         match d {
             Delivered::Acked => self.acks.ack(seq),
             Delivered::Failed(e, message) => {
-                tracing::warn!(stream = stream.as_str(), error = %e, "delivery failed; producing again");
-                self.shared
-                    .metrics
-                    .produce_retries
-                    .with_label_values(&[stream.as_str()])
-                    .inc();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                match output::resend(&self.shared.producer, &message).await {
-                    Ok(future) => self.pending.push(Tagged {
-                        seq,
-                        stream,
-                        future,
-                    }),
-                    Err(e) => {
-                        tracing::error!(stream = stream.as_str(), error = %e, "record could not be produced again");
-                        self.acks.ack(seq);
-                    }
-                }
+                let record = OwnedRecord::from_message(&message);
+                self.retry_later(seq, stream, record, &e.to_string());
             }
             Delivered::Lost => {
+                // The producer is gone: the record's fate is unknown, so it stays
+                // unacknowledged and nothing after it is committed (the next owner
+                // reprocesses from the last committed offset).
                 tracing::error!(
                     stream = stream.as_str(),
                     "producer closed before a delivery report"
                 );
-                self.acks.ack(seq);
             }
         }
     }
@@ -518,7 +579,8 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     }
 
     async fn commit(&mut self, offset: i64, sync: bool) {
-        if self.committed == Some(offset) {
+        // An async commit may have failed after it was queued: a sync one is always made.
+        if !sync && self.committed == Some(offset) {
             return;
         }
         let mut tpl = TopicPartitionList::new();
@@ -585,6 +647,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             tokio::select! {
                 Some((seq, stream, d)) = self.pending.next(), if !self.pending.is_empty() => {
                     self.delivered(seq, stream, d).await;
+                }
+                _ = tokio::time::sleep(RETRY_BACKOFF), if !self.retries.is_empty() => {
+                    self.retry_due().await;
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::error!(topic = %self.topic, partition = self.partition, in_flight = self.acks.in_flight(), "stop timed out before every record was acknowledged; the next owner reprocesses from the last committed offset");

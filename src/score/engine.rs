@@ -682,9 +682,12 @@ impl Engine {
         let ps = &mut self.participants[p.get()];
         ps.incidents.insert(inc.incident_id.clone(), slot);
         self.in_use += 1;
-        let eviction = if let Some(resolved_at) = inc.resolved_at {
+        let eviction = if inc.resolved_at.is_some() {
+            // Kept a full retention from the restore: the engine clock at resolution is not
+            // recorded, and evictions must stay in clock order.
+            let restored_at = self.clock.unwrap_or_default();
             Some(Due {
-                at: resolved_at.plus_millis(self.settings.retention_ms),
+                at: restored_at.plus_millis(self.settings.retention_ms),
                 slot,
                 generation,
             })

@@ -1,7 +1,7 @@
 //! The engine's durable state as records: what a daemon writes to its state topic so that a
 //! restarted instance (or the new owner of a partition) resumes with the incidents it owned.
 //!
-//! One record per incident (key: participant + incident id) and one per watched participant
+//! One record per incident (key: participant + incident id, see [`incident_key`]) and one per watched participant
 //! (its liveness). The engine marks what changed; [`crate::score::Engine::take_changes`] hands
 //! out the latest state of each changed key once, and an evicted incident as a tombstone.
 //! Records are plain serde structs, serialised as JSON: readable with any Kafka tool.
@@ -87,8 +87,10 @@ impl StateRecord {
     }
 }
 
+/// `i|<length of the participant id>|<participant id>|<incident id>`: the length keeps keys
+/// apart when ids contain `|`.
 pub fn incident_key(participant_id: &str, incident_id: &str) -> String {
-    format!("i|{participant_id}|{incident_id}")
+    format!("i|{}|{participant_id}|{incident_id}", participant_id.len())
 }
 
 pub fn participant_key(participant_id: &str) -> String {

@@ -89,7 +89,7 @@ listen = "off"
             payload: Some(&bytes),
             headers: rdkafka::message::OwnedHeaders::new(),
         };
-        deliveries.push(output::send(&producer, record).await.unwrap());
+        deliveries.push(output::send(&producer, &record).await.unwrap());
         expected += 1;
     }
     for d in deliveries {

@@ -165,13 +165,16 @@ fn evicted_incidents_become_tombstones_and_changes_are_handed_out_once() {
         &mut out,
     );
     store.apply(a.take_changes());
-    assert!(store.0.contains_key("i|P|I") && store.0.contains_key("p|P"));
+    let key = regwatch::score::incident_key("P", "I");
+    assert!(store.0.contains_key(&key) && store.0.contains_key("p|P"));
     assert!(a.take_changes().is_empty(), "nothing changed since");
 
-    // A restored resolved incident keeps its eviction time.
+    // A restored resolved incident is kept a full retention from the restore.
     let mut b = engine();
     b.restore(at(30.0), store.0.values().cloned().collect());
-    b.advance_to(at(61.0), &mut Vec::new());
+    b.advance_to(at(89.0), &mut Vec::new());
+    assert_eq!(b.incidents_held(), 1);
+    b.advance_to(at(91.0), &mut Vec::new());
     assert_eq!(b.incidents_held(), 0);
 
     a.advance_to(at(61.0), &mut out);
@@ -181,6 +184,12 @@ fn evicted_incidents_become_tombstones_and_changes_are_handed_out_once() {
         "evicted: deleted from the state"
     );
     assert!(store.0.contains_key("p|P"));
+}
+
+#[test]
+fn state_keys_do_not_collide_when_ids_contain_the_separator() {
+    use regwatch::score::incident_key;
+    assert_ne!(incident_key("A", "x|y"), incident_key("A|x", "y"));
 }
 
 #[test]
