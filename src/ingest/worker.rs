@@ -75,6 +75,10 @@ struct Counters {
     duplicate: IntCounter,
     after_resolution: IntCounter,
     rejected: IntCounter,
+    /// By position in `Reject::CODES`.
+    reasons: Vec<IntCounter>,
+    /// incident firing, incident resolved, gap firing, gap resolved.
+    alerts: [IntCounter; 4],
 }
 
 impl Counters {
@@ -86,6 +90,17 @@ impl Counters {
             duplicate: e("duplicate"),
             after_resolution: e("after_resolution"),
             rejected: e("rejected"),
+            reasons: Reject::CODES
+                .iter()
+                .map(|c| m.rejected.with_label_values(&[c]))
+                .collect(),
+            alerts: [
+                ("incident", "firing"),
+                ("incident", "resolved"),
+                ("telemetry_gap", "firing"),
+                ("telemetry_gap", "resolved"),
+            ]
+            .map(|(t, st)| m.alerts.with_label_values(&[t, st])),
         }
     }
 }
@@ -312,11 +327,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     /// A rejected event: counted, logged, dead-lettered with its reason; processing goes on.
     async fn reject<M: Message>(&mut self, m: &M, reject: &Reject) {
         self.counters.rejected.inc();
-        self.shared
-            .metrics
-            .rejected
-            .with_label_values(&[reject.code()])
-            .inc();
+        if let Some(i) = Reject::CODES.iter().position(|c| *c == reject.code()) {
+            self.counters.reasons[i].inc();
+        }
         tracing::debug!(topic = %self.topic, partition = self.partition, offset = m.offset(), reason = reject.code(), "event rejected");
         let mut headers = output::copy_headers(m);
         let text = reject.to_string();
@@ -377,11 +390,13 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 crate::alert::AlertType::Incident => "incident",
                 crate::alert::AlertType::TelemetryGap => "telemetry_gap",
             };
-            self.shared
-                .metrics
-                .alerts
-                .with_label_values(&[kind, status])
-                .inc();
+            let i = match (a.alert_type, a.status) {
+                (crate::alert::AlertType::Incident, crate::alert::AlertStatus::Firing) => 0,
+                (crate::alert::AlertType::Incident, crate::alert::AlertStatus::Resolved) => 1,
+                (crate::alert::AlertType::TelemetryGap, crate::alert::AlertStatus::Firing) => 2,
+                (crate::alert::AlertType::TelemetryGap, crate::alert::AlertStatus::Resolved) => 3,
+            };
+            self.counters.alerts[i].inc();
             let source = source_ms.map(|ms| ms.to_string());
             let mut headers = OwnedHeaders::new()
                 .insert(Header {
