@@ -102,12 +102,17 @@ pub struct EngineStats {
     pub telemetry_gaps: u64,
 }
 
+/// How stale a persisted `heard_at` may be (see `Engine::heard`).
+const LIVENESS_PERSIST_MS: i64 = 10_000;
+
 #[derive(Default)]
 struct ParticipantState {
     incidents: HashMap<Box<str>, Slot, foldhash::fast::RandomState>,
     open: usize,
     /// Liveness changed since the state was last handed out.
     dirty: bool,
+    /// The `heard_at` last marked for persistence.
+    persisted_heard: Timestamp,
 }
 
 #[derive(Clone, Copy)]
@@ -306,7 +311,8 @@ impl Engine {
         let Some(liveness) = self.liveness.as_mut() else {
             return;
         };
-        if let Some(since) = liveness.heard(p, now) {
+        let gap_ended = liveness.heard(p, now);
+        if let Some(since) = gap_ended {
             out.push(gap_alert(
                 self.registry.get(p),
                 since,
@@ -314,7 +320,15 @@ impl Engine {
                 now,
             ));
         }
-        self.participant_changed(p);
+        // Liveness is persisted when a gap ends and otherwise at most every
+        // LIVENESS_PERSIST_MS: a restored `heard_at` is at most that stale, and the state
+        // topic is not rewritten for every heartbeat.
+        let ps = &mut self.participants[p.get()];
+        if gap_ended.is_some() || now.millis() - ps.persisted_heard.millis() >= LIVENESS_PERSIST_MS
+        {
+            ps.persisted_heard = now;
+            self.participant_changed(p);
+        }
     }
 
     fn participant_changed(&mut self, p: ParticipantIdx) {
