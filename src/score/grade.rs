@@ -188,16 +188,6 @@ impl Rules {
         }
     }
 
-    /// The levels the figures justify (no deadline), for one-off use.
-    pub fn grade(&self, s: &Subject) -> Grade {
-        self.assess(s, self.applicable(s), Grade::default()).grade
-    }
-
-    /// The level of one axis: the highest matching rule, or the contract's floor.
-    pub fn level(&self, axis: Axis, s: &Subject) -> Level {
-        self.grade(s).get(axis)
-    }
-
     pub fn exemption(&self, g: Grade) -> Exemption {
         let crossed = Axis::ALL
             .iter()
