@@ -1,6 +1,6 @@
 //! Evaluating the compiled grid against one incident: levels, scores, reasons, deadlines.
 //!
-//! The hot path is [`Rules::grade`]: a walk over a few dozen rules with bit-mask filters and
+//! The hot path is [`Rules::assess`]: a walk over a few dozen rules with bit-mask filters and
 //! float comparisons, no allocation. [`Rules::explain`] (which allocates) runs only when an
 //! alert is built.
 //!
