@@ -20,6 +20,45 @@ pub struct Running {
     pub http: Option<SocketAddr>,
 }
 
+/// A daemon running on the current runtime (the demo and the tests drive it this way).
+pub struct Spawned {
+    pub running: Running,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Spawned {
+    /// Signals shutdown and waits for the drain; its result is the daemon's.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await?
+    }
+}
+
+/// Starts [`run`] on a task and waits until it is running (or returns why it could not start).
+pub async fn spawn(config: Config) -> anyhow::Result<Spawned> {
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(run(
+        config,
+        async {
+            let _ = stop_rx.await;
+        },
+        Some(started_tx),
+    ));
+    match started_rx.await {
+        Ok(running) => Ok(Spawned {
+            running,
+            stop,
+            task,
+        }),
+        Err(_) => match task.await? {
+            Err(e) => Err(e.context("the daemon did not start")),
+            Ok(()) => Err(anyhow::anyhow!("the daemon stopped before it started")),
+        },
+    }
+}
+
 /// Runs the daemon until `shutdown` completes, then drains. Returns an error if start-up
 /// fails or the drain does not finish within `daemon.shutdown_grace`.
 pub async fn run(

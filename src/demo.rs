@@ -147,22 +147,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         kafka.brokers,
         registry.len()
     );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let daemon = tokio::spawn(crate::app::run(
-        cfg,
-        async {
-            let _ = stop_rx.await;
-        },
-        Some(started_tx),
-    ));
-    let Ok(running) = started_rx.await else {
-        return match daemon.await? {
-            Err(e) => Err(e.context("the daemon did not start")),
-            Ok(()) => Err(anyhow::anyhow!("the daemon stopped before it started")),
-        };
-    };
-    if let Some(addr) = running.http {
+    let daemon = crate::app::spawn(cfg).await?;
+    if let Some(addr) = daemon.running.http {
         println!("metrics: http://{addr}/metrics   (Ctrl-C to stop)\n");
     }
 
@@ -182,10 +168,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     traffic.abort();
     println!("\nstopping: draining partitions, committing offsets");
-    let _ = stop_tx.send(());
-    let result = daemon.await?;
+    let metrics = daemon.running.metrics.clone();
+    let result = daemon.stop().await;
     printer.abort();
-    let m = &running.metrics;
+    let m = &metrics;
     println!(
         "demo done: {} events graded, {} heartbeats, {} rejected (dead-lettered), {} alerts",
         m.events.with_label_values(&["graded"]).get(),

@@ -49,16 +49,7 @@ listen = "off"
     );
     let cfg = Config::from_toml(&text, None, false).unwrap();
     let kafka = cfg.kafka.clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let daemon = tokio::spawn(regwatch::app::run(
-        cfg,
-        async {
-            let _ = stop_rx.await;
-        },
-        Some(started_tx),
-    ));
-    started_rx.await.expect("daemon starts");
+    let daemon = regwatch::app::spawn(cfg).await.expect("daemon starts");
 
     let producer: rdkafka::producer::FutureProducer =
         regwatch::ingest::client::producer(&kafka).create().unwrap();
@@ -122,6 +113,5 @@ listen = "off"
     }
     assert_eq!(seen.len(), expected, "every incident alerted: {seen:?}");
     assert!(seen.values().all(|n| *n == 1), "no duplicate: {seen:?}");
-    let _ = stop_tx.send(());
-    daemon.await.unwrap().expect("clean drain");
+    daemon.stop().await.expect("clean drain");
 }

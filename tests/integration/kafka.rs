@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
-use regwatch::app::Running;
+use regwatch::app::Spawned;
 use regwatch::config::Config;
 use regwatch::ingest::tail;
 use regwatch::score::{ClockMode, Engine, EngineSettings};
@@ -73,41 +73,22 @@ fn config(b: &Broker, name: &str, partitions: u32) -> Config {
     Config::from_toml(&config_text(b, name, partitions), None, false).expect("test config")
 }
 
-struct Daemon {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    running: Running,
-}
+struct Daemon(Spawned);
 
 async fn start(cfg: Config) -> Daemon {
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(regwatch::app::run(
-        cfg,
-        async {
-            let _ = stop_rx.await;
-        },
-        Some(tx),
-    ));
-    let running = rx.await.expect("the daemon starts");
-    Daemon {
-        stop,
-        task,
-        running,
-    }
+    Daemon(regwatch::app::spawn(cfg).await.expect("the daemon starts"))
 }
 
 impl Daemon {
     async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task
+        self.0
+            .stop()
             .await
-            .expect("daemon task")
             .expect("the daemon drains and stops cleanly");
     }
 
     fn counter(&self, name: &str, label: &str) -> u64 {
-        let m = &self.running.metrics;
+        let m = &self.0.running.metrics;
         match name {
             "events" => m.events.with_label_values(&[label]).get(),
             "rejected" => m.rejected.with_label_values(&[label]).get(),
@@ -116,7 +97,7 @@ impl Daemon {
     }
 
     fn partitions(&self) -> i64 {
-        self.running.metrics.partitions.get()
+        self.0.running.metrics.partitions.get()
     }
 }
 
