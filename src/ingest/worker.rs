@@ -304,11 +304,13 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         // ready, and must not starve this task's other inputs or the other tasks.
         tokio::task::consume_budget().await;
         self.engine.advance_to(wall_now(), &mut self.alerts);
-        let registry = self.shared.registry.clone();
+        // Borrowed, not cloned: an `Arc` clone per event is a contended atomic shared by all
+        // workers.
+        let registry = &*self.shared.registry;
         let max = self.shared.engine.max_event_bytes;
         let result = match m.payload() {
             None => Err(Reject::NotJson),
-            Some(bytes) => decode(bytes, &registry, max).and_then(|event| {
+            Some(bytes) => decode(bytes, registry, max).and_then(|event| {
                 check_key(m.key(), &registry.get(event.participant).id)?;
                 self.engine.apply(&event, &mut self.alerts)
             }),
