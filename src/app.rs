@@ -9,6 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, Producer};
 
 use crate::config::Config;
+use crate::delivery::Outbox;
 use crate::ingest::{client, group::Group, worker::Shared};
 use crate::score::ClockMode;
 use crate::telemetry::{self, Health, Metrics};
@@ -93,6 +94,15 @@ pub async fn run(
         stop_timeout: grace,
     });
     let group = Group::start(shared, k.topics.clone(), health)?;
+    let outbox = if config.delivery.enabled() {
+        if k.create_topics {
+            client::ensure_topic(k, &config.delivery.dead_letter_topic, "delete").await?;
+        }
+        let topics = [k.alerts_topic.as_str(), k.reminders_topic.as_str()];
+        Some(Outbox::start(k, &config.delivery, &topics, &metrics)?)
+    } else {
+        None
+    };
     tracing::info!(brokers = %k.brokers, group = %k.group_id, topics = ?k.topics, "regwatch running");
     if let Some(tx) = started {
         let _ = tx.send(Running {
@@ -110,7 +120,13 @@ pub async fn run(
         group.stop();
         producer.flush(grace)
     });
-    let outcome = tokio::time::timeout(grace + Duration::from_secs(2), drain).await;
+    let outcome = tokio::time::timeout(grace + Duration::from_secs(2), async {
+        if let Some(outbox) = outbox {
+            outbox.stop().await;
+        }
+        drain.await
+    })
+    .await;
     let _ = http_stop.send(());
     match outcome {
         Ok(Ok(Ok(()))) => {

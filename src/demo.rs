@@ -117,7 +117,8 @@ fn stamp(mut v: Value, seq: usize, now: Timestamp) -> (String, Vec<u8>) {
 /// Runs the demo until `opts.duration` passes or Ctrl-C.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let broker = MockBroker::start(1)?;
-    let mut cfg = Config::from_toml(DEMO_CONFIG, None, false)?;
+    let hook = DemoHook::start().await?;
+    let mut cfg = Config::from_toml(&format!("{DEMO_CONFIG}\n{}", hook.config()), None, false)?;
     cfg.kafka.brokers = broker.bootstrap();
     cfg.kafka.group_id = "regwatch-demo".into();
     cfg.kafka.topic_partitions = 3;
@@ -135,6 +136,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         cfg.kafka.alerts_topic.as_str(),
         cfg.kafka.dead_letter_topic.as_str(),
         cfg.kafka.state_topic.as_str(),
+        cfg.kafka.reminders_topic.as_str(),
+        cfg.delivery.dead_letter_topic.as_str(),
     ] {
         broker.create_topic(t, 3)?;
     }
@@ -149,8 +152,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     );
     let daemon = crate::app::spawn(cfg).await?;
     if let Some(addr) = daemon.running.http {
-        println!("metrics: http://{addr}/metrics   (Ctrl-C to stop)\n");
+        println!("metrics: http://{addr}/metrics   (Ctrl-C to stop)");
     }
+    println!(
+        "on-call webhook (major and above, signed): {}\n",
+        hook.url()
+    );
 
     let printer = tokio::spawn(print_alerts(kafka.clone()));
     let t0 = wall_now();
@@ -172,6 +179,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let result = daemon.stop().await;
     printer.abort();
     let m = &metrics;
+    let w = &m.webhook;
+    println!(
+        "webhooks: {} delivered to {}, {} attempts, signatures verified by the receiver: {}",
+        w.delivered.with_label_values(&[DEMO_RECEIVER]).get(),
+        DEMO_RECEIVER,
+        w.attempts.with_label_values(&[DEMO_RECEIVER]).get(),
+        hook.verified.load(std::sync::atomic::Ordering::Relaxed),
+    );
     println!(
         "demo done: {} events graded, {} heartbeats, {} rejected (dead-lettered), {} alerts",
         m.events.with_label_values(&["graded"]).get(),
@@ -280,6 +295,85 @@ async fn send(producer: &rdkafka::producer::FutureProducer, topic: &str, key: &s
     };
     if let Err(e) = crate::ingest::output::send(producer, &record).await {
         tracing::warn!(error = %e, "demo event not sent");
+    }
+}
+
+const DEMO_RECEIVER: &str = "demo-oncall";
+const DEMO_KEY_ID: &str = "demo-2026-11";
+const DEMO_KEY: &str = "demo-signing-key-not-a-secret";
+
+/// An on-call receiver inside the demo: it verifies each request's signature as a real
+/// receiver would and prints what it got.
+struct DemoHook {
+    addr: std::net::SocketAddr,
+    verified: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl DemoHook {
+    async fn start() -> anyhow::Result<DemoHook> {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, StatusCode};
+        let verified = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = verified.clone();
+        let handler = move |headers: HeaderMap, body: Bytes| {
+            let count = count.clone();
+            async move {
+                let h = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let ts: i64 = h(crate::delivery::sign::TIMESTAMP_HEADER)
+                    .parse()
+                    .unwrap_or(0);
+                let ok = crate::delivery::sign::verify(
+                    &[(DEMO_KEY_ID, DEMO_KEY.as_bytes())],
+                    ts,
+                    &h(crate::delivery::sign::SIGNATURE_HEADER),
+                    &body,
+                    wall_now().millis() / 1000,
+                    300,
+                );
+                let alert: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                match ok {
+                    Ok(()) => {
+                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        println!(
+                            "          -> webhook {DEMO_RECEIVER}: {} {} {} (signature ok, Idempotency-Key {})",
+                            alert["participant_id"].as_str().unwrap_or("-"),
+                            alert["incident_id"].as_str().unwrap_or("-"),
+                            alert["trigger"].as_str().unwrap_or("-"),
+                            h("idempotency-key"),
+                        );
+                        StatusCode::OK
+                    }
+                    Err(e) => {
+                        println!("          -> webhook {DEMO_RECEIVER}: REFUSED ({e})");
+                        StatusCode::UNAUTHORIZED
+                    }
+                }
+            }
+        };
+        let app = axum::Router::new().route("/hook", axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(DemoHook { addr, verified })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn config(&self) -> String {
+        format!(
+            "[[delivery.receivers]]\nname = \"{DEMO_RECEIVER}\"\nurl = \"{}\"\nsigning_keys = [{{ id = \"{DEMO_KEY_ID}\", secret = \"{DEMO_KEY}\" }}]\n[[delivery.routes]]\nreceivers = [\"{DEMO_RECEIVER}\"]\nmin_level = \"major\"\ntypes = [\"incident\"]\n",
+            self.url()
+        )
     }
 }
 

@@ -23,6 +23,8 @@
 //! - [`alert`]: the alert shape of CONTRACT.md section 3 and its deterministic ids.
 //! - [`ingest`]: the only module that knows rdkafka: consumer group, per-partition workers,
 //!   at-least-once offsets, outputs, state topic.
+//! - [`delivery`]: the webhook outbox: one consumer group per receiver on the alerts topic,
+//!   signed requests, retries, circuit breaker, alert dead letters.
 //! - [`app`]: the daemon's lifecycle (build, run until the shutdown signal, drain).
 //! - [`telemetry`]: Prometheus metrics and the HTTP endpoints.
 //! - [`replay`], [`demo`], [`simulate`]: the engine over a file; the daemon on an embedded
@@ -33,7 +35,8 @@
 //!
 //! - The engine never panics on input: every bad event is a `Reject` value.
 //! - Levels of an open incident only rise; alerts are emitted only on transitions, and the
-//!   same transition always has the same `alert_id`.
+//!   same transition always has the same `alert_id`. Reminders of unresolved serious
+//!   incidents are no alerts: their own topic, their own ids, never in replay.
 //! - Decoding and scoring an event for a known incident allocate nothing (tests/alloc.rs).
 //! - One partition, one owner: no lock per event; an offset is committed only after the
 //!   state snapshot covering it and every alert before it are acknowledged.
@@ -42,6 +45,7 @@ pub mod alert;
 pub mod app;
 pub mod config;
 pub mod decode;
+pub mod delivery;
 pub mod demo;
 pub mod ingest;
 pub mod registry;

@@ -260,6 +260,15 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
         &cfg.digest[..12],
         &cfg.rules.digest()[..12],
     );
+    for r in &cfg.delivery.receivers {
+        println!(
+            "  webhook receiver {}: {} payload, {} signing key(s), timeout {} ms",
+            r.name,
+            r.format.as_str(),
+            r.signing_keys.len(),
+            r.timeout_ms
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

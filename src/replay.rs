@@ -3,6 +3,9 @@
 //! Each alert is written to `out` as one JSON line, in order. A rejected line is reported on
 //! `err` with its line number and reason and the replay goes on. Blank lines are skipped.
 //! Lines are read as bytes, so invalid UTF-8 is a rejection like any other.
+//!
+//! Replay writes the contract's alerts only: the engine's reminders are turned off first,
+//! whatever its settings say (CONTRACT.md section 3: nothing re-emits an alert).
 
 use std::io::{self, BufRead, Write};
 
@@ -20,7 +23,7 @@ pub struct ReplaySummary {
     pub alerts: u64,
 }
 
-/// Runs `input` through `engine`. With `until`, the clock is finally advanced to that
+/// Runs `input` through `engine`, with its reminders turned off. With `until`, the clock is finally advanced to that
 /// instant, so deadlines after the last event (an outage still open) fire too.
 pub fn replay(
     engine: &mut Engine,
@@ -29,6 +32,7 @@ pub fn replay(
     err: &mut impl Write,
     until: Option<Timestamp>,
 ) -> io::Result<ReplaySummary> {
+    engine.disable_reminders();
     let mut summary = ReplaySummary::default();
     let mut line = Vec::with_capacity(4096);
     let mut alerts: Vec<Alert> = Vec::new();

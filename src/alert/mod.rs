@@ -11,6 +11,14 @@
 //! replays, restarts and instances, and receivers can drop duplicates by id; an incident id
 //! used again later (after the first incident was evicted) is another incident, with other
 //! ids, because its first report is another.
+//!
+//! Reminders (trigger `reminder`, see `score/engine.rs`) are built like incident alerts but
+//! are not alerts of the contract: the daemon writes them to its reminders topic, never to
+//! the alerts topic, and replay never emits them. They carry `reminder` (k, from 1) and
+//! `reminder_of` (the id of the incident's latest real alert), two fields ordinary alerts
+//! never serialise, and the id
+//! `regwatch.alert.v1|reminder|<participant_id>|<incident_id>|<first report, ms>|<k>`,
+//! distinct from every real alert's since no real alert hashes the word `reminder` there.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -44,7 +52,8 @@ impl AlertStatus {
     }
 }
 
-/// Which transition produced the alert (CONTRACT.md section 3 names exactly these).
+/// Which transition produced the alert (CONTRACT.md section 3 names exactly these), or
+/// `Reminder` for a reminder, which is no transition and no contract alert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
@@ -62,6 +71,9 @@ pub enum Trigger {
     Silent,
     /// A silent participant was heard from again.
     Heard,
+    /// Not a transition: the incident is still unresolved at or above the reminder level, and
+    /// another reminder interval has passed. Never on the alerts topic, never in replay.
+    Reminder,
 }
 
 /// One alert, serialised as one JSON object.
@@ -103,6 +115,12 @@ pub struct Alert {
     /// For telemetry gaps: when the participant was last heard from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_heard_at: Option<Timestamp>,
+    /// For reminders only: which reminder of the incident this is (1, 2, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reminder: Option<u32>,
+    /// For reminders only: the `alert_id` of the incident's most recent real alert.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reminder_of: Option<String>,
     /// One line a person can read and cite.
     pub summary: String,
 }
@@ -149,6 +167,23 @@ pub fn gap_alert_id(participant_id: &str, silent_since: Timestamp, status: Alert
         participant_id,
         &silent_since.millis().to_string(),
         status.as_str(),
+    ])
+}
+
+/// Deterministic reminder id: reminder `k` of an incident (see module docs).
+pub fn reminder_alert_id(
+    participant_id: &str,
+    incident_id: &str,
+    first_reported_at: Timestamp,
+    k: u32,
+) -> String {
+    digest_id(&[
+        ALERT_SCHEMA,
+        "reminder",
+        participant_id,
+        incident_id,
+        &first_reported_at.millis().to_string(),
+        &k.to_string(),
     ])
 }
 

@@ -19,6 +19,8 @@
 //!
 //! [alerts]
 //! min_level = "general"             # incident alerts start at this level
+//! reminder_interval = "1h"          # remind while an incident stays unresolved ("off"; min 1m)
+//! reminder_min_level = "major"      # ... at or above this level (see kafka.reminders_topic)
 //!
 //! [[participants]]
 //! id = "GZ-BRK-0001"
@@ -27,6 +29,7 @@
 //! effective_customers = 2500000     # default: 0
 //! ```
 
+mod delivery;
 mod service;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +38,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+pub use delivery::{DeliverySettings, PayloadFormat, Receiver, Route, SigningKey, Start};
 pub use service::{
     DaemonSettings, HttpSettings, KafkaSettings, Protocol, Secret, Security, TopicSelection,
 };
@@ -76,6 +80,7 @@ pub struct Config {
     pub kafka: KafkaSettings,
     pub daemon: DaemonSettings,
     pub http: HttpSettings,
+    pub delivery: DeliverySettings,
     /// SHA-256 of the configuration text, for operators to tell which config runs.
     pub digest: String,
 }
@@ -153,6 +158,8 @@ struct RawConfig {
     #[serde(default)]
     http: service::RawHttp,
     #[serde(default)]
+    delivery: delivery::RawDelivery,
+    #[serde(default)]
     participants: Vec<RawParticipant>,
 }
 
@@ -177,6 +184,26 @@ struct RawRulesRef {
 #[serde(deny_unknown_fields)]
 struct RawAlerts {
     min_level: Option<String>,
+    reminder_interval: Option<String>,
+    reminder_min_level: Option<String>,
+}
+
+/// The configuration's reminder interval when none is given (`EngineSettings::default()`,
+/// which replay and the tests build on, has reminders off).
+pub const DEFAULT_REMINDER_INTERVAL_MS: i64 = 60 * 60_000;
+
+/// A level a setting names: one of general, larger, major, extraordinary.
+fn level_setting(key: &str, v: Option<String>, default: Level) -> Result<Level, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => match Level::parse(&s) {
+            Some(l) if l != Level::None => Ok(l),
+            _ => Err(invalid(
+                key,
+                format!("unknown level {s:?} (known: general, larger, major, extraordinary)"),
+            )),
+        },
+    }
 }
 
 #[derive(Deserialize)]
@@ -235,21 +262,28 @@ impl RawConfig {
                 e.telemetry_gap,
                 d.telemetry_gap_ms,
             )?,
-            min_alert_level: match self.alerts.min_level {
-                None => d.min_alert_level,
-                Some(s) => match Level::parse(&s) {
-                    Some(l) if l != Level::None => l,
-                    _ => {
-                        return Err(invalid(
-                            "alerts.min_level",
-                            format!(
-                            "unknown level {s:?} (known: general, larger, major, extraordinary)"
-                        ),
-                        ))
-                    }
-                },
-            },
+            min_alert_level: level_setting(
+                "alerts.min_level",
+                self.alerts.min_level,
+                d.min_alert_level,
+            )?,
+            reminder_interval_ms: duration_or(
+                "alerts.reminder_interval",
+                self.alerts.reminder_interval,
+                DEFAULT_REMINDER_INTERVAL_MS,
+            )?,
+            reminder_min_level: level_setting(
+                "alerts.reminder_min_level",
+                self.alerts.reminder_min_level,
+                d.reminder_min_level,
+            )?,
         };
+        if (1..60_000).contains(&engine.reminder_interval_ms) {
+            return Err(invalid(
+                "alerts.reminder_interval",
+                "must be at least 1m (or \"off\")",
+            ));
+        }
         let rules_path = self.rules.path.map(|p| match base {
             Some(b) if p.is_relative() => b.join(p),
             _ => p,
@@ -280,6 +314,7 @@ impl RawConfig {
             kafka: self.kafka.validate()?,
             daemon: self.daemon.validate()?,
             http: self.http.validate()?,
+            delivery: self.delivery.validate()?,
             digest,
         })
     }
@@ -376,6 +411,81 @@ mod tests {
             ("-5m", None),
         ] {
             assert_eq!(parse_duration_ms(text), ms, "{text:?}");
+        }
+    }
+
+    const P: &str = "[[participants]]\nid = \"A\"\nkind = \"broker\"\n";
+
+    fn load(alerts: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!("{alerts}\n{P}"), None, false)
+    }
+
+    #[test]
+    fn reminders_default_to_hourly_from_major_and_can_be_set_or_turned_off() {
+        let c = load("").unwrap();
+        assert_eq!(c.engine.reminder_interval_ms, 3_600_000);
+        assert_eq!(c.engine.reminder_min_level, Level::Major);
+        assert_eq!(c.kafka.reminders_topic, "regwatch.reminders");
+        assert_eq!(
+            EngineSettings::default().reminder_interval_ms,
+            0,
+            "off outside the configuration file path"
+        );
+        let c = load("[alerts]\nreminder_interval = \"90m\"\nreminder_min_level = \"larger\"\n")
+            .unwrap();
+        assert_eq!(
+            (c.engine.reminder_interval_ms, c.engine.reminder_min_level),
+            (5_400_000, Level::Larger)
+        );
+        for off in ["off", "0"] {
+            let c = load(&format!("[alerts]\nreminder_interval = \"{off}\"\n")).unwrap();
+            assert_eq!(c.engine.reminder_interval_ms, 0);
+        }
+        assert_eq!(
+            load("[alerts]\nreminder_interval = \"1m\"\n")
+                .unwrap()
+                .engine
+                .reminder_interval_ms,
+            60_000
+        );
+        let c = load("[kafka]\nreminders_topic = \"x.reminders\"\n").unwrap();
+        assert_eq!(c.kafka.reminders_topic, "x.reminders");
+    }
+
+    #[test]
+    fn bad_reminder_settings_name_the_key() {
+        for (text, key) in [
+            (
+                "[alerts]\nreminder_interval = \"30s\"\n",
+                "alerts.reminder_interval",
+            ),
+            (
+                "[alerts]\nreminder_interval = \"59999ms\"\n",
+                "alerts.reminder_interval",
+            ),
+            (
+                "[alerts]\nreminder_interval = \"hourly\"\n",
+                "alerts.reminder_interval",
+            ),
+            (
+                "[alerts]\nreminder_min_level = \"huge\"\n",
+                "alerts.reminder_min_level",
+            ),
+            (
+                "[alerts]\nreminder_min_level = \"none\"\n",
+                "alerts.reminder_min_level",
+            ),
+            (
+                "[kafka]\nreminders_topic = \"a b\"\n",
+                "kafka.reminders_topic",
+            ),
+            (
+                "[kafka]\nreminders_topic = \"regwatch.alerts\"\n",
+                "kafka.reminders_topic",
+            ),
+        ] {
+            let err = load(text).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?}: {err:?} names {key}");
         }
     }
 }

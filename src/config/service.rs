@@ -11,8 +11,9 @@
 //! alerts_topic = "regwatch.alerts"
 //! dead_letter_topic = "regwatch.dead-letters"
 //! state_topic = "regwatch.state"         # compacted; regwatch's own durable state
+//! reminders_topic = "regwatch.reminders" # reminders of unresolved incidents (not alerts)
 //! topic_partitions = 12                  # partitions of each topic regwatch creates
-//! create_topics = true                   # create the three topics above if missing
+//! create_topics = true                   # create the four topics above if missing
 //! commit_interval = "1s"                 # state flush + offset commit cadence
 //! fetch_queue_kbytes = 16384             # prefetch bound per partition (queued.max.messages.kbytes)
 //! fetch_max_bytes = 52428800
@@ -113,6 +114,8 @@ pub struct KafkaSettings {
     pub alerts_topic: String,
     pub dead_letter_topic: String,
     pub state_topic: String,
+    /// Where reminders go (`[alerts] reminder_interval`); never the alerts topic.
+    pub reminders_topic: String,
     pub topic_partitions: i32,
     pub create_topics: bool,
     pub commit_interval_ms: i64,
@@ -147,6 +150,7 @@ pub(super) struct RawKafka {
     alerts_topic: Option<String>,
     dead_letter_topic: Option<String>,
     state_topic: Option<String>,
+    reminders_topic: Option<String>,
     topic_partitions: Option<i32>,
     create_topics: Option<bool>,
     commit_interval: Option<String>,
@@ -176,7 +180,7 @@ struct RawSecurity {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSecret {
+pub(super) struct RawSecret {
     file: Option<PathBuf>,
     env: Option<String>,
 }
@@ -208,7 +212,7 @@ const MANAGED: [&str; 10] = [
     "security.protocol",
 ];
 
-fn topic_name(key: &str, name: String) -> Result<String, ConfigError> {
+pub(super) fn topic_name(key: &str, name: String) -> Result<String, ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 249
         && name != "."
@@ -226,7 +230,7 @@ fn topic_name(key: &str, name: String) -> Result<String, ConfigError> {
     }
 }
 
-fn secret(key: &str, raw: RawSecret) -> Result<Secret, ConfigError> {
+pub(super) fn secret(key: &str, raw: RawSecret) -> Result<Secret, ConfigError> {
     match (raw.file, raw.env) {
         (Some(path), None) => std::fs::read_to_string(&path)
             .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
@@ -304,7 +308,7 @@ impl RawKafka {
         if max_in_flight_events == 0 {
             return Err(invalid("kafka.max_in_flight_events", "must be at least 1"));
         }
-        Ok(KafkaSettings {
+        let settings = KafkaSettings {
             brokers: self.brokers.unwrap_or_else(|| "localhost:9092".into()),
             group_id: self.group_id.unwrap_or_else(|| "regwatch".into()),
             topics,
@@ -322,6 +326,11 @@ impl RawKafka {
                 "kafka.state_topic",
                 self.state_topic.unwrap_or_else(|| "regwatch.state".into()),
             )?,
+            reminders_topic: topic_name(
+                "kafka.reminders_topic",
+                self.reminders_topic
+                    .unwrap_or_else(|| "regwatch.reminders".into()),
+            )?,
             topic_partitions,
             create_topics: self.create_topics.unwrap_or(true),
             commit_interval_ms,
@@ -332,7 +341,22 @@ impl RawKafka {
             session_timeout_ms: duration_or("kafka.session_timeout", self.session_timeout, 10_000)?,
             security: self.security.validate()?,
             librdkafka,
-        })
+        };
+        // Reminders are not alerts (CONTRACT.md section 3): they never share a topic.
+        let r = &settings.reminders_topic;
+        if [
+            &settings.alerts_topic,
+            &settings.dead_letter_topic,
+            &settings.state_topic,
+        ]
+        .contains(&r)
+        {
+            return Err(invalid(
+                "kafka.reminders_topic",
+                format!("{r:?} is already the alerts, dead-letter or state topic"),
+            ));
+        }
+        Ok(settings)
     }
 }
 

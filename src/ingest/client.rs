@@ -85,16 +85,31 @@ pub fn reader(k: &KafkaSettings) -> ClientConfig {
     c
 }
 
-/// Creates the alerts, dead-letter and state topics when missing (the state topic
-/// compacted). Existing topics are left as they are.
+/// Creates the alerts, dead-letter, state and reminders topics when missing (the state
+/// topic compacted). Existing topics are left as they are.
 pub async fn ensure_topics(k: &KafkaSettings) -> anyhow::Result<()> {
+    create_topics(
+        k,
+        &[
+            (k.alerts_topic.as_str(), "delete"),
+            (k.dead_letter_topic.as_str(), "delete"),
+            (k.state_topic.as_str(), "compact"),
+            (k.reminders_topic.as_str(), "delete"),
+        ],
+    )
+    .await
+}
+
+/// Creates one topic (with `cleanup.policy` = `policy`) when missing.
+pub async fn ensure_topic(k: &KafkaSettings, name: &str, policy: &str) -> anyhow::Result<()> {
+    create_topics(k, &[(name, policy)]).await
+}
+
+/// Creates `(name, cleanup.policy)` topics with `kafka.topic_partitions` partitions; existing
+/// ones are left as they are.
+async fn create_topics(k: &KafkaSettings, topics: &[(&str, &str)]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = base(k).create()?;
     let partitions = k.topic_partitions;
-    let topics = [
-        (k.alerts_topic.as_str(), "delete"),
-        (k.dead_letter_topic.as_str(), "delete"),
-        (k.state_topic.as_str(), "compact"),
-    ];
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     // -1 asks for the broker's default replication factor; brokers without it take 1.
     for replication in [-1, 1] {

@@ -5,10 +5,13 @@
 //! of its partition) and calls one method per input. No lock is taken per event: the engine
 //! belongs to this task alone.
 //!
-//! At least once: every alert and dead letter is numbered ([`Acks`]); a state flush waits
-//! for all earlier records to be acknowledged, is written, and once acknowledged the offset
-//! it covers is committed (see `state.rs`). A stop (revocation or shutdown) drains deliveries,
-//! writes a last flush and commits synchronously.
+//! At least once: every alert, reminder and dead letter is numbered ([`Acks`]); a state flush
+//! waits for all earlier records to be acknowledged, is written, and once acknowledged the
+//! offset it covers is committed (see `state.rs`). A stop (revocation or shutdown) drains
+//! deliveries, writes a last flush and commits synchronously.
+//!
+//! Reminders the engine emits (trigger `reminder`) go to `kafka.reminders_topic`, never to
+//! the alerts topic, and are not counted in `regwatch_alerts_total`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +28,7 @@ use tokio::sync::mpsc;
 
 use super::output::{self, Acks, Delivered, OwnedRecord, Record, Stream, Tagged};
 use super::state;
-use crate::alert::Alert;
+use crate::alert::{Alert, Trigger};
 use crate::config::KafkaSettings;
 use crate::decode::{check_key, decode, Reject};
 use crate::registry::Registry;
@@ -378,7 +381,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         self.shared.metrics.dead_letters.inc();
     }
 
-    /// Produces the alerts the engine emitted (keyed by participant).
+    /// Produces the alerts the engine emitted (keyed by participant). Reminders go to the
+    /// reminders topic, with the same headers plus `regwatch.reminder` (their k), and are not
+    /// counted as alerts.
     async fn emit_alerts(&mut self, source_ms: Option<i64>) {
         if self.alerts.is_empty() {
             return;
@@ -398,7 +403,11 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 (crate::alert::AlertType::TelemetryGap, crate::alert::AlertStatus::Firing) => 2,
                 (crate::alert::AlertType::TelemetryGap, crate::alert::AlertStatus::Resolved) => 3,
             };
-            self.counters.alerts[i].inc();
+            // Decided by the trigger alone: a reminder never reaches the alerts topic.
+            let reminder = (a.trigger == Trigger::Reminder).then(|| a.reminder.unwrap_or(0));
+            if reminder.is_none() {
+                self.counters.alerts[i].inc();
+            }
             let source = source_ms.map(|ms| ms.to_string());
             let mut headers = OwnedHeaders::new()
                 .insert(Header {
@@ -423,8 +432,19 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     value: Some(s.as_str()),
                 });
             }
+            let k = reminder.map(|k| k.to_string());
+            let topic = match &k {
+                Some(k) => {
+                    headers = headers.insert(Header {
+                        key: "regwatch.reminder",
+                        value: Some(k.as_str()),
+                    });
+                    &shared.kafka.reminders_topic
+                }
+                None => &shared.kafka.alerts_topic,
+            };
             let record = Record {
-                topic: &shared.kafka.alerts_topic,
+                topic,
                 partition: None,
                 key: a.participant_id.as_bytes(),
                 payload: Some(payload.as_bytes()),

@@ -1,4 +1,5 @@
-//! Building alerts from incident state. Runs only on a transition, so it may allocate.
+//! Building alerts from incident state. Runs only on a transition (or a due reminder), so it
+//! may allocate.
 
 use std::fmt::Write;
 
@@ -6,7 +7,9 @@ use super::grade::AxisReport;
 use super::incident::Incident;
 use super::level::{Axis, Exemption, Level};
 use super::rules::Rules;
-use crate::alert::{gap_alert_id, incident_alert_id, Alert, AlertStatus, AlertType, Trigger};
+use crate::alert::{
+    gap_alert_id, incident_alert_id, reminder_alert_id, Alert, AlertStatus, AlertType, Trigger,
+};
 use crate::registry::Participant;
 use crate::time::Timestamp;
 
@@ -72,6 +75,8 @@ pub fn incident_alert(
         duration_minutes: Some(duration),
         event_id: event_id.map(str::to_string),
         last_heard_at: None,
+        reminder: None,
+        reminder_of: None,
         summary: String::new(),
     };
     alert.summary = summarize(&alert);
@@ -119,10 +124,110 @@ pub fn gap_alert(
         ),
         event_id: None,
         last_heard_at: Some(silent_since),
+        reminder: None,
+        reminder_of: None,
         summary: format!(
             "{} ({}): telemetry gap, {what}; last heard {silent_since}",
             p.id, p.name
         ),
+    }
+}
+
+/// Reminder `k` of an open, alerted incident, due at `at`, `elapsed_ms` after it reached the
+/// reminder level: the incident as its latest alert would show it at `at`, with its own id and
+/// `reminder_of` naming that latest real alert (a firing one: the incident is open).
+pub fn reminder_alert(
+    rules: &Rules,
+    p: &Participant,
+    inc: &mut Incident,
+    k: u32,
+    elapsed_ms: i64,
+    at: Timestamp,
+) -> Alert {
+    let mut alert = incident_alert(
+        rules,
+        p,
+        inc,
+        AlertStatus::Firing,
+        Trigger::Reminder,
+        at,
+        None,
+    );
+    alert.alert_id = reminder_alert_id(&p.id, &inc.incident_id, inc.first_reported_at, k);
+    alert.reminder = Some(k);
+    alert.reminder_of = inc.emitted.map(|e| {
+        incident_alert_id(
+            &p.id,
+            &inc.incident_id,
+            inc.first_reported_at,
+            AlertStatus::Firing,
+            e.grade.investor_loss,
+            e.grade.market_order,
+            e.exemption,
+        )
+    });
+    let mut s = format!(
+        "Reminder {k}: {} ({}, {}) incident {} [{}] still unresolved after {} at {}",
+        alert.participant_name,
+        alert.participant_id,
+        alert.participant_kind,
+        inc.incident_id,
+        inc.category.as_str(),
+        human_duration(elapsed_ms),
+        alert.level,
+    );
+    let _ = write!(
+        s,
+        " (service duration {} min, exemption {}",
+        alert.duration_minutes.unwrap_or_default(),
+        exemption_word(alert.exemption)
+    );
+    axes_summary(&mut s, &alert);
+    if let Some(of) = &alert.reminder_of {
+        let _ = write!(s, "; latest alert {of}");
+    }
+    s.push(')');
+    alert.summary = s;
+    alert
+}
+
+/// `3h`, `1h30m`, `45m`, `2d4h`, `90s`: the largest units, zeros left out.
+fn human_duration(ms: i64) -> String {
+    let mut rest = ms.max(0) / 1000;
+    let mut s = String::new();
+    for (unit, secs) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if rest >= secs {
+            let _ = write!(s, "{}{unit}", rest / secs);
+            rest %= secs;
+        }
+    }
+    if s.is_empty() {
+        s.push_str("0s");
+    }
+    s
+}
+
+fn exemption_word(e: Exemption) -> &'static str {
+    match e {
+        Exemption::Eligible => "eligible",
+        Exemption::Ineligible => "INELIGIBLE",
+    }
+}
+
+/// `; market order <level> (<score>), <reasons>...; investor loss ...`
+fn axes_summary(s: &mut String, a: &Alert) {
+    for (name, axis) in [
+        ("market order", &a.market_order),
+        ("investor loss", &a.investor_loss),
+    ] {
+        let _ = write!(s, "; {name} {} ({})", axis.level, axis.score);
+        for r in &axis.reasons {
+            let _ = write!(
+                s,
+                ", {}: {} {} {} {}",
+                r.rule, r.metric, r.observed, r.op, r.threshold
+            );
+        }
     }
 }
 
@@ -143,24 +248,29 @@ fn summarize(a: &Alert) -> String {
             Trigger::Resolved => "resolved",
             Trigger::Reload => "escalated by a rules reload",
             Trigger::Silent | Trigger::Heard => "telemetry",
+            Trigger::Reminder => "still unresolved (reminder)",
         },
-        match a.exemption {
-            Exemption::Eligible => "eligible",
-            Exemption::Ineligible => "INELIGIBLE",
-        }
+        exemption_word(a.exemption)
     );
-    for (name, axis) in [
-        ("market order", &a.market_order),
-        ("investor loss", &a.investor_loss),
-    ] {
-        let _ = write!(s, "; {name} {} ({})", axis.level, axis.score);
-        for r in &axis.reasons {
-            let _ = write!(
-                s,
-                ", {}: {} {} {} {}",
-                r.rule, r.metric, r.observed, r.op, r.threshold
-            );
+    axes_summary(&mut s, a);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn human_durations() {
+        for (ms, text) in [
+            (10_800_000, "3h"),
+            (0, "0s"),
+            (5_400_000, "1h30m"),
+            (90_000, "1m30s"),
+            (2_700_000, "45m"),
+            (187_200_000, "2d4h"),
+        ] {
+            assert_eq!(human_duration(ms), text);
         }
     }
-    s
 }

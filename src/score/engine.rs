@@ -7,7 +7,24 @@
 //! Time: the engine clock only moves forward. In [`ClockMode::EventTime`] (replay) each event
 //! first advances it to its `occurred_at`; in [`ClockMode::External`] (the daemon) the caller
 //! advances it with wall time. Advancing fires, in due order, every deadline that passed:
-//! escalations of open incidents, telemetry gaps and evictions of resolved incidents.
+//! escalations of open incidents, telemetry gaps, reminders and evictions of resolved
+//! incidents (at one instant in that order, so a reminder shows an escalation due with it).
+//!
+//! Reminders (off unless `reminder_interval_ms` > 0; replay always runs without them): when an
+//! open incident that has been alerted first stands at or above `reminder_min_level`, at
+//! engine time t0 (its *anchor*), reminder k (1, 2, ...) is due at t0 + k x interval until the
+//! incident is resolved or evicted. Each is an [`Alert`] with trigger `reminder`, the
+//! incident's current state at the due time, `reminder = k`, `reminder_of` = the id of its
+//! latest real alert, and an id of its own (`alert/mod.rs`). They live in a second heap
+//! beside the escalations (an incident's next reminder is `Incident::next_reminder`, so
+//! rescheduling an escalation never voids it). When the clock jumps over several due times,
+//! every passed k fires, each at its own due time: a restart or a rebalance then gives
+//! exactly the reminders, with the same ids, an uninterrupted run gives. A jump over more
+//! than [`MAX_OVERDUE_REMINDERS`] of them fires only the latest that many (k keeps
+//! counting). The anchor and the last k are part of the incident's state record, so a
+//! restored incident keeps its schedule; one restored from a record without an anchor
+//! (written before reminders, or with them off) that qualifies is anchored at the restore.
+//! A changed interval applies from the next reminder on, from the same anchor.
 //!
 //! Bounds: at most `max_incidents` incidents (open plus retained resolved ones) and
 //! `max_open_per_participant` open ones per participant. A new incident beyond a bound first
@@ -19,7 +36,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::dedup::{event_hash, Dedup};
-use super::emit::{gap_alert, incident_alert};
+use super::emit::{gap_alert, incident_alert, reminder_alert};
 use super::incident::{Emitted, Incident};
 use super::level::Level;
 use super::liveness::Liveness;
@@ -59,6 +76,11 @@ pub struct EngineSettings {
     pub watch_all_from_start: bool,
     /// Record what changed for `take_changes` (the daemon persists it; replay does not).
     pub track_changes: bool,
+    /// Reminder interval for unresolved incidents at or above `reminder_min_level`, in
+    /// milliseconds; 0 disables reminders (the default here; the configuration's is 1h).
+    pub reminder_interval_ms: i64,
+    /// Reminders start once an open, alerted incident reaches this level.
+    pub reminder_min_level: Level,
 }
 
 impl Default for EngineSettings {
@@ -74,6 +96,8 @@ impl Default for EngineSettings {
             min_alert_level: Level::General,
             watch_all_from_start: true,
             track_changes: false,
+            reminder_interval_ms: 0,
+            reminder_min_level: Level::Major,
         }
     }
 }
@@ -105,6 +129,9 @@ pub struct EngineStats {
 /// How stale a persisted `heard_at` may be (see `Engine::heard`).
 const LIVENESS_PERSIST_MS: i64 = 10_000;
 
+/// The most reminders of one incident a single clock jump fires (the latest ones).
+pub const MAX_OVERDUE_REMINDERS: u32 = 24;
+
 #[derive(Default)]
 struct ParticipantState {
     incidents: HashMap<Box<str>, Slot, foldhash::fast::RandomState>,
@@ -133,6 +160,9 @@ pub struct Engine {
     in_use: usize,
     open: usize,
     deadlines: Deadlines,
+    /// Next reminder of each incident that has one (`Due::generation` is unused: see
+    /// `reminder_live`).
+    reminders: Deadlines,
     evictions: Evictions,
     liveness: Option<Liveness>,
     dedup: Dedup,
@@ -163,6 +193,7 @@ impl Engine {
             in_use: 0,
             open: 0,
             deadlines: Deadlines::with_capacity(1024),
+            reminders: Deadlines::with_capacity(0),
             evictions: Evictions::default(),
             liveness: None,
             dedup: Dedup::new(settings.dedup_window),
@@ -189,6 +220,14 @@ impl Engine {
             inc.applicable = self.rules.applicable(&inc.subject(participant, now));
             self.incident_changed(slot);
             self.evaluate(slot, now, Cause::Reload, out);
+        }
+    }
+
+    /// Turns reminders off for good (replay: its output is the contract's alerts only).
+    pub fn disable_reminders(&mut self) {
+        self.settings.reminder_interval_ms = 0;
+        for inc in &mut self.slab {
+            inc.next_reminder = None;
         }
     }
 
@@ -269,6 +308,10 @@ impl Engine {
                     self.escalate(due, out);
                 }
                 Next::Gap(p, since, at) => self.gap(p, since, at, out),
+                Next::Remind(due) => {
+                    self.reminders.pop();
+                    self.remind(due, now, out);
+                }
                 Next::Evict(due) => {
                     self.evictions.pop();
                     self.evict(due);
@@ -279,6 +322,8 @@ impl Engine {
         let slab = &self.slab;
         self.deadlines
             .compact_if_needed(self.open, |d| deadline_live(slab, d));
+        self.reminders
+            .compact_if_needed(self.open, |d| reminder_live(slab, d));
     }
 
     fn next_due(&mut self, now: Timestamp) -> Option<Next> {
@@ -296,6 +341,19 @@ impl Engine {
                 let at = since.plus_millis(self.settings.telemetry_gap_ms.saturating_add(1));
                 if best.is_none_or(|b| at < b.at()) {
                     best = Some(Next::Gap(p, since, at));
+                }
+            }
+        }
+        if self.settings.reminder_interval_ms > 0 {
+            while let Some(d) = self.reminders.peek() {
+                if reminder_live(&self.slab, &d) {
+                    break;
+                }
+                self.reminders.pop();
+            }
+            if let Some(r) = self.reminders.peek() {
+                if best.is_none_or(|b| r.at < b.at()) {
+                    best = Some(Next::Remind(r));
                 }
             }
         }
@@ -510,6 +568,74 @@ impl Engine {
                     .compact_if_needed(self.open, |d| deadline_live(slab, d));
             }
         }
+        self.anchor_reminders(slot, at);
+    }
+
+    /// Starts the reminder schedule of an open incident once it is alerted and stands at or
+    /// above the reminder level (once: the anchor never moves).
+    fn anchor_reminders(&mut self, slot: Slot, at: Timestamp) {
+        let inc = &mut self.slab[slot as usize];
+        if self.settings.reminder_interval_ms > 0
+            && inc.reminder_anchor.is_none()
+            && inc.emitted.is_some()
+            && inc.grade.overall() >= self.settings.reminder_min_level
+        {
+            inc.reminder_anchor = Some(at);
+            self.schedule_reminder(slot);
+        }
+    }
+
+    /// Schedules the incident's next reminder, k = `reminders_sent + 1`, from its anchor.
+    fn schedule_reminder(&mut self, slot: Slot) {
+        let interval = self.settings.reminder_interval_ms;
+        let inc = &mut self.slab[slot as usize];
+        let Some(anchor) = inc.reminder_anchor.filter(|_| interval > 0) else {
+            inc.next_reminder = None;
+            return;
+        };
+        let k = i64::from(inc.reminders_sent) + 1;
+        let at = anchor.plus_millis(interval.saturating_mul(k));
+        inc.next_reminder = Some(at);
+        self.reminders.schedule(Due {
+            at,
+            slot,
+            generation: 0,
+        });
+        let slab = &self.slab;
+        self.reminders
+            .compact_if_needed(self.open, |d| reminder_live(slab, d));
+    }
+
+    /// A reminder fell due (the clock is at `due.at`, on its way to `now`).
+    fn remind(&mut self, due: Due, now: Timestamp, out: &mut Vec<Alert>) {
+        let interval = self.settings.reminder_interval_ms;
+        let inc = &mut self.slab[due.slot as usize];
+        inc.next_reminder = None;
+        let Some(anchor) = inc.reminder_anchor.filter(|_| interval > 0) else {
+            return;
+        };
+        self.incident_changed(due.slot);
+        let inc = &mut self.slab[due.slot as usize];
+        let k = inc.reminders_sent.saturating_add(1);
+        // The last k due by `now`: more than MAX_OVERDUE_REMINDERS overdue ones skip ahead.
+        let last = ((now.millis() - anchor.millis()) / interval).clamp(0, i64::from(u32::MAX));
+        let last = last as u32;
+        if last.saturating_sub(k) >= MAX_OVERDUE_REMINDERS {
+            inc.reminders_sent = last - MAX_OVERDUE_REMINDERS;
+        } else {
+            let participant = self.registry.get(inc.participant);
+            let elapsed = due.at.millis() - anchor.millis();
+            out.push(reminder_alert(
+                &self.rules,
+                participant,
+                inc,
+                k,
+                elapsed,
+                due.at,
+            ));
+            inc.reminders_sent = k;
+        }
+        self.schedule_reminder(due.slot);
     }
 
     fn escalate(&mut self, due: Due, out: &mut Vec<Alert>) {
@@ -523,6 +649,7 @@ impl Engine {
         let inc = &mut self.slab[slot as usize];
         inc.generation = inc.generation.wrapping_add(1);
         inc.deadline = None;
+        inc.next_reminder = None;
         let generation = inc.generation;
         let ps = &mut self.participants[inc.participant.get()];
         ps.open = ps.open.saturating_sub(1);
@@ -596,8 +723,9 @@ impl Engine {
 
     /// Loads state handed out by [`Engine::take_changes`] (by this or another instance) into
     /// a fresh engine, with the clock at `now`. Later records of a key replace earlier ones.
-    /// Open incidents get their deadlines back: one that passed while nobody owned the
-    /// incident fires on the next [`Engine::advance_to`], with its own time as `at`.
+    /// Open incidents get their deadlines and reminder schedules back: one that passed while
+    /// nobody owned the incident fires on the next [`Engine::advance_to`], with its own time
+    /// as `at`.
     pub fn restore(&mut self, now: Timestamp, records: Vec<StateRecord>) -> RestoreSummary {
         let mut summary = RestoreSummary::default();
         if self.clock.is_none() {
@@ -688,6 +816,8 @@ impl Engine {
         inc.grade = parts.grade;
         inc.scores = r.scores;
         inc.emitted = parts.emitted;
+        inc.reminder_anchor = r.reminder_anchor_ms.map(Timestamp);
+        inc.reminders_sent = r.reminders_sent;
         let participant = self.registry.get(p);
         let held_at = inc
             .started_at
@@ -725,7 +855,20 @@ impl Engine {
             }
             None
         };
+        let open = inc.is_open();
+        let anchored = inc.reminder_anchor.is_some();
         self.slab[slot as usize] = inc;
+        if open {
+            if anchored {
+                self.schedule_reminder(slot);
+            } else if let Some(now) = self.clock {
+                // A record without an anchor (reminders were off, or did not exist yet).
+                self.anchor_reminders(slot, now);
+                if self.slab[slot as usize].reminder_anchor.is_some() {
+                    self.incident_changed(slot);
+                }
+            }
+        }
         Ok(eviction)
     }
 
@@ -756,13 +899,14 @@ pub struct RestoreSummary {
 enum Next {
     Escalate(Due),
     Gap(ParticipantIdx, Timestamp, Timestamp),
+    Remind(Due),
     Evict(Due),
 }
 
 impl Next {
     fn at(&self) -> Timestamp {
         match self {
-            Next::Escalate(d) | Next::Evict(d) => d.at,
+            Next::Escalate(d) | Next::Remind(d) | Next::Evict(d) => d.at,
             Next::Gap(_, _, at) => *at,
         }
     }
@@ -771,4 +915,9 @@ impl Next {
 fn deadline_live(slab: &[Incident], d: &Due) -> bool {
     slab.get(d.slot as usize)
         .is_some_and(|inc| inc.live && inc.generation == d.generation && inc.deadline == Some(d.at))
+}
+
+fn reminder_live(slab: &[Incident], d: &Due) -> bool {
+    slab.get(d.slot as usize)
+        .is_some_and(|inc| inc.live && inc.is_open() && inc.next_reminder == Some(d.at))
 }

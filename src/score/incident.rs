@@ -61,6 +61,13 @@ pub struct Incident {
     pub reasons: Option<Box<[Vec<Reason>; 2]>>,
     pub emitted: Option<Emitted>,
     pub deadline: Option<Timestamp>,
+    /// Engine time at which the open, alerted incident first stood at or above the reminder
+    /// level: reminder k is due at `reminder_anchor + k x interval`. Persisted.
+    pub reminder_anchor: Option<Timestamp>,
+    /// Reminders emitted so far (the last k). Persisted.
+    pub reminders_sent: u32,
+    /// When the next reminder is due (what the reminder heap's live entry says); not persisted.
+    pub next_reminder: Option<Timestamp>,
     /// Changed since the state was last handed out (`Engine::take_changes`).
     pub dirty: bool,
 }
@@ -111,6 +118,9 @@ impl Incident {
             reasons: None,
             emitted: None,
             deadline: None,
+            reminder_anchor: None,
+            reminders_sent: 0,
+            next_reminder: None,
             dirty: false,
         }
     }

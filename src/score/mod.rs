@@ -19,7 +19,9 @@ mod rules;
 mod state;
 mod timers;
 
-pub use engine::{ClockMode, Engine, EngineSettings, EngineStats, Outcome, RestoreSummary};
+pub use engine::{
+    ClockMode, Engine, EngineSettings, EngineStats, Outcome, RestoreSummary, MAX_OVERDUE_REMINDERS,
+};
 pub use grade::{AxisReport, Reason, Subject, FLOOR_RULE};
 pub use level::{Axis, Exemption, Grade, Level};
 pub use rules::{Condition, Metric, Op, Rule, Rules, RulesError, DEFAULT_RULES};

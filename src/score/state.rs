@@ -4,7 +4,8 @@
 //! One record per incident (key: participant + incident id, see [`incident_key`]) and one per watched participant
 //! (its liveness). The engine marks what changed; [`crate::score::Engine::take_changes`] hands
 //! out the latest state of each changed key once, and an evicted incident as a tombstone.
-//! Records are plain serde structs, serialised as JSON: readable with any Kafka tool.
+//! Records are plain serde structs, serialised as JSON: readable with any Kafka tool. Fields
+//! added later (the reminder schedule) default when absent, so older records still load.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,17 @@ pub struct IncidentRecord {
     pub reasons: [Vec<Reason>; 2],
     /// What the last firing alert said, if one was sent.
     pub emitted: Option<EmittedRecord>,
+    /// Engine time (ms) the incident first stood, alerted, at or above the reminder level: the
+    /// anchor of its reminder schedule. Absent in records written before reminders existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminder_anchor_ms: Option<i64>,
+    /// Reminders emitted so far (the last k).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reminders_sent: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -127,6 +139,8 @@ impl IncidentRecord {
                 market_order: e.grade.market_order,
                 exemption: e.exemption,
             }),
+            reminder_anchor_ms: inc.reminder_anchor.map(Timestamp::millis),
+            reminders_sent: inc.reminders_sent,
         }
     }
 

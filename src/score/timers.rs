@@ -5,6 +5,9 @@
 //! dropped. Stale entries are compacted away once they outnumber the live ones, so the heap
 //! stays within twice the number of open incidents.
 //!
+//! The engine keeps a second heap of the same kind for reminders; an entry there is live while
+//! it matches the incident's `next_reminder` (escalation generations do not touch it).
+//!
 //! Evictions of resolved incidents are due at `resolution clock + retention`. The engine clock
 //! never goes back, so they arrive in due order and a FIFO queue is enough.
 

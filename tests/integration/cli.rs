@@ -91,6 +91,16 @@ fn check_config_names_the_bad_key_and_why() {
             "alerts.min_level",
         ),
         (
+            "short-reminder.toml",
+            format!("[alerts]\nreminder_interval = \"30s\"\n{participant}"),
+            "alerts.reminder_interval",
+        ),
+        (
+            "bad-reminder-level.toml",
+            format!("[alerts]\nreminder_min_level = \"huge\"\n{participant}"),
+            "alerts.reminder_min_level",
+        ),
+        (
             "bad-kind.toml",
             "[[participants]]\nid = \"A\"\nkind = \"bank\"\n".to_string(),
             "participants[0].kind",
@@ -325,6 +335,36 @@ fn replay_until_fires_deadlines_after_the_last_event() {
         .map(|a| a["level"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(levels, ["general", "larger", "major"]);
+}
+
+#[test]
+fn replay_writes_no_reminders_though_the_configuration_enables_them() {
+    // config/regwatch.toml has hourly reminders from major; an outage open for hours would
+    // get some in the daemon, and none in replay.
+    let events = temp_file(
+        "long-outage.jsonl",
+        r#"{"schema":"regwatch.event.v1","event_id":"1","participant_id":"GZ-BRK-0001","kind":"infosec","occurred_at":"2026-03-02T10:00:00+08:00","incident_id":"I","category":"outage","system":"trading","scope":"full"}
+"#,
+    );
+    let out = regwatch()
+        .args([
+            "replay",
+            "--config",
+            "config/regwatch.toml",
+            "--until",
+            "2026-03-02T15:00:00+08:00",
+        ])
+        .arg(&events)
+        .env("REGWATCH__ENGINE__TELEMETRY_GAP", "off")
+        .env("REGWATCH__ALERTS__REMINDER_INTERVAL", "1m")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let triggers: Vec<_> = parse_alerts(&out.stdout)
+        .iter()
+        .map(|a| a["trigger"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(triggers, ["opened", "clock", "clock"]);
 }
 
 #[test]

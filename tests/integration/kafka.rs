@@ -43,7 +43,7 @@ kind = "futures_broker"
 effective_customers = 150000
 "#;
 
-fn config_text(b: &Broker, name: &str, partitions: u32) -> String {
+pub(crate) fn config_text(b: &Broker, name: &str, partitions: u32) -> String {
     format!(
         r#"
 [engine]
@@ -102,7 +102,7 @@ impl Daemon {
 }
 
 /// An event as a participant sends it, with a fresh id, at wall time.
-fn event(mut v: Value, seq: &mut u32) -> (String, Vec<u8>) {
+pub(crate) fn event(mut v: Value, seq: &mut u32) -> (String, Vec<u8>) {
     *seq += 1;
     let key = v["participant_id"].as_str().unwrap_or_default().to_string();
     v["schema"] = json!("regwatch.event.v1");
@@ -113,14 +113,14 @@ fn event(mut v: Value, seq: &mut u32) -> (String, Vec<u8>) {
     (key, serde_json::to_vec(&v).unwrap())
 }
 
-fn ago(minutes: f64) -> String {
+pub(crate) fn ago(minutes: f64) -> String {
     wall_now()
         .plus_millis(-(minutes * 60_000.0) as i64)
         .to_string()
 }
 
 /// Reads `topic` until `done` says so (or panics after `timeout`).
-async fn collect(
+pub(crate) async fn collect(
     k: &regwatch::config::KafkaSettings,
     topic: &str,
     group: &str,
@@ -144,7 +144,7 @@ async fn collect(
     seen
 }
 
-fn payload(m: &OwnedMessage) -> Value {
+pub(crate) fn payload(m: &OwnedMessage) -> Value {
     serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or(Value::Null)
 }
 
@@ -170,7 +170,7 @@ fn triples(alerts: &[OwnedMessage]) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
-fn ids(alerts: &[OwnedMessage]) -> BTreeSet<String> {
+pub(crate) fn ids(alerts: &[OwnedMessage]) -> BTreeSet<String> {
     alerts
         .iter()
         .map(|m| payload(m)["alert_id"].as_str().unwrap_or("").to_string())
@@ -179,7 +179,11 @@ fn ids(alerts: &[OwnedMessage]) -> BTreeSet<String> {
 
 /// The alert ids an uninterrupted run gives: the same events through one engine in event
 /// time, then the clock moved on to `until`.
-fn oracle(cfg: &Config, events: &[(String, Vec<u8>)], until: Timestamp) -> BTreeSet<String> {
+pub(crate) fn oracle(
+    cfg: &Config,
+    events: &[(String, Vec<u8>)],
+    until: Timestamp,
+) -> BTreeSet<String> {
     let settings = EngineSettings {
         clock: ClockMode::EventTime,
         watch_all_from_start: false,
@@ -226,7 +230,7 @@ fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
 
 /// Committed offsets of `group` are the end of every partition of `topic`: every event was
 /// handled and everything it caused acknowledged.
-fn assert_all_committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) {
+pub(crate) fn assert_all_committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) {
     let c: BaseConsumer = rdkafka::config::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -475,7 +479,7 @@ async fn a_restarted_daemon_resumes_open_incidents_and_escalates_on_time() {
     second.stop().await;
 }
 
-fn workload(seq: &mut u32, phase: u32) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn workload(seq: &mut u32, phase: u32) -> Vec<(String, Vec<u8>)> {
     let mut v = Vec::new();
     for p in ["P1", "P2", "P3", "P4", "P5", "P6"] {
         v.push(event(
@@ -496,7 +500,7 @@ fn workload(seq: &mut u32, phase: u32) -> Vec<(String, Vec<u8>)> {
     v
 }
 
-fn regwatch_bin() -> PathBuf {
+pub(crate) fn regwatch_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_regwatch"))
 }
 
@@ -513,13 +517,16 @@ async fn a_daemon_killed_mid_stream_restarts_without_losing_or_renaming_alerts()
     let cfg = Config::load(&cfg_path).unwrap();
     let kafka = cfg.kafka.clone();
     let spawn = |log: &str| {
-        std::process::Command::new(regwatch_bin())
-            .args(["run", "--config"])
-            .arg(&cfg_path)
-            .env("REGWATCH_LOG", "info")
-            .stderr(std::fs::File::create(dir.join(log)).unwrap())
-            .spawn()
-            .expect("daemon binary starts")
+        Reaped(
+            std::process::Command::new(regwatch_bin())
+                .args(["run", "--config"])
+                .arg(&cfg_path)
+                .env("REGWATCH_LOG", "info")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(dir.join(log)).unwrap())
+                .spawn()
+                .expect("daemon binary starts"),
+        )
     };
 
     let mut seq = 0;
@@ -543,7 +550,7 @@ async fn a_daemon_killed_mid_stream_restarts_without_losing_or_renaming_alerts()
         |a| a.len() >= 6,
     )
     .await;
-    unsafe_kill(&mut first);
+    unsafe_kill(&mut first.0);
 
     let phase2 = workload(&mut seq, 2);
     produce(&producer, &topic, &phase2).await;
@@ -588,19 +595,29 @@ async fn a_daemon_killed_mid_stream_restarts_without_losing_or_renaming_alerts()
     ));
 
     // SIGTERM: drain, commit, exit 0.
-    let pid = second.id().to_string();
+    let pid = second.0.id().to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = second.wait().unwrap();
+    let exit = second.0.wait().unwrap();
     assert!(exit.success(), "graceful exit: {exit:?}");
     assert_all_committed(&broker.bootstrap(), name, &topic, 3);
 }
 
+/// A daemon process, killed if the test fails before it ends it.
+pub(crate) struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// SIGKILL: the process gets no chance to flush or commit.
-fn unsafe_kill(child: &mut std::process::Child) {
+pub(crate) fn unsafe_kill(child: &mut std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -747,3 +747,284 @@ fn a_window_of_one_event_still_works() {
         Ok(Outcome::Duplicate)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reminders of unresolved incidents.
+
+const HOUR: f64 = 60.0;
+
+fn reminding(interval_minutes: f64) -> EngineSettings {
+    EngineSettings {
+        reminder_interval_ms: (interval_minutes * 60_000.0) as i64,
+        ..quiet()
+    }
+}
+
+fn reminders(alerts: &[regwatch::alert::Alert]) -> Vec<&regwatch::alert::Alert> {
+    alerts
+        .iter()
+        .filter(|a| a.trigger == Trigger::Reminder)
+        .collect()
+}
+
+#[test]
+fn reminders_are_off_by_default_in_engine_settings() {
+    assert_eq!(EngineSettings::default().reminder_interval_ms, 0);
+    assert_eq!(EngineSettings::default().reminder_min_level, Major);
+    let mut s = Sandbox::broker();
+    s.send(full_trading_outage(0.0)).unwrap();
+    s.advance(10.0 * HOUR);
+    let all = s.take();
+    assert_eq!(all.len(), 3, "general, larger, major and nothing else");
+    assert!(reminders(&all).is_empty());
+}
+
+#[test]
+fn an_unresolved_major_outage_gets_a_reminder_every_interval_until_resolved() {
+    let mut s = Sandbox::one(ParticipantKind::Broker, 2_500_000, reminding(HOUR));
+    s.send(full_trading_outage(0.0)).unwrap();
+    s.advance(30.0);
+    let real = s.take();
+    assert_eq!(real.len(), 3);
+    let major = &real[2];
+    assert_eq!((major.level, major.at), (Major, at(30.0)), "t0 = 30 min");
+
+    s.advance(30.0 + HOUR - 0.01);
+    assert!(s.take().is_empty(), "nothing before t0 + 1h");
+    s.advance(30.0 + HOUR);
+    let first = s.take();
+    assert_eq!(first.len(), 1);
+    let r1 = &first[0];
+    assert_eq!(r1.trigger, Trigger::Reminder);
+    assert_eq!(r1.status, AlertStatus::Firing);
+    assert_eq!(r1.alert_type, AlertType::Incident);
+    assert_eq!((r1.at, r1.reminder), (at(90.0), Some(1)));
+    assert_eq!(r1.reminder_of.as_deref(), Some(major.alert_id.as_str()));
+    assert_eq!((r1.level, levels(r1)), (Major, levels(major)));
+    assert_eq!(r1.exemption, major.exemption);
+    assert_eq!(
+        r1.market_order.reasons[0].rule,
+        major.market_order.reasons[0].rule
+    );
+    assert_eq!(r1.duration_minutes, Some(90.0));
+    assert_eq!(
+        r1.alert_id,
+        regwatch::alert::reminder_alert_id("P", "I", at(0.0), 1),
+        "id = digest of regwatch.alert.v1|reminder|P|I|<first report ms>|1"
+    );
+    assert!(
+        r1.summary.starts_with(
+            "Reminder 1: P name (P, broker) incident I [outage] still unresolved after 1h at major"
+        ),
+        "{}",
+        r1.summary
+    );
+    assert!(r1.summary.contains(&major.alert_id), "{}", r1.summary);
+
+    s.advance(30.0 + 2.0 * HOUR);
+    let second = s.take();
+    assert_eq!(second.len(), 1);
+    let r2 = &second[0];
+    assert_eq!((r2.at, r2.reminder), (at(150.0), Some(2)));
+    assert_eq!(r2.reminder_of, r1.reminder_of);
+    assert!(r2.summary.contains("after 2h at major"), "{}", r2.summary);
+    let ids: std::collections::HashSet<_> = real
+        .iter()
+        .chain([r1, r2])
+        .map(|a| a.alert_id.as_str())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        5,
+        "reminder ids are distinct from each other and every alert"
+    );
+
+    // Resolved: one resolved alert, and no reminder ever after.
+    s.send(infosec(160.0, "outage", json!({"status": "resolved"})))
+        .unwrap();
+    let resolved = s.take();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].trigger, Trigger::Resolved);
+    s.advance(20.0 * HOUR);
+    assert!(s.take().is_empty(), "no reminder after resolution");
+}
+
+#[test]
+fn reminder_json_is_marked_and_ordinary_alerts_serialise_as_before() {
+    let mut s = Sandbox::one(ParticipantKind::Broker, 2_500_000, reminding(HOUR));
+    s.send(full_trading_outage(0.0)).unwrap();
+    s.advance(90.0);
+    let all = s.take();
+    assert_eq!(all.len(), 4);
+    let reminder: serde_json::Value = serde_json::from_str(&all[3].to_json()).unwrap();
+    assert_eq!(reminder["trigger"], "reminder");
+    assert_eq!(reminder["status"], "firing");
+    assert_eq!(reminder["reminder"], 1);
+    assert_eq!(reminder["reminder_of"], all[2].alert_id.as_str());
+    for a in &all[..3] {
+        let text = a.to_json();
+        assert!(
+            !text.contains("\"reminder"),
+            "no reminder fields on real alerts: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_clock_jump_fires_every_passed_reminder_at_its_own_time_with_the_same_ids() {
+    let run = |steps: &[f64]| {
+        let mut s = Sandbox::one(ParticipantKind::Broker, 2_500_000, reminding(HOUR));
+        s.send(full_trading_outage(0.0)).unwrap();
+        for m in steps {
+            s.advance(*m);
+        }
+        s.take()
+            .into_iter()
+            .map(|a| (a.alert_id, a.at, a.trigger, a.reminder))
+            .collect::<Vec<_>>()
+    };
+    let jump = run(&[215.0]);
+    let stepwise = run(&[30.0, 90.0, 100.0, 150.0, 200.0, 215.0]);
+    assert_eq!(jump, stepwise);
+    let due: Vec<_> = jump
+        .iter()
+        .filter(|a| a.2 == Trigger::Reminder)
+        .map(|a| (a.1, a.3))
+        .collect();
+    assert_eq!(
+        due,
+        vec![
+            (at(90.0), Some(1)),
+            (at(150.0), Some(2)),
+            (at(210.0), Some(3))
+        ]
+    );
+}
+
+#[test]
+fn a_very_long_clock_jump_fires_only_the_latest_reminders() {
+    let mut s = Sandbox::one(ParticipantKind::Broker, 2_500_000, reminding(1.0));
+    s.send(full_trading_outage(0.0)).unwrap();
+    s.advance(30.0);
+    s.take();
+    s.advance(130.0);
+    let all = s.take();
+    let ks: Vec<_> = all.iter().filter_map(|a| a.reminder).collect();
+    let cap = regwatch::score::MAX_OVERDUE_REMINDERS;
+    assert_eq!(ks, (100 - cap + 1..=100).collect::<Vec<_>>(), "k counts on");
+    assert_eq!(all.last().map(|a| a.at), Some(at(130.0)));
+    s.advance(131.0);
+    assert_eq!(s.take()[0].reminder, Some(101));
+}
+
+#[test]
+fn a_reminder_due_with_an_escalation_follows_it_and_shows_the_new_level() {
+    // A futures exchange's outage: major at 30, extraordinary at 120 (by the clock alone).
+    let mut s = Sandbox::with(
+        vec![participant("P", ParticipantKind::FuturesExchange, 0)],
+        reminding(90.0),
+        default_rules(),
+    );
+    s.send(infosec(0.0, "outage", json!({"system": "trading"})))
+        .unwrap();
+    s.advance(120.0);
+    let all = s.take();
+    let tail: Vec<_> = all[all.len() - 2..]
+        .iter()
+        .map(|a| (a.trigger, a.level, a.at))
+        .collect();
+    assert_eq!(
+        tail,
+        vec![
+            (Trigger::Clock, Extraordinary, at(120.0)),
+            (Trigger::Reminder, Extraordinary, at(120.0)),
+        ]
+    );
+    assert_eq!(
+        all.last().unwrap().reminder_of.as_deref(),
+        Some(all[all.len() - 2].alert_id.as_str()),
+        "the reminder names the latest real alert"
+    );
+    // The anchor stays where major was first reached.
+    s.advance(30.0 + 180.0);
+    let next = s.take();
+    assert_eq!(
+        (next.len(), next[0].reminder, next[0].at),
+        (1, Some(2), at(210.0))
+    );
+}
+
+#[test]
+fn no_reminders_below_the_reminder_level_when_off_or_before_the_alert_level() {
+    // Stays general for ever: below major.
+    let mut s = Sandbox::one(ParticipantKind::Broker, 2_500_000, reminding(HOUR));
+    s.send(infosec(0.0, "malware", json!({}))).unwrap();
+    s.advance(10.0 * HOUR);
+    let all = s.take();
+    assert_eq!(all.len(), 1);
+    assert!(reminders(&all).is_empty());
+
+    // Reminders off: a major outage gets none.
+    let mut s = Sandbox::one(ParticipantKind::Broker, 2_500_000, reminding(0.0));
+    s.send(full_trading_outage(0.0)).unwrap();
+    s.advance(10.0 * HOUR);
+    assert!(reminders(&s.take()).is_empty());
+
+    // Reminders from `larger`, alerts only from `major`: the schedule starts with the alert.
+    let settings = EngineSettings {
+        reminder_min_level: Larger,
+        min_alert_level: Major,
+        ..reminding(HOUR)
+    };
+    let mut s = Sandbox::one(ParticipantKind::Broker, 2_500_000, settings);
+    s.send(full_trading_outage(0.0)).unwrap();
+    s.advance(89.0);
+    let all = s.take();
+    assert_eq!(all.len(), 1, "only the major alert: {all:?}");
+    s.advance(90.0);
+    assert_eq!(s.take()[0].reminder, Some(1));
+
+    // And from `larger` with alerts from `general`: anchored at larger (5 minutes).
+    let settings = EngineSettings {
+        reminder_min_level: Larger,
+        ..reminding(HOUR)
+    };
+    let mut s = Sandbox::one(ParticipantKind::Broker, 2_500_000, settings);
+    s.send(full_trading_outage(0.0)).unwrap();
+    s.advance(65.0);
+    let r = reminders(&s.take())
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!((r.len(), r[0].at, r[0].level), (1, at(65.0), Major));
+}
+
+#[test]
+fn replay_never_writes_reminders_whatever_the_settings() {
+    let registry = regwatch::registry::Registry::new(vec![participant(
+        "P",
+        ParticipantKind::Broker,
+        2_500_000,
+    )])
+    .unwrap();
+    let mut engine = regwatch::score::Engine::new(
+        std::sync::Arc::new(registry),
+        std::sync::Arc::new(default_rules()),
+        reminding(HOUR),
+    );
+    let mut event = full_trading_outage(0.0);
+    event["schema"] = json!("regwatch.event.v1");
+    event["event_id"] = json!("e1");
+    let input = format!("{event}\n");
+    let mut out = Vec::new();
+    let summary = regwatch::replay::replay(
+        &mut engine,
+        input.as_bytes(),
+        &mut out,
+        &mut Vec::new(),
+        Some(at(10.0 * HOUR)),
+    )
+    .unwrap();
+    assert_eq!(summary.alerts, 3, "{}", String::from_utf8_lossy(&out));
+    assert!(!String::from_utf8_lossy(&out).contains("reminder"));
+}

@@ -8,5 +8,7 @@ mod kafka;
 mod lifecycle;
 mod props;
 mod rejects;
+mod reminders;
 mod state;
 mod support;
+mod webhook;

@@ -210,3 +210,119 @@ fn records_of_unknown_participants_are_skipped_with_a_reason() {
         .iter()
         .all(|s| s.contains("no longer registered")));
 }
+
+fn reminding() -> EngineSettings {
+    EngineSettings {
+        reminder_interval_ms: 60 * 60_000,
+        ..settings()
+    }
+}
+
+fn reminding_engine() -> Engine {
+    let registry =
+        Registry::new(vec![participant("P", ParticipantKind::Broker, 2_500_000)]).unwrap();
+    Engine::new(Arc::new(registry), Arc::new(default_rules()), reminding())
+}
+
+fn reminder_ids(alerts: &[Alert]) -> Vec<(String, String, Option<u32>, Option<String>)> {
+    alerts
+        .iter()
+        .map(|a| {
+            (
+                a.alert_id.clone(),
+                a.at.to_string(),
+                a.reminder,
+                a.reminder_of.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_restored_engine_keeps_the_reminder_schedule_ks_and_ids() {
+    let mut a = reminding_engine();
+    let mut store = Compacted::default();
+    let mut out_a = Vec::new();
+    a.advance_to(at(0.0), &mut out_a);
+    send(
+        &mut a,
+        infosec(0.0, "outage", json!({"system": "trading", "scope": "full"})),
+        &mut out_a,
+    );
+    // Major at 30 (the anchor); reminder 1 at 90.
+    a.advance_to(at(95.0), &mut out_a);
+    assert_eq!(out_a.last().and_then(|r| r.reminder), Some(1));
+    store.apply(a.take_changes());
+    let key = regwatch::score::incident_key("P", "I");
+    match &store.0[&key] {
+        StateRecord::Incident(r) => {
+            assert_eq!(
+                (r.reminder_anchor_ms, r.reminders_sent),
+                (Some(at(30.0).millis()), 1)
+            );
+        }
+        other => panic!("not an incident record: {other:?}"),
+    }
+    let before_crash = out_a.len();
+    a.advance_to(at(300.0), &mut out_a);
+    let after = out_a.split_off(before_crash);
+    assert_eq!(
+        after.iter().map(|r| r.reminder).collect::<Vec<_>>(),
+        vec![Some(2), Some(3), Some(4)],
+        "at 150, 210, 270"
+    );
+
+    // The new owner restores at minute 200: reminder 2 (due at 150, while nobody owned the
+    // incident) fires at its own time, then 3 and 4, with the original's ks and ids.
+    let mut b = reminding_engine();
+    let summary = b.restore(at(200.0), store.0.values().cloned().collect());
+    assert_eq!(summary.incidents, 1);
+    let mut out_b = Vec::new();
+    b.advance_to(at(300.0), &mut out_b);
+    assert_eq!(reminder_ids(&out_b), reminder_ids(&after));
+    assert_eq!(out_b[0].at, at(150.0));
+
+    // And it carries on: the state it hands out continues the count.
+    store.apply(b.take_changes());
+    match &store.0[&key] {
+        StateRecord::Incident(r) => assert_eq!(r.reminders_sent, 4),
+        other => panic!("not an incident record: {other:?}"),
+    }
+}
+
+#[test]
+fn a_state_record_without_reminder_fields_loads_and_is_anchored_at_the_restore() {
+    // Written with reminders off (as by a version without them): no reminder fields at all.
+    let mut a = Engine::new(
+        Arc::new(
+            Registry::new(vec![participant("P", ParticipantKind::Broker, 2_500_000)]).unwrap(),
+        ),
+        Arc::new(default_rules()),
+        settings(),
+    );
+    let mut store = Compacted::default();
+    let mut out = Vec::new();
+    a.advance_to(at(0.0), &mut out);
+    send(
+        &mut a,
+        infosec(0.0, "outage", json!({"system": "trading", "scope": "full"})),
+        &mut out,
+    );
+    a.advance_to(at(40.0), &mut out);
+    store.apply(a.take_changes());
+    let key = regwatch::score::incident_key("P", "I");
+    let text = serde_json::to_string(&store.0[&key]).unwrap();
+    assert!(!text.contains("reminder"), "{text}");
+
+    let mut b = reminding_engine();
+    b.restore(at(50.0), store.0.values().cloned().collect());
+    let mut out_b = Vec::new();
+    b.advance_to(at(109.0), &mut out_b);
+    assert!(out_b.is_empty(), "{out_b:?}");
+    b.advance_to(at(110.0), &mut out_b);
+    assert_eq!(
+        (out_b.len(), out_b[0].reminder, out_b[0].at),
+        (1, Some(1), at(110.0)),
+        "anchored at the restore (50), first reminder an hour later"
+    );
+}

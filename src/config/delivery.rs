@@ -1,0 +1,526 @@
+//! Settings of webhook delivery: receivers (where and how to send), routes (which alerts go
+//! where) and the outbox's own Kafka names. Receivers' URLs, extra header values and
+//! signing keys may be secrets: each takes a plain string or `{ file = ".." }` /
+//! `{ env = ".." }`, and is kept as a [`Secret`] that is never logged.
+//!
+//! With no receiver the outbox does not run. With receivers and no route, every receiver
+//! gets every alert; with routes, an alert goes to the union of the receivers of every
+//! route it matches (a route's filters all have to hold; an absent filter holds always).
+//!
+//! ```toml
+//! [delivery]
+//! group_id = "regwatch.outbox"          # default: "<kafka.group_id>.outbox"; each receiver
+//!                                       # consumes as its own group "<group_id>.<name>"
+//! dead_letter_topic = "regwatch.alert-dead-letters"
+//!
+//! [[delivery.receivers]]
+//! name = "oncall"                       # [a-z0-9_-], unique; a metric label
+//! url = { env = "ONCALL_WEBHOOK_URL" }  # or a plain "https://..."
+//! format = "native"                     # native | alertmanager
+//! timeout = "10s"
+//! headers = { "X-Team" = "supervision", "Authorization" = { file = "/run/secrets/token" } }
+//! signing_keys = [{ id = "2026-11", secret = { env = "ONCALL_KEY_2026_11" } }]
+//! send_resolved = true
+//! retry_initial = "500ms"               # first back-off; doubles, with full jitter
+//! retry_max = "5m"                      # longest back-off (and longest Retry-After honoured)
+//! breaker_failures = 5                  # consecutive failures that open the circuit
+//! breaker_cooldown = "30s"              # how long it stays open before one probe
+//! start = "earliest"                    # where a new receiver starts: earliest | latest
+//!
+//! [[delivery.routes]]
+//! receivers = ["oncall"]
+//! min_level = "major"                   # general | larger | major | extraordinary
+//! types = ["incident"]                  # incident | telemetry_gap
+//! participants = ["GZ-BRK-0001"]        # default: all
+//! exemption = "ineligible"              # eligible | ineligible; default: both
+//! reminders = true                      # pass reminders of matching incidents
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Deserialize;
+
+use super::service::{secret, RawSecret};
+use super::{duration_or, invalid, ConfigError, Secret};
+use crate::alert::AlertType;
+use crate::score::{Exemption, Level};
+
+/// What a receiver is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadFormat {
+    /// The alert object of CONTRACT.md section 3, as is.
+    Native,
+    /// Prometheus Alertmanager's webhook payload, version 4.
+    Alertmanager,
+}
+
+impl PayloadFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadFormat::Native => "native",
+            PayloadFormat::Alertmanager => "alertmanager",
+        }
+    }
+}
+
+/// Where a receiver without committed offsets starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    Earliest,
+    Latest,
+}
+
+/// One key that signs requests; several may be active at once (rotation).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SigningKey {
+    pub id: String,
+    pub secret: Secret,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Receiver {
+    pub name: String,
+    pub url: Secret,
+    pub format: PayloadFormat,
+    pub timeout_ms: i64,
+    pub headers: Vec<(String, Secret)>,
+    pub signing_keys: Vec<SigningKey>,
+    pub send_resolved: bool,
+    pub retry_initial_ms: i64,
+    pub retry_max_ms: i64,
+    pub breaker_failures: u32,
+    pub breaker_cooldown_ms: i64,
+    pub start: Start,
+}
+
+/// Which alerts go to which receivers (indices into [`DeliverySettings::receivers`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    pub receivers: Vec<usize>,
+    pub min_level: Level,
+    /// `None`: every type.
+    pub types: Option<Vec<AlertType>>,
+    /// `None`: every participant.
+    pub participants: Option<HashSet<String>>,
+    /// `None`: either status.
+    pub exemption: Option<Exemption>,
+    pub reminders: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliverySettings {
+    pub receivers: Vec<Receiver>,
+    pub routes: Vec<Route>,
+    /// Prefix of the receivers' consumer groups (`None`: `<kafka.group_id>.outbox`).
+    pub group_id: Option<String>,
+    pub dead_letter_topic: String,
+}
+
+impl DeliverySettings {
+    pub fn enabled(&self) -> bool {
+        !self.receivers.is_empty()
+    }
+
+    /// The consumer group of one receiver.
+    pub fn group_of(&self, kafka_group: &str, receiver: &Receiver) -> String {
+        match &self.group_id {
+            Some(g) => format!("{g}.{}", receiver.name),
+            None => format!("{kafka_group}.outbox.{}", receiver.name),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelivery {
+    group_id: Option<String>,
+    dead_letter_topic: Option<String>,
+    #[serde(default)]
+    receivers: Vec<RawReceiver>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+/// A plain string, or a secret read from a file or the environment.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawValue {
+    Plain(String),
+    Secret(RawSecret),
+}
+
+impl RawValue {
+    fn resolve(self, key: &str) -> Result<Secret, ConfigError> {
+        match self {
+            RawValue::Plain(s) => Ok(Secret::new(s)),
+            RawValue::Secret(raw) => secret(key, raw),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReceiver {
+    name: String,
+    url: RawValue,
+    format: Option<String>,
+    timeout: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, RawValue>,
+    #[serde(default)]
+    signing_keys: Vec<RawSigningKey>,
+    send_resolved: Option<bool>,
+    retry_initial: Option<String>,
+    retry_max: Option<String>,
+    breaker_failures: Option<u32>,
+    breaker_cooldown: Option<String>,
+    start: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigningKey {
+    id: String,
+    secret: RawValue,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    receivers: Vec<String>,
+    min_level: Option<String>,
+    types: Option<Vec<String>>,
+    participants: Option<Vec<String>>,
+    exemption: Option<String>,
+    reminders: Option<bool>,
+}
+
+/// Headers regwatch sets itself on every request.
+const MANAGED_HEADERS: [&str; 6] = [
+    "content-type",
+    "content-length",
+    "host",
+    "idempotency-key",
+    "x-regwatch-timestamp",
+    "x-regwatch-signature",
+];
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+impl RawDelivery {
+    pub(super) fn validate(self) -> Result<DeliverySettings, ConfigError> {
+        let mut receivers = Vec::with_capacity(self.receivers.len());
+        for (i, r) in self.receivers.into_iter().enumerate() {
+            let key = format!("delivery.receivers[{i}]");
+            let receiver = r.validate(&key)?;
+            if receivers.iter().any(|o: &Receiver| o.name == receiver.name) {
+                return Err(invalid(
+                    &format!("{key}.name"),
+                    format!("{:?} names two receivers", receiver.name),
+                ));
+            }
+            receivers.push(receiver);
+        }
+        let routes = self
+            .routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.validate(&format!("delivery.routes[{i}]"), &receivers))
+            .collect::<Result<_, _>>()?;
+        if let Some(g) = &self.group_id {
+            if g.is_empty() {
+                return Err(invalid("delivery.group_id", "must not be empty"));
+            }
+        }
+        Ok(DeliverySettings {
+            receivers,
+            routes,
+            group_id: self.group_id,
+            dead_letter_topic: super::service::topic_name(
+                "delivery.dead_letter_topic",
+                self.dead_letter_topic
+                    .unwrap_or_else(|| "regwatch.alert-dead-letters".into()),
+            )?,
+        })
+    }
+}
+
+impl RawReceiver {
+    fn validate(self, key: &str) -> Result<Receiver, ConfigError> {
+        if !is_name(&self.name) {
+            return Err(invalid(
+                &format!("{key}.name"),
+                format!(
+                    "{:?} is not a receiver name (1..64 of [a-z0-9_-])",
+                    self.name
+                ),
+            ));
+        }
+        let url = self.url.resolve(&format!("{key}.url"))?;
+        // The URL may carry a token: the error shows its scheme, never the text.
+        let u = url.expose();
+        if !(u.starts_with("http://") || u.starts_with("https://"))
+            || reqwest::Url::parse(u).is_err()
+        {
+            return Err(invalid(
+                &format!("{key}.url"),
+                "not an http:// or https:// URL (value not shown: it may hold a token)",
+            ));
+        }
+        let format = match self.format.as_deref().unwrap_or("native") {
+            "native" => PayloadFormat::Native,
+            "alertmanager" => PayloadFormat::Alertmanager,
+            other => {
+                return Err(invalid(
+                    &format!("{key}.format"),
+                    format!("{other:?} (known: native, alertmanager)"),
+                ))
+            }
+        };
+        let ms = |name: &str, v: Option<String>, default: i64, min: i64| {
+            let k = format!("{key}.{name}");
+            let ms = duration_or(&k, v, default)?;
+            if ms < min {
+                return Err(invalid(&k, format!("must be at least {min}ms")));
+            }
+            Ok(ms)
+        };
+        let timeout_ms = ms("timeout", self.timeout, 10_000, 10)?;
+        let retry_initial_ms = ms("retry_initial", self.retry_initial, 500, 1)?;
+        let retry_max_ms = ms("retry_max", self.retry_max, 300_000, 1)?;
+        if retry_max_ms < retry_initial_ms {
+            return Err(invalid(
+                &format!("{key}.retry_max"),
+                "must be at least retry_initial",
+            ));
+        }
+        let breaker_cooldown_ms = ms("breaker_cooldown", self.breaker_cooldown, 30_000, 1)?;
+        let breaker_failures = self.breaker_failures.unwrap_or(5);
+        if breaker_failures == 0 {
+            return Err(invalid(
+                &format!("{key}.breaker_failures"),
+                "must be at least 1",
+            ));
+        }
+        let mut headers = Vec::with_capacity(self.headers.len());
+        for (name, value) in self.headers {
+            let k = format!("{key}.headers.{name}");
+            let lower = name.to_ascii_lowercase();
+            if MANAGED_HEADERS.contains(&lower.as_str()) {
+                return Err(invalid(&k, "is set by regwatch"));
+            }
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(invalid(&k, "is not an HTTP header name"));
+            }
+            let value = value.resolve(&k)?;
+            if reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
+                return Err(invalid(&k, "the value is not a valid header value"));
+            }
+            headers.push((name, value));
+        }
+        let mut signing_keys: Vec<SigningKey> = Vec::with_capacity(self.signing_keys.len());
+        for (j, k) in self.signing_keys.into_iter().enumerate() {
+            let kk = format!("{key}.signing_keys[{j}]");
+            if k.id.is_empty()
+                || !k
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            {
+                return Err(invalid(
+                    &format!("{kk}.id"),
+                    format!("{:?} is not a key id ([A-Za-z0-9._-]+)", k.id),
+                ));
+            }
+            if signing_keys.iter().any(|o| o.id == k.id) {
+                return Err(invalid(&format!("{kk}.id"), format!("{:?} twice", k.id)));
+            }
+            let secret = k.secret.resolve(&format!("{kk}.secret"))?;
+            if secret.expose().len() < 16 {
+                return Err(invalid(
+                    &format!("{kk}.secret"),
+                    "shorter than 16 bytes (too weak for HMAC-SHA256)",
+                ));
+            }
+            signing_keys.push(SigningKey { id: k.id, secret });
+        }
+        let start = match self.start.as_deref().unwrap_or("earliest") {
+            "earliest" => Start::Earliest,
+            "latest" => Start::Latest,
+            other => {
+                return Err(invalid(
+                    &format!("{key}.start"),
+                    format!("{other:?} (known: earliest, latest)"),
+                ))
+            }
+        };
+        Ok(Receiver {
+            name: self.name,
+            url,
+            format,
+            timeout_ms,
+            headers,
+            signing_keys,
+            send_resolved: self.send_resolved.unwrap_or(true),
+            retry_initial_ms,
+            retry_max_ms,
+            breaker_failures,
+            breaker_cooldown_ms,
+            start,
+        })
+    }
+}
+
+impl RawRoute {
+    fn validate(self, key: &str, receivers: &[Receiver]) -> Result<Route, ConfigError> {
+        if self.receivers.is_empty() {
+            return Err(invalid(
+                &format!("{key}.receivers"),
+                "name at least one receiver",
+            ));
+        }
+        let indices = self
+            .receivers
+            .iter()
+            .map(|name| {
+                receivers
+                    .iter()
+                    .position(|r| &r.name == name)
+                    .ok_or_else(|| {
+                        invalid(
+                            &format!("{key}.receivers"),
+                            format!("no receiver is named {name:?}"),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let min_level = match self.min_level {
+            None => Level::General,
+            Some(s) => match Level::parse(&s) {
+                Some(l) if l != Level::None => l,
+                _ => {
+                    return Err(invalid(
+                        &format!("{key}.min_level"),
+                        format!("{s:?} (known: general, larger, major, extraordinary)"),
+                    ))
+                }
+            },
+        };
+        let types = self
+            .types
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| match t.as_str() {
+                        "incident" => Ok(AlertType::Incident),
+                        "telemetry_gap" => Ok(AlertType::TelemetryGap),
+                        other => Err(invalid(
+                            &format!("{key}.types"),
+                            format!("{other:?} (known: incident, telemetry_gap)"),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let exemption = match self.exemption.as_deref() {
+            None => None,
+            Some("eligible") => Some(Exemption::Eligible),
+            Some("ineligible") => Some(Exemption::Ineligible),
+            Some(other) => {
+                return Err(invalid(
+                    &format!("{key}.exemption"),
+                    format!("{other:?} (known: eligible, ineligible)"),
+                ))
+            }
+        };
+        Ok(Route {
+            receivers: indices,
+            min_level,
+            types,
+            participants: self.participants.map(|p| p.into_iter().collect()),
+            exemption,
+            reminders: self.reminders.unwrap_or(true),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn load(delivery: &str) -> Result<super::DeliverySettings, String> {
+        Config::from_toml(
+            &format!("{delivery}\n[[participants]]\nid = \"A\"\nkind = \"broker\"\n"),
+            None,
+            false,
+        )
+        .map(|c| c.delivery)
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn receivers_and_routes_with_secrets() {
+        std::env::set_var("REGWATCH_TEST_HOOK_URL", "https://hooks.example/T0K3N");
+        std::env::set_var("REGWATCH_TEST_HOOK_KEY", "0123456789abcdef-key");
+        let d = load(
+            r#"
+[[delivery.receivers]]
+name = "oncall"
+url = { env = "REGWATCH_TEST_HOOK_URL" }
+headers = { "X-Team" = "supervision" }
+signing_keys = [{ id = "k2", secret = { env = "REGWATCH_TEST_HOOK_KEY" } }, { id = "k1", secret = "another-long-secret" }]
+[[delivery.receivers]]
+name = "chat"
+url = "http://127.0.0.1:9/hook"
+format = "alertmanager"
+send_resolved = false
+[[delivery.routes]]
+receivers = ["oncall", "chat"]
+min_level = "major"
+types = ["incident"]
+exemption = "ineligible"
+"#,
+        )
+        .unwrap();
+        assert!(d.enabled());
+        assert_eq!(d.receivers[0].url.expose(), "https://hooks.example/T0K3N");
+        assert_eq!(d.receivers[0].signing_keys.len(), 2);
+        assert_eq!(d.receivers[1].format, super::PayloadFormat::Alertmanager);
+        assert!(!d.receivers[1].send_resolved);
+        assert_eq!(d.routes[0].receivers, vec![0, 1]);
+        assert_eq!(
+            d.group_of("regwatch", &d.receivers[1]),
+            "regwatch.outbox.chat"
+        );
+        let shown = format!("{d:?}");
+        assert!(!shown.contains("T0K3N") && !shown.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn bad_delivery_settings_name_the_key_and_hide_secrets() {
+        for (text, key) in [
+            ("[[delivery.receivers]]\nname = \"On Call\"\nurl = \"http://x\"\n", "delivery.receivers[0].name"),
+            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"ftp://secret-token@x\"\n", "delivery.receivers[0].url"),
+            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\nformat = \"slack\"\n", "delivery.receivers[0].format"),
+            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\nheaders = { \"Idempotency-Key\" = \"x\" }\n", "delivery.receivers[0].headers.Idempotency-Key"),
+            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\nsigning_keys = [{ id = \"k\", secret = \"short\" }]\n", "delivery.receivers[0].signing_keys[0].secret"),
+            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\nretry_initial = \"10s\"\nretry_max = \"1s\"\n", "delivery.receivers[0].retry_max"),
+            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\n[[delivery.receivers]]\nname = \"a\"\nurl = \"http://y\"\n", "delivery.receivers[1].name"),
+            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\n[[delivery.routes]]\nreceivers = [\"b\"]\n", "delivery.routes[0].receivers"),
+            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\n[[delivery.routes]]\nreceivers = [\"a\"]\nmin_level = \"severe\"\n", "delivery.routes[0].min_level"),
+            ("[[delivery.receivers]]\nname = \"a\"\nurl = { env = \"REGWATCH_TEST_UNSET_URL\" }\n", "delivery.receivers[0].url"),
+            ("[delivery]\ndead_letter_topic = \"no spaces\"\n", "delivery.dead_letter_topic"),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(err.contains(key), "{err:?} names {key}");
+            assert!(!err.contains("secret-token"), "{err}");
+        }
+        let none = load("").unwrap();
+        assert!(!none.enabled());
+        assert_eq!(none.dead_letter_topic, "regwatch.alert-dead-letters");
+    }
+}

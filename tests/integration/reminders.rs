@@ -1,0 +1,168 @@
+//! Reminders through the daemon and a real broker (tansu): they go to the reminders topic with
+//! the alert headers plus `regwatch.reminder`, never to the alerts topic, and are not counted
+//! as alerts.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+use regwatch::config::{Config, KafkaSettings};
+use regwatch::ingest::tail;
+use regwatch::time::wall_now;
+use serde_json::{json, Value};
+
+use crate::broker::{produce, Broker};
+
+fn payload(m: &OwnedMessage) -> Value {
+    serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or(Value::Null)
+}
+
+/// Everything on `topic` until `done`, or panics after `timeout`.
+async fn read(
+    k: &KafkaSettings,
+    topic: &str,
+    group: &str,
+    timeout: Duration,
+    done: impl Fn(&[OwnedMessage]) -> bool,
+) -> Vec<OwnedMessage> {
+    let follower = tail::follower(k, topic, group).expect("follower");
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out on {topic}: {:?}",
+            seen.iter().map(payload).collect::<Vec<_>>()
+        );
+        if let Some(m) = tail::next(&follower, Duration::from_millis(500)).await {
+            seen.push(m);
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_go_to_their_own_topic_and_never_to_the_alerts_topic() {
+    let broker = Broker::start();
+    let name = "remind";
+    broker.create_topic(&format!("{name}.events"), 2);
+    let text = format!(
+        r#"
+[engine]
+telemetry_gap = "off"
+[kafka]
+brokers = "{}"
+group_id = "{name}"
+topics = ["{name}.events"]
+alerts_topic = "{name}.alerts"
+dead_letter_topic = "{name}.dlq"
+state_topic = "{name}.state"
+reminders_topic = "{name}.reminders"
+topic_partitions = 2
+commit_interval = "200ms"
+session_timeout = "6s"
+[daemon]
+tick = "100ms"
+shutdown_grace = "15s"
+[http]
+listen = "off"
+[[participants]]
+id = "P2"
+kind = "broker"
+effective_customers = 2500000
+"#,
+        broker.bootstrap()
+    );
+    let mut cfg = Config::from_toml(&text, None, false).expect("test config");
+    assert_eq!(cfg.engine.reminder_interval_ms, 3_600_000, "the default");
+    // Below the configuration's 1m minimum, so that the test is short.
+    cfg.engine.reminder_interval_ms = 2_000;
+    let kafka = cfg.kafka.clone();
+    let daemon = regwatch::app::spawn(cfg).await.expect("the daemon starts");
+
+    // A full trading outage 31 minutes old: major at once (a broker's 30-minute rule).
+    let event = json!({"schema": "regwatch.event.v1", "event_id": "r-1",
+        "participant_id": "P2", "kind": "infosec", "occurred_at": wall_now().to_string(),
+        "incident_id": "O1", "category": "outage", "system": "trading", "scope": "full",
+        "started_at": wall_now().plus_millis(-31 * 60_000).to_string()});
+    let producer = broker.producer();
+    produce(
+        &producer,
+        &format!("{name}.events"),
+        &[("P2".to_string(), serde_json::to_vec(&event).unwrap())],
+    )
+    .await;
+
+    let reminders = read(
+        &kafka,
+        &kafka.reminders_topic,
+        "check-reminders",
+        Duration::from_secs(40),
+        |r| r.len() >= 2,
+    )
+    .await;
+    let alerts = read(
+        &kafka,
+        &kafka.alerts_topic,
+        "check-alerts",
+        Duration::from_secs(20),
+        |a| !a.is_empty(),
+    )
+    .await;
+    let opened = payload(&alerts[0]);
+    assert_eq!(
+        (&opened["trigger"], &opened["level"]),
+        (&json!("opened"), &json!("major"))
+    );
+    for (i, m) in reminders.iter().take(2).enumerate() {
+        let r = payload(m);
+        let k = i as u64 + 1;
+        assert_eq!(r["trigger"], "reminder");
+        assert_eq!(r["reminder"], k);
+        assert_eq!(r["reminder_of"], opened["alert_id"]);
+        assert_eq!(m.key(), Some("P2".as_bytes()));
+        assert_eq!(tail::header(m, "regwatch.reminder"), Some(k.to_string()));
+        assert_eq!(
+            tail::header(m, "regwatch.alert_id").as_deref(),
+            r["alert_id"].as_str()
+        );
+        assert_eq!(
+            tail::header(m, "regwatch.type").as_deref(),
+            Some("incident")
+        );
+        assert_eq!(
+            tail::header(m, "regwatch.status").as_deref(),
+            Some("firing")
+        );
+        assert_eq!(tail::header(m, "regwatch.level").as_deref(), Some("major"));
+    }
+
+    // Reminders kept coming, and the alerts topic still holds the one alert.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = read(
+        &kafka,
+        &kafka.alerts_topic,
+        "check-alerts-2",
+        Duration::from_secs(20),
+        |a| !a.is_empty(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        again.len(),
+        1,
+        "{:?}",
+        again.iter().map(payload).collect::<Vec<_>>()
+    );
+    let counted = daemon
+        .running
+        .metrics
+        .alerts
+        .with_label_values(&["incident", "firing"])
+        .get();
+    assert_eq!(counted, 1, "reminders are not counted as alerts");
+    daemon
+        .stop()
+        .await
+        .expect("the daemon drains and stops cleanly");
+}
