@@ -19,13 +19,12 @@
 //! format = "native"                     # native | alertmanager
 //! timeout = "10s"
 //! headers = { "X-Team" = "supervision", "Authorization" = { file = "/run/secrets/token" } }
-//! signing_keys = [{ id = "2026-11", secret = { env = "ONCALL_KEY_2026_11" } }]
+//! signing_keys = [{ id = "2026-11", secret = { env = "ONCALL_KEY_2026_11" } }]   # at least one
 //! send_resolved = true
 //! retry_initial = "500ms"               # first back-off; doubles, with full jitter
 //! retry_max = "5m"                      # longest back-off (and longest Retry-After honoured)
 //! breaker_failures = 5                  # consecutive failures that open the circuit
 //! breaker_cooldown = "30s"              # how long it stays open before one probe
-//! start = "earliest"                    # where a new receiver starts: earliest | latest
 //!
 //! [[delivery.routes]]
 //! receivers = ["oncall"]
@@ -41,8 +40,9 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Deserialize;
 
 use super::service::{secret, RawSecret};
-use super::{duration_or, invalid, ConfigError, Secret};
+use super::{duration_or, invalid, ConfigError, KafkaSettings, Secret, TopicSelection};
 use crate::alert::AlertType;
+use crate::registry::Registry;
 use crate::score::{Exemption, Level};
 
 /// What a receiver is sent.
@@ -61,13 +61,6 @@ impl PayloadFormat {
             PayloadFormat::Alertmanager => "alertmanager",
         }
     }
-}
-
-/// Where a receiver without committed offsets starts reading.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Start {
-    Earliest,
-    Latest,
 }
 
 /// One key that signs requests; several may be active at once (rotation).
@@ -90,7 +83,6 @@ pub struct Receiver {
     pub retry_max_ms: i64,
     pub breaker_failures: u32,
     pub breaker_cooldown_ms: i64,
-    pub start: Start,
 }
 
 /// Which alerts go to which receivers (indices into [`DeliverySettings::receivers`]).
@@ -174,7 +166,6 @@ struct RawReceiver {
     retry_max: Option<String>,
     breaker_failures: Option<u32>,
     breaker_cooldown: Option<String>,
-    start: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -195,14 +186,18 @@ struct RawRoute {
     reminders: Option<bool>,
 }
 
-/// Headers regwatch sets itself on every request.
-const MANAGED_HEADERS: [&str; 6] = [
+/// Headers regwatch sets itself on every request (or that HTTP framing owns).
+const MANAGED_HEADERS: [&str; 10] = [
     "content-type",
     "content-length",
     "host",
     "idempotency-key",
     "x-regwatch-timestamp",
     "x-regwatch-signature",
+    "x-regwatch-attempt",
+    "user-agent",
+    "transfer-encoding",
+    "connection",
 ];
 
 fn is_name(s: &str) -> bool {
@@ -226,12 +221,25 @@ impl RawDelivery {
             }
             receivers.push(receiver);
         }
-        let routes = self
+        let routes: Vec<Route> = self
             .routes
             .into_iter()
             .enumerate()
             .map(|(i, r)| r.validate(&format!("delivery.routes[{i}]"), &receivers))
             .collect::<Result<_, _>>()?;
+        if !routes.is_empty() {
+            for (i, r) in receivers.iter().enumerate() {
+                if !routes
+                    .iter()
+                    .any(|route: &Route| route.receivers.contains(&i))
+                {
+                    return Err(invalid(
+                        "delivery.routes",
+                        format!("receiver {:?} is in no route: it would get nothing", r.name),
+                    ));
+                }
+            }
+        }
         if let Some(g) = &self.group_id {
             if g.is_empty() {
                 return Err(invalid("delivery.group_id", "must not be empty"));
@@ -248,6 +256,50 @@ impl RawDelivery {
             )?,
         })
     }
+}
+
+/// Checks what delivery settings name elsewhere: the alert dead-letter topic must be none
+/// of the topics regwatch reads or writes (a refused alert written back to the alerts topic
+/// would come round forever), and routes name registered participants.
+pub(super) fn check_against(
+    d: &DeliverySettings,
+    kafka: &KafkaSettings,
+    registry: &Registry,
+) -> Result<(), ConfigError> {
+    let mut taken = vec![
+        kafka.alerts_topic.as_str(),
+        kafka.reminders_topic.as_str(),
+        kafka.state_topic.as_str(),
+        kafka.dead_letter_topic.as_str(),
+    ];
+    if let TopicSelection::List(inputs) = &kafka.topics {
+        taken.extend(inputs.iter().map(String::as_str));
+    }
+    if taken.contains(&d.dead_letter_topic.as_str()) {
+        return Err(invalid(
+            "delivery.dead_letter_topic",
+            format!(
+                "{:?} is already one of regwatch's other topics",
+                d.dead_letter_topic
+            ),
+        ));
+    }
+    for (i, route) in d.routes.iter().enumerate() {
+        let mut unknown: Vec<&String> = route
+            .participants
+            .iter()
+            .flatten()
+            .filter(|p| registry.lookup(p).is_none())
+            .collect();
+        unknown.sort();
+        if let Some(p) = unknown.first() {
+            return Err(invalid(
+                &format!("delivery.routes[{i}].participants"),
+                format!("{p:?} is not a registered participant"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl RawReceiver {
@@ -349,16 +401,12 @@ impl RawReceiver {
             }
             signing_keys.push(SigningKey { id: k.id, secret });
         }
-        let start = match self.start.as_deref().unwrap_or("earliest") {
-            "earliest" => Start::Earliest,
-            "latest" => Start::Latest,
-            other => {
-                return Err(invalid(
-                    &format!("{key}.start"),
-                    format!("{other:?} (known: earliest, latest)"),
-                ))
-            }
-        };
+        if signing_keys.is_empty() {
+            return Err(invalid(
+                &format!("{key}.signing_keys"),
+                "give at least one key: every request is signed",
+            ));
+        }
         Ok(Receiver {
             name: self.name,
             url,
@@ -371,7 +419,6 @@ impl RawReceiver {
             retry_max_ms,
             breaker_failures,
             breaker_cooldown_ms,
-            start,
         })
     }
 }
@@ -478,6 +525,7 @@ name = "chat"
 url = "http://127.0.0.1:9/hook"
 format = "alertmanager"
 send_resolved = false
+signing_keys = [{ id = "c1", secret = "chat-signing-key-0001" }]
 [[delivery.routes]]
 receivers = ["oncall", "chat"]
 min_level = "major"
@@ -500,22 +548,75 @@ exemption = "ineligible"
         assert!(!shown.contains("T0K3N") && !shown.contains("0123456789abcdef"));
     }
 
+    const KEY: &str = "signing_keys = [{ id = \"k\", secret = \"0123456789abcdef\" }]\n";
+
+    /// Receiver `name` at `url` with a signing key, then `extra` lines.
+    fn receiver(name: &str, url: &str, extra: &str) -> String {
+        format!("[[delivery.receivers]]\nname = \"{name}\"\nurl = {url}\n{KEY}{extra}")
+    }
+
     #[test]
     fn bad_delivery_settings_name_the_key_and_hide_secrets() {
-        for (text, key) in [
-            ("[[delivery.receivers]]\nname = \"On Call\"\nurl = \"http://x\"\n", "delivery.receivers[0].name"),
-            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"ftp://secret-token@x\"\n", "delivery.receivers[0].url"),
-            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\nformat = \"slack\"\n", "delivery.receivers[0].format"),
-            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\nheaders = { \"Idempotency-Key\" = \"x\" }\n", "delivery.receivers[0].headers.Idempotency-Key"),
-            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\nsigning_keys = [{ id = \"k\", secret = \"short\" }]\n", "delivery.receivers[0].signing_keys[0].secret"),
-            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\nretry_initial = \"10s\"\nretry_max = \"1s\"\n", "delivery.receivers[0].retry_max"),
-            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\n[[delivery.receivers]]\nname = \"a\"\nurl = \"http://y\"\n", "delivery.receivers[1].name"),
-            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\n[[delivery.routes]]\nreceivers = [\"b\"]\n", "delivery.routes[0].receivers"),
-            ("[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\n[[delivery.routes]]\nreceivers = [\"a\"]\nmin_level = \"severe\"\n", "delivery.routes[0].min_level"),
-            ("[[delivery.receivers]]\nname = \"a\"\nurl = { env = \"REGWATCH_TEST_UNSET_URL\" }\n", "delivery.receivers[0].url"),
-            ("[delivery]\ndead_letter_topic = \"no spaces\"\n", "delivery.dead_letter_topic"),
-        ] {
-            let err = load(text).unwrap_err();
+        let a = |extra: &str| receiver("a", "\"http://x\"", extra);
+        let cases = [
+            (receiver("On Call", "\"http://x\"", ""), "delivery.receivers[0].name"),
+            (receiver("a", "\"ftp://secret-token@x\"", ""), "delivery.receivers[0].url"),
+            (a("format = \"slack\"\n"), "delivery.receivers[0].format"),
+            (
+                a("headers = { \"Idempotency-Key\" = \"x\" }\n"),
+                "delivery.receivers[0].headers.Idempotency-Key",
+            ),
+            (
+                a("headers = { \"User-Agent\" = \"x\" }\n"),
+                "delivery.receivers[0].headers.User-Agent",
+            ),
+            (
+                "[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\nsigning_keys = [{ id = \"k\", secret = \"short\" }]\n".to_string(),
+                "delivery.receivers[0].signing_keys[0].secret",
+            ),
+            (
+                "[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\n".to_string(),
+                "delivery.receivers[0].signing_keys",
+            ),
+            (
+                a("retry_initial = \"10s\"\nretry_max = \"1s\"\n"),
+                "delivery.receivers[0].retry_max",
+            ),
+            (
+                a("") + &receiver("a", "\"http://y\"", ""),
+                "delivery.receivers[1].name",
+            ),
+            (
+                a("[[delivery.routes]]\nreceivers = [\"b\"]\n"),
+                "delivery.routes[0].receivers",
+            ),
+            (
+                a("[[delivery.routes]]\nreceivers = [\"a\"]\nmin_level = \"severe\"\n"),
+                "delivery.routes[0].min_level",
+            ),
+            (
+                a("[[delivery.routes]]\nreceivers = [\"a\"]\nparticipants = [\"A\", \"TYPO\"]\n"),
+                "delivery.routes[0].participants",
+            ),
+            (
+                a("") + &receiver("b", "\"http://y\"", "[[delivery.routes]]\nreceivers = [\"a\"]\n"),
+                "delivery.routes",
+            ),
+            (
+                receiver("a", "{ env = \"REGWATCH_TEST_UNSET_URL\" }", ""),
+                "delivery.receivers[0].url",
+            ),
+            (
+                "[delivery]\ndead_letter_topic = \"no spaces\"\n".to_string(),
+                "delivery.dead_letter_topic",
+            ),
+            (
+                "[delivery]\ndead_letter_topic = \"regwatch.alerts\"\n".to_string(),
+                "delivery.dead_letter_topic",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = load(&text).unwrap_err();
             assert!(err.contains(key), "{err:?} names {key}");
             assert!(!err.contains("secret-token"), "{err}");
         }

@@ -38,7 +38,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-pub use delivery::{DeliverySettings, PayloadFormat, Receiver, Route, SigningKey, Start};
+pub use delivery::{DeliverySettings, PayloadFormat, Receiver, Route, SigningKey};
 pub use service::{
     DaemonSettings, HttpSettings, KafkaSettings, Protocol, Secret, Security, TopicSelection,
 };
@@ -306,15 +306,18 @@ impl RawConfig {
             let (key, problem) = e.split_once(": ").unwrap_or(("participants", e.as_str()));
             invalid(key, problem)
         })?;
+        let kafka = self.kafka.validate()?;
+        let delivery = self.delivery.validate()?;
+        delivery::check_against(&delivery, &kafka, &registry)?;
         Ok(Config {
             engine,
             rules,
             rules_path,
             registry,
-            kafka: self.kafka.validate()?,
+            kafka,
             daemon: self.daemon.validate()?,
             http: self.http.validate()?,
-            delivery: self.delivery.validate()?,
+            delivery,
             digest,
         })
     }

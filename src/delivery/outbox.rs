@@ -7,7 +7,9 @@
 //! same `Idempotency-Key`).
 //!
 //! Inside one receiver, each partition is a lane: alerts of one partition (one participant
-//! key) are delivered one after another, in order; partitions proceed in parallel. Offsets
+//! key) are delivered one after another, in order; partitions proceed in parallel. A lane
+//! holding `LANE_DEPTH` records has its partition paused until it drains to half, so the
+//! consumer keeps polling (and keeps its group membership) through any outage. Offsets
 //! are committed by librdkafka's auto-commit from the offsets the lanes store (explicit
 //! store, so nothing is committed before it is done), and synchronously at shutdown.
 //!
@@ -15,6 +17,7 @@
 //! that moved: the new owner delivers them again, with the same `Idempotency-Key`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +25,7 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::Message;
+use rdkafka::{Message, TopicPartitionList};
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use tokio::sync::{mpsc, watch};
 
@@ -30,12 +33,14 @@ use super::payload::{self, Parsed};
 use super::policy::{self, Breaker, Cause, Rng, Verdict};
 use super::sign::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::alert::AlertStatus;
-use crate::config::{DeliverySettings, KafkaSettings, PayloadFormat, Receiver, Route, Start};
+use crate::config::{DeliverySettings, KafkaSettings, PayloadFormat, Receiver, Route};
 use crate::ingest::{client, output};
 use crate::telemetry::Metrics;
 use crate::time::wall_now;
 
-/// Alerts a lane holds before the dispatcher waits (per receiver and partition).
+/// Alerts a lane holds before its partition is paused (per receiver and partition); it is
+/// resumed once the lane is down to half. The dispatcher itself never waits on a lane, so
+/// the consumer keeps polling (and stays in its group) through the longest outage.
 const LANE_DEPTH: usize = 256;
 /// How much of a rejecting response's body the dead letter keeps.
 const EXCERPT_BYTES: usize = 512;
@@ -162,13 +167,9 @@ impl Outbox {
                 .set("enable.partition.eof", "false")
                 .set("isolation.level", "read_committed")
                 .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
-                .set(
-                    "auto.offset.reset",
-                    match receiver.start {
-                        Start::Earliest => "earliest",
-                        Start::Latest => "latest",
-                    },
-                );
+                // A new receiver starts with the oldest alert still retained: starting at
+                // the end could skip an alert written before its group first joined.
+                .set("auto.offset.reset", "earliest");
             let consumer: StreamConsumer = cfg.create()?;
             consumer.subscribe(topics)?;
             let http = reqwest::Client::builder()
@@ -205,14 +206,29 @@ impl Outbox {
     }
 }
 
-/// Reads a receiver's consumer and hands each alert to its partition's lane.
+/// A partition's lane as the dispatcher sees it.
+struct LaneQueue {
+    tx: mpsc::UnboundedSender<OwnedMessage>,
+    /// Records handed to the lane and not yet done with.
+    depth: Arc<AtomicUsize>,
+    paused: bool,
+}
+
+/// Reads a receiver's consumer and hands each alert to its partition's lane; pauses a
+/// partition whose lane is full and resumes it when the lane has drained to half.
 async fn dispatch(lane: Arc<Lane>, mut stop: watch::Receiver<bool>) {
-    let mut lanes: HashMap<(String, i32), mpsc::Sender<OwnedMessage>> = HashMap::new();
+    let mut lanes: HashMap<(String, i32), LaneQueue> = HashMap::new();
     let mut workers = Vec::new();
     let mut seed = wall_now().millis() as u64 ^ ((lane.index as u64) << 32);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let m = tokio::select! {
             _ = stop.changed() => break,
+            _ = tick.tick() => {
+                resume_drained(&lane, &mut lanes);
+                continue;
+            }
             m = lane.consumer.recv() => m,
         };
         let m = match m {
@@ -224,21 +240,34 @@ async fn dispatch(lane: Arc<Lane>, mut stop: watch::Receiver<bool>) {
             }
         };
         let key = (m.topic().to_string(), m.partition());
-        let tx = lanes.entry(key).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(LANE_DEPTH);
+        let q = lanes.entry(key).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let depth = Arc::new(AtomicUsize::new(0));
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
             workers.push(tokio::spawn(run_lane(
                 lane.clone(),
                 rx,
+                depth.clone(),
                 stop.clone(),
                 Rng::seeded(seed),
             )));
-            tx
+            LaneQueue {
+                tx,
+                depth,
+                paused: false,
+            }
         });
+        let (topic, partition) = (m.topic().to_string(), m.partition());
+        q.depth.fetch_add(1, Ordering::AcqRel);
         lane.m.pending.inc();
-        tokio::select! {
-            _ = stop.changed() => break,
-            r = tx.send(m) => if r.is_err() { break },
+        if q.tx.send(m).is_err() {
+            // A lane ends only at shutdown or by a defect; its unfinished record was never
+            // stored, so it is read again after a restart.
+            tracing::error!(receiver = %lane.receiver.name, %topic, partition, "delivery lane ended; this receiver stops");
+            break;
+        }
+        if !q.paused && q.depth.load(Ordering::Acquire) >= LANE_DEPTH {
+            q.paused = set_paused(&lane, &topic, partition, true);
         }
     }
     drop(lanes);
@@ -257,10 +286,40 @@ async fn dispatch(lane: Arc<Lane>, mut stop: watch::Receiver<bool>) {
     lane.m.pending.set(0);
 }
 
+fn resume_drained(lane: &Lane, lanes: &mut HashMap<(String, i32), LaneQueue>) {
+    for ((topic, partition), q) in lanes.iter_mut() {
+        if q.paused && q.depth.load(Ordering::Acquire) <= LANE_DEPTH / 2 {
+            q.paused = !set_paused(lane, topic, *partition, false);
+        }
+    }
+}
+
+/// Pauses or resumes fetching one partition; returns whether it took effect.
+fn set_paused(lane: &Lane, topic: &str, partition: i32, pause: bool) -> bool {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let r = if pause {
+        lane.consumer.pause(&tpl)
+    } else {
+        lane.consumer.resume(&tpl)
+    };
+    match r {
+        Ok(()) => {
+            tracing::debug!(receiver = %lane.receiver.name, topic, partition, pause, "lane flow control");
+            true
+        }
+        Err(e) => {
+            tracing::debug!(receiver = %lane.receiver.name, topic, partition, error = %e, "pause/resume refused");
+            false
+        }
+    }
+}
+
 /// Delivers one partition's alerts in order.
 async fn run_lane(
     lane: Arc<Lane>,
-    mut rx: mpsc::Receiver<OwnedMessage>,
+    mut rx: mpsc::UnboundedReceiver<OwnedMessage>,
+    depth: Arc<AtomicUsize>,
     mut stop: watch::Receiver<bool>,
     mut rng: Rng,
 ) {
@@ -273,6 +332,7 @@ async fn run_lane(
             _ = stop.changed() => return,
             () = lane.handle(&m, &mut rng) => {}
         }
+        depth.fetch_sub(1, Ordering::AcqRel);
         lane.m.pending.dec();
         // `rd_kafka_offset_store` commits offset + 1, the next record to read.
         if let Err(e) = lane
@@ -320,7 +380,7 @@ impl Lane {
             let wait = match self.attempt(&alert.alert_id, &body, attempt).await {
                 Ok(answer) => match policy::judge(answer.status) {
                     Verdict::Delivered => {
-                        self.breaker.success();
+                        permit.success();
                         self.m.circuit.set(self.breaker.state().gauge());
                         self.m.delivered.inc();
                         if alert.reminder.is_some() {
@@ -334,7 +394,7 @@ impl Lane {
                         return;
                     }
                     Verdict::Permanent => {
-                        self.breaker.success();
+                        permit.success();
                         self.m.circuit.set(self.breaker.state().gauge());
                         self.m.failed(Cause::Rejected);
                         tracing::warn!(receiver = %self.receiver.name, alert_id = %alert.alert_id, status = answer.status, "receiver refused the alert: dead-lettered");
@@ -352,12 +412,12 @@ impl Lane {
                     Verdict::Retry(cause) => {
                         self.m.failed(cause);
                         if cause.is_unhealthy() {
-                            self.breaker.failure(&permit);
+                            permit.failure();
                         } else {
-                            self.breaker.success();
+                            permit.alive();
                         }
                         let wait = match (cause, answer.retry_after) {
-                            (Cause::Throttled, Some(after)) => after.min(max),
+                            (Cause::Throttled, Some(after)) => after.clamp(initial, max),
                             _ => policy::backoff(attempt, initial, max, rng),
                         };
                         tracing::warn!(receiver = %self.receiver.name, alert_id = %alert.alert_id, status = answer.status, attempt = attempt + 1, wait_ms = wait.as_millis() as u64, "delivery failed; retrying");
@@ -366,7 +426,7 @@ impl Lane {
                 },
                 Err((cause, text)) => {
                     self.m.failed(cause);
-                    self.breaker.failure(&permit);
+                    permit.failure();
                     let wait = policy::backoff(attempt, initial, max, rng);
                     tracing::warn!(receiver = %self.receiver.name, alert_id = %alert.alert_id, cause = cause.as_str(), error = %text, attempt = attempt + 1, wait_ms = wait.as_millis() as u64, "delivery failed; retrying");
                     wait
@@ -400,10 +460,11 @@ impl Lane {
         }
         for (name, value) in &self.receiver.headers {
             // Both were validated when the configuration was loaded.
-            if let (Ok(n), Ok(v)) = (
+            if let (Ok(n), Ok(mut v)) = (
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(value.expose()),
             ) {
+                v.set_sensitive(true);
                 req = req.header(n, v);
             }
         }
@@ -525,10 +586,12 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
+    const KEY: &str = "signing_keys = [{ id = \"k\", secret = \"0123456789abcdef\" }]\n";
+
     fn settings(routes: &str) -> DeliverySettings {
         Config::from_toml(
             &format!(
-                "[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x/a\"\n[[delivery.receivers]]\nname = \"b\"\nurl = \"http://x/b\"\nsend_resolved = false\n{routes}\n[[participants]]\nid = \"P\"\nkind = \"broker\"\n"
+                "[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x/a\"\n{KEY}[[delivery.receivers]]\nname = \"b\"\nurl = \"http://x/b\"\nsend_resolved = false\n{KEY}{routes}\n[[participants]]\nid = \"P\"\nkind = \"broker\"\n"
             ),
             None,
             false,

@@ -5,8 +5,9 @@
 //! - Timeouts, connection errors, 5xx and 408: transient; retried forever with back-off
 //!   (an alert is never dropped because a receiver is down), and counted by the breaker.
 //! - 429: transient; the wait is the receiver's `Retry-After` (seconds or an HTTP date,
-//!   capped at `retry_max`), else the back-off. A throttling receiver is alive: the breaker
-//!   does not count it.
+//!   within `retry_initial..=retry_max`, so `Retry-After: 0` cannot make a hot loop), else
+//!   the back-off. A throttling receiver is alive: the breaker does not count it (a probe
+//!   answered 429 closes it).
 //! - Any other status (other 4xx, 3xx: redirects are not followed, a signed request must
 //!   not wander): permanent; the alert is dead-lettered for that receiver with the status.
 //!
@@ -176,11 +177,47 @@ pub struct Breaker {
     changed: Notify,
 }
 
-/// Leave to make one request.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Permit {
-    Normal,
-    Probe,
+/// Leave to make one request. Settle it with [`Permit::success`], [`Permit::failure`] or
+/// [`Permit::alive`]; a probe dropped unsettled (its task was cancelled) lets another lane
+/// probe, so the breaker never stays half-open with nobody probing.
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+    settled: bool,
+}
+
+impl Permit<'_> {
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// The receiver answered 2xx or a status that shows it is healthy: close the breaker.
+    pub fn success(mut self) {
+        self.settled = true;
+        self.breaker.close();
+    }
+
+    /// The receiver answered but asked to wait (429): a probe closes the breaker, anything
+    /// else leaves it as it is.
+    pub fn alive(self) {
+        if self.probe {
+            self.success();
+        }
+    }
+
+    /// A transient failure; returns true when this opened the breaker.
+    pub fn failure(mut self) -> bool {
+        self.settled = true;
+        self.breaker.fail(self.probe)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.settled {
+            self.breaker.release_probe();
+        }
+    }
 }
 
 impl Breaker {
@@ -206,25 +243,33 @@ impl Breaker {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn permit(&self, probe: bool) -> Permit<'_> {
+        Permit {
+            breaker: self,
+            probe,
+            settled: false,
+        }
+    }
+
     /// Waits until a request may be made.
-    pub async fn acquire(&self) -> Permit {
+    pub async fn acquire(&self) -> Permit<'_> {
         loop {
             let notified = self.changed.notified();
             let wait = {
                 let mut inner = self.lock();
                 match *inner {
-                    Inner::Closed { .. } => return Permit::Normal,
+                    Inner::Closed { .. } => return self.permit(false),
                     Inner::Open { until } => {
                         let now = Instant::now();
                         if now >= until {
                             *inner = Inner::HalfOpen { probing: true };
-                            return Permit::Probe;
+                            return self.permit(true);
                         }
                         Some(until - now)
                     }
                     Inner::HalfOpen { probing: false } => {
                         *inner = Inner::HalfOpen { probing: true };
-                        return Permit::Probe;
+                        return self.permit(true);
                     }
                     Inner::HalfOpen { probing: true } => None,
                 }
@@ -241,19 +286,18 @@ impl Breaker {
         }
     }
 
-    /// The receiver answered (2xx, or a status that says it is alive).
-    pub fn success(&self) {
+    fn close(&self) {
         *self.lock() = Inner::Closed { failures: 0 };
         self.changed.notify_waiters();
     }
 
-    /// A transient failure; returns true when this opened the breaker.
-    pub fn failure(&self, permit: &Permit) -> bool {
+    fn fail(&self, probe: bool) -> bool {
         let mut inner = self.lock();
-        let open = match (&*inner, permit) {
-            (_, Permit::Probe) | (Inner::HalfOpen { .. }, _) => true,
-            (Inner::Closed { failures }, _) => failures + 1 >= self.threshold,
-            (Inner::Open { .. }, _) => false,
+        let open = match &*inner {
+            _ if probe => true,
+            Inner::HalfOpen { .. } => true,
+            Inner::Closed { failures } => failures + 1 >= self.threshold,
+            Inner::Open { .. } => false,
         };
         if open {
             *inner = Inner::Open {
@@ -267,16 +311,13 @@ impl Breaker {
         open
     }
 
-    /// A probe that ended without an answer either way (shutdown): let another try.
-    pub fn release(&self, permit: Permit) {
-        if permit == Permit::Probe {
-            let mut inner = self.lock();
-            if let Inner::HalfOpen { probing } = &mut *inner {
-                *probing = false;
-            }
-            drop(inner);
-            self.changed.notify_waiters();
+    fn release_probe(&self) {
+        let mut inner = self.lock();
+        if let Inner::HalfOpen { probing } = &mut *inner {
+            *probing = false;
         }
+        drop(inner);
+        self.changed.notify_waiters();
     }
 }
 
@@ -336,36 +377,50 @@ mod tests {
         let b = Breaker::new(3, Duration::from_millis(100));
         for i in 0..3 {
             let p = b.acquire().await;
-            assert_eq!(p, Permit::Normal);
-            assert_eq!(b.failure(&p), i == 2, "opens at the third failure");
+            assert!(!p.is_probe());
+            assert_eq!(p.failure(), i == 2, "opens at the third failure");
         }
         assert_eq!(b.state(), BreakerState::Open);
         let t = Instant::now();
         let p = b.acquire().await;
-        assert_eq!(p, Permit::Probe);
+        assert!(p.is_probe());
         assert!(
             t.elapsed() >= Duration::from_millis(90),
             "waited out the cooldown"
         );
-        // While the probe is out, others wait; a failed probe opens again.
-        assert!(b.failure(&p));
+        // While the probe is out, nobody else gets a request in.
+        let other = tokio::time::timeout(Duration::from_millis(50), b.acquire()).await;
+        assert!(other.is_err(), "half-open admits one probe");
+        // A failed probe opens again; the next probe comes after another cooldown.
+        assert!(p.failure());
+        assert_eq!(b.state(), BreakerState::Open);
         let p = b.acquire().await;
-        assert_eq!(p, Permit::Probe);
-        let waiter = tokio::spawn({
-            let b = std::sync::Arc::new(Breaker::new(1, Duration::from_secs(60)));
-            let b2 = b.clone();
-            async move {
-                let p = b2.acquire().await;
-                b2.failure(&p);
-                let probe = tokio::time::timeout(Duration::from_millis(50), b2.acquire()).await;
-                assert!(probe.is_err(), "an open breaker makes no request");
-                b.success();
-                b.acquire().await
-            }
-        });
-        assert_eq!(waiter.await.unwrap(), Permit::Normal);
-        b.success();
+        assert!(p.is_probe());
+        // A 429 to a probe says the receiver is alive: closed.
+        p.alive();
         assert_eq!(b.state(), BreakerState::Closed);
-        assert_eq!(b.acquire().await, Permit::Normal);
+        let p = b.acquire().await;
+        assert!(!p.is_probe());
+        p.alive();
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed,
+            "a 429 changes nothing otherwise"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_probe_lets_another_lane_probe() {
+        let b = Breaker::new(1, Duration::from_millis(10));
+        assert!(b.acquire().await.failure());
+        let probe = b.acquire().await;
+        assert!(probe.is_probe());
+        drop(probe); // the lane was cancelled mid-request
+        let next = tokio::time::timeout(Duration::from_millis(500), b.acquire())
+            .await
+            .expect("not stuck half-open");
+        assert!(next.is_probe());
+        next.success();
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 }

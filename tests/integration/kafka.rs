@@ -516,18 +516,7 @@ async fn a_daemon_killed_mid_stream_restarts_without_losing_or_renaming_alerts()
     std::fs::write(&cfg_path, config_text(&broker, name, 3)).unwrap();
     let cfg = Config::load(&cfg_path).unwrap();
     let kafka = cfg.kafka.clone();
-    let spawn = |log: &str| {
-        Reaped(
-            std::process::Command::new(regwatch_bin())
-                .args(["run", "--config"])
-                .arg(&cfg_path)
-                .env("REGWATCH_LOG", "info")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(dir.join(log)).unwrap())
-                .spawn()
-                .expect("daemon binary starts"),
-        )
-    };
+    let spawn = |log: &str| run_binary(&cfg_path, &dir.join(log));
 
     let mut seq = 0;
     let outage_start = wall_now().plus_millis(-(4 * 60_000 + 45_000));
@@ -614,6 +603,20 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `regwatch run --config <cfg>` as a process, logging to `log`.
+pub(crate) fn run_binary(cfg: &std::path::Path, log: &std::path::Path) -> Reaped {
+    Reaped(
+        std::process::Command::new(regwatch_bin())
+            .args(["run", "--config"])
+            .arg(cfg)
+            .env("REGWATCH_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("daemon binary starts"),
+    )
 }
 
 /// SIGKILL: the process gets no chance to flush or commit.

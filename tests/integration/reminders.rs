@@ -2,44 +2,16 @@
 //! the alert headers plus `regwatch.reminder`, never to the alerts topic, and are not counted
 //! as alerts.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
-use regwatch::config::{Config, KafkaSettings};
+use regwatch::config::Config;
 use regwatch::ingest::tail;
 use regwatch::time::wall_now;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::broker::{produce, Broker};
-
-fn payload(m: &OwnedMessage) -> Value {
-    serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or(Value::Null)
-}
-
-/// Everything on `topic` until `done`, or panics after `timeout`.
-async fn read(
-    k: &KafkaSettings,
-    topic: &str,
-    group: &str,
-    timeout: Duration,
-    done: impl Fn(&[OwnedMessage]) -> bool,
-) -> Vec<OwnedMessage> {
-    let follower = tail::follower(k, topic, group).expect("follower");
-    let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    while !done(&seen) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out on {topic}: {:?}",
-            seen.iter().map(payload).collect::<Vec<_>>()
-        );
-        if let Some(m) = tail::next(&follower, Duration::from_millis(500)).await {
-            seen.push(m);
-        }
-    }
-    seen
-}
+use crate::kafka::{collect, payload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reminders_go_to_their_own_topic_and_never_to_the_alerts_topic() {
@@ -93,7 +65,7 @@ effective_customers = 2500000
     )
     .await;
 
-    let reminders = read(
+    let reminders = collect(
         &kafka,
         &kafka.reminders_topic,
         "check-reminders",
@@ -101,7 +73,7 @@ effective_customers = 2500000
         |r| r.len() >= 2,
     )
     .await;
-    let alerts = read(
+    let alerts = collect(
         &kafka,
         &kafka.alerts_topic,
         "check-alerts",
@@ -139,7 +111,7 @@ effective_customers = 2500000
 
     // Reminders kept coming, and the alerts topic still holds the one alert.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let again = read(
+    let again = collect(
         &kafka,
         &kafka.alerts_topic,
         "check-alerts-2",

@@ -23,8 +23,8 @@ use sha2::Sha256;
 
 use crate::broker::{produce, Broker};
 use crate::kafka::{
-    assert_all_committed, collect, config_text, ids, oracle, payload, regwatch_bin, unsafe_kill,
-    workload, Reaped,
+    assert_all_committed, collect, config_text, ids, oracle, payload, run_binary, unsafe_kill,
+    workload,
 };
 
 /// One request a receiver got.
@@ -271,6 +271,7 @@ signing_keys = [{{ id = "2026-11", secret = "{NEW_KEY}" }}, {{ id = "2026-05", s
 [[delivery.receivers]]
 name = "paging"
 url = "{}"
+signing_keys = [{{ id = "t1", secret = "{NEW_KEY}" }}]
 format = "alertmanager"
 send_resolved = false
 [[delivery.routes]]
@@ -353,10 +354,8 @@ exemption = "ineligible"
         assert!(alerts.contains(&body), "{body}");
     }
     assert!(
-        am.got()
-            .iter()
-            .all(|g| g.header("x-regwatch-signature").is_empty()),
-        "no key, no signature"
+        am.got().iter().all(|g| verify_with("t1", NEW_KEY, g)),
+        "every request is signed, whatever its format"
     );
 
     // Alertmanager webhook v4: every documented field, with its documented type.
@@ -460,7 +459,7 @@ async fn transient_failures_are_retried_and_refusals_are_dead_lettered() {
         &broker,
         name,
         &format!(
-            "[[delivery.receivers]]\nname = \"r\"\nurl = \"{}\"\nretry_initial = \"200ms\"\nretry_max = \"3s\"\nbreaker_failures = 100\n",
+            "[[delivery.receivers]]\nname = \"r\"\nurl = \"{}\"\nsigning_keys = [{{ id = \"t1\", secret = \"{NEW_KEY}\" }}]\nretry_initial = \"200ms\"\nretry_max = \"3s\"\nbreaker_failures = 100\n",
             hook.url()
         ),
     );
@@ -484,10 +483,12 @@ async fn transient_failures_are_retried_and_refusals_are_dead_lettered() {
         assert!(Instant::now() < deadline, "connection failures are counted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Up, answering 503, then 429 with Retry-After: 2, then 200.
+    // Up, answering 503, then 429 with Retry-After: 2, then 429 with Retry-After: 0 (no
+    // hot loop: at least retry_initial), then 200.
     hook.script(vec![
         (503, vec![]),
         (429, vec![("retry-after", "2".to_string())]),
+        (429, vec![("retry-after", "0".to_string())]),
     ]);
     hook.start().await;
     let first_id = alerts[0]["alert_id"].as_str().unwrap().to_string();
@@ -497,7 +498,7 @@ async fn transient_failures_are_retried_and_refusals_are_dead_lettered() {
     .await;
     let got = hook.got();
     let statuses: Vec<u16> = got.iter().map(|g| g.status).collect();
-    assert_eq!(statuses, [503, 429, 200]);
+    assert_eq!(statuses, [503, 429, 429, 200]);
     assert!(got.iter().all(|g| g.header("idempotency-key") == first_id));
     assert!(
         got.windows(2).all(|w| w[0].body == w[1].body),
@@ -510,12 +511,17 @@ async fn transient_failures_are_retried_and_refusals_are_dead_lettered() {
         after_429 >= Duration::from_millis(1900),
         "Retry-After: 2 honoured, waited {after_429:?}"
     );
+    let after_zero = got[3].at - got[2].at;
+    assert!(
+        after_zero >= Duration::from_millis(150),
+        "Retry-After: 0 still waits retry_initial, waited {after_zero:?}"
+    );
     assert!(
         got[1].at - got[0].at >= Duration::from_millis(90),
         "backed off after 503"
     );
     assert_eq!(m.failures.with_label_values(&["r", "http_5xx"]).get(), 1);
-    assert_eq!(m.failures.with_label_values(&["r", "http_429"]).get(), 1);
+    assert_eq!(m.failures.with_label_values(&["r", "http_429"]).get(), 2);
     assert!(m.retries.with_label_values(&["r"]).get() >= 4);
 
     // The rest, with a malformed record in the middle: the refusal and the garbage are
@@ -599,6 +605,7 @@ async fn a_dead_receiver_trips_its_breaker_and_holds_back_no_one() {
 [[delivery.receivers]]
 name = "dead"
 url = "{}"
+signing_keys = [{{ id = "t1", secret = "{NEW_KEY}" }}]
 retry_initial = "20ms"
 retry_max = "50ms"
 breaker_failures = 3
@@ -606,6 +613,7 @@ breaker_cooldown = "1s"
 [[delivery.receivers]]
 name = "live"
 url = "{}"
+signing_keys = [{{ id = "t1", secret = "{NEW_KEY}" }}]
 "#,
             dead.url(),
             live.url()
@@ -613,7 +621,15 @@ url = "{}"
     );
     let kafka = cfg.kafka.clone();
     let daemon = regwatch::app::spawn(cfg).await.expect("daemon starts");
-    let (records, alerts) = sample_alerts();
+    let (mut records, mut alerts) = sample_alerts();
+    // A backlog beyond a lane's depth on one partition (one key): the lane's partition is
+    // paused and resumed, nothing is dropped.
+    for i in 0..600 {
+        let mut a = alerts[0].clone();
+        a["alert_id"] = Value::from(format!("backlog-{i:04}"));
+        records.push(("BJ-CLR-01".into(), serde_json::to_vec(&a).unwrap()));
+        alerts.push(a);
+    }
     let all: BTreeSet<String> = alerts
         .iter()
         .map(|a| a["alert_id"].as_str().unwrap().to_string())
@@ -686,18 +702,7 @@ async fn a_daemon_killed_during_a_receiver_outage_delivers_everything_after_rest
     .unwrap();
     let cfg = Config::load(&cfg_path).unwrap();
     let kafka = cfg.kafka.clone();
-    let spawn = |log: &str| {
-        Reaped(
-            std::process::Command::new(regwatch_bin())
-                .args(["run", "--config"])
-                .arg(&cfg_path)
-                .env("REGWATCH_LOG", "info")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(dir.join(log)).unwrap())
-                .spawn()
-                .expect("daemon binary starts"),
-        )
-    };
+    let spawn = |log: &str| run_binary(&cfg_path, &dir.join(log));
     let mut seq = 0;
     let mut events = workload(&mut seq, 1);
     let mut first = spawn("first.log");
@@ -712,7 +717,23 @@ async fn a_daemon_killed_during_a_receiver_outage_delivers_everything_after_rest
         |a| a.len() >= 6,
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The first daemon's outbox is trying (and failing) to deliver: kill it mid-outage.
+    let log = dir.join("first.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("delivery failed; retrying")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the outbox never tried to deliver"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !std::fs::read_to_string(&log).unwrap().contains(&hook.url()),
+        "the receiver URL is never logged"
+    );
     unsafe_kill(&mut first.0);
     assert!(hook.got().is_empty());
 
@@ -784,13 +805,16 @@ async fn reminders_reach_receivers_marked_as_reminders() {
 [[delivery.receivers]]
 name = "native"
 url = "{}"
+signing_keys = [{{ id = "t1", secret = "{NEW_KEY}" }}]
 [[delivery.receivers]]
 name = "am"
 url = "{}"
+signing_keys = [{{ id = "t1", secret = "{NEW_KEY}" }}]
 format = "alertmanager"
 [[delivery.receivers]]
 name = "quiet"
 url = "{}"
+signing_keys = [{{ id = "t1", secret = "{NEW_KEY}" }}]
 [[delivery.routes]]
 receivers = ["native", "am"]
 [[delivery.routes]]
