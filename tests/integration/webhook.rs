@@ -597,11 +597,8 @@ async fn a_dead_receiver_trips_its_breaker_and_holds_back_no_one() {
     broker.create_topic(&format!("{name}.events"), 3);
     let mut dead = Hook::down();
     let live = Hook::up().await;
-    let cfg = daemon_config(
-        &broker,
-        name,
-        &format!(
-            r#"
+    let text = format!(
+        r#"
 [[delivery.receivers]]
 name = "dead"
 url = "{}"
@@ -615,10 +612,10 @@ name = "live"
 url = "{}"
 signing_keys = [{{ id = "t1", secret = "{NEW_KEY}" }}]
 "#,
-            dead.url(),
-            live.url()
-        ),
+        dead.url(),
+        live.url()
     );
+    let cfg = daemon_config(&broker, name, &text);
     let kafka = cfg.kafka.clone();
     let daemon = regwatch::app::spawn(cfg).await.expect("daemon starts");
     let (mut records, mut alerts) = sample_alerts();
@@ -665,7 +662,20 @@ signing_keys = [{{ id = "t1", secret = "{NEW_KEY}" }}]
         "live took {live_took:?}"
     );
 
-    // The dead receiver comes back: everything it missed arrives.
+    // SIGTERM in the middle of the outage: the daemon stops promptly (the retrying lanes
+    // are abandoned, uncommitted), and a new one delivers everything once the receiver is
+    // back.
+    let t = Instant::now();
+    daemon.stop().await.expect("clean stop during the outage");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "stopped in {:?}",
+        t.elapsed()
+    );
+    let daemon = regwatch::app::spawn(daemon_config(&broker, name, &text))
+        .await
+        .expect("daemon restarts");
+    let m = &daemon.running.metrics.webhook;
     dead.start().await;
     dead.wait_for(
         "every alert once the receiver is back",
@@ -677,6 +687,11 @@ signing_keys = [{{ id = "t1", secret = "{NEW_KEY}" }}]
         m.circuit.with_label_values(&["dead"]).get(),
         0,
         "closed again"
+    );
+    assert_eq!(
+        live.got().len(),
+        all.len(),
+        "the live receiver's offsets were committed at the stop: no repeats after the restart"
     );
     daemon.stop().await.expect("clean stop");
 }
