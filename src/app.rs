@@ -19,6 +19,8 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     /// Where `/metrics` listens (resolved when the configuration asked for port 0).
     pub http: Option<SocketAddr>,
+    /// Asks for a rules reload, as SIGHUP does.
+    pub reload: tokio::sync::mpsc::UnboundedSender<()>,
 }
 
 /// A daemon running on the current runtime (the demo and the tests drive it this way).
@@ -68,8 +70,19 @@ pub async fn run(
     started: Option<tokio::sync::oneshot::Sender<Running>>,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    metrics.touch_participants(&config.registry);
+    metrics
+        .ops
+        .set_config(&config.digest, config.rules.digest());
     let health = Arc::new(Health::default());
-    let (http_stop, http_addr) = start_http(&config, metrics.clone(), health.clone()).await?;
+    let (queries, _) = tokio::sync::broadcast::channel(16);
+    let (http_stop, http_addr) = start_http(
+        &config,
+        metrics.clone(),
+        health.clone(),
+        Some(queries.clone()),
+    )
+    .await?;
 
     let k = &config.kafka;
     if k.create_topics {
@@ -82,11 +95,22 @@ pub async fn run(
     engine.watch_all_from_start = false;
     engine.track_changes = true;
     let grace = Duration::from_millis(config.daemon.shutdown_grace_ms.max(0) as u64);
+    let (rules_tx, rules_rx) = tokio::sync::watch::channel(Arc::new(config.rules));
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reloader = tokio::spawn(reload_rules(
+        config.rules_path.clone(),
+        config.digest.clone(),
+        rules_tx,
+        reload_rx,
+        metrics.clone(),
+    ));
+    let prober = tokio::spawn(probe_broker(k.clone(), metrics.clone()));
     let shared = Arc::new(Shared {
         kafka: k.clone(),
         engine,
         registry: Arc::new(config.registry),
-        rules: Arc::new(config.rules),
+        rules: rules_rx,
+        queries,
         producer: producer.clone(),
         metrics: metrics.clone(),
         state_partitions,
@@ -108,6 +132,7 @@ pub async fn run(
         let _ = tx.send(Running {
             metrics: metrics.clone(),
             http: http_addr,
+            reload: reload_tx,
         });
     }
 
@@ -128,6 +153,8 @@ pub async fn run(
     })
     .await;
     let _ = http_stop.send(());
+    reloader.abort();
+    prober.abort();
     match outcome {
         Ok(Ok(Ok(()))) => {
             tracing::info!("drained; bye");
@@ -143,6 +170,7 @@ async fn start_http(
     config: &Config,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    queries: Option<tokio::sync::broadcast::Sender<crate::ingest::worker::IncidentQuery>>,
 ) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, Option<SocketAddr>)> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let Some(addr) = config.http.listen else {
@@ -153,14 +181,14 @@ async fn start_http(
         let stop = async {
             let _ = stop_rx.await;
         };
-        if let Err(e) = telemetry::serve(addr, metrics, health, bound_tx, stop).await {
+        if let Err(e) = telemetry::serve(addr, metrics, health, queries, bound_tx, stop).await {
             tracing::error!(%addr, error = %e, "HTTP endpoint failed");
         }
     });
     let bound = bound_rx
         .await
         .map_err(|_| anyhow::anyhow!("cannot listen on {addr} (http.listen)"))?;
-    tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+    tracing::info!(%bound, "serving /metrics, /healthz, /readyz, /incidents");
     Ok((stop_tx, Some(bound)))
 }
 
@@ -185,4 +213,98 @@ async fn partition_count(config: &Config) -> anyhow::Result<i32> {
         )
     })
     .await?
+}
+
+/// Reloads the rules file on SIGHUP or on request: validated first, then swapped for every
+/// worker at once (each regrades its open incidents); a bad file is logged and counted and
+/// the rules in force stay.
+async fn reload_rules(
+    path: Option<std::path::PathBuf>,
+    config_digest: String,
+    rules: tokio::sync::watch::Sender<Arc<crate::score::Rules>>,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<()>,
+    metrics: Arc<Metrics>,
+) {
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: rules reload only on request");
+            None
+        }
+    };
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            r = requests.recv() => if r.is_none() { return },
+            _ = hup => {}
+        }
+        let Some(path) = &path else {
+            tracing::warn!("rules reload asked for, but no rules.path is configured (built-in grid): nothing to reload");
+            continue;
+        };
+        let file = path.clone();
+        match tokio::task::spawn_blocking(move || crate::score::Rules::load(&file)).await {
+            Ok(Ok(new)) => {
+                let digest = new.digest().to_string();
+                metrics.ops.set_config(&config_digest, &digest);
+                rules.send_replace(Arc::new(new));
+                metrics.ops.rules_reloads.with_label_values(&["ok"]).inc();
+                tracing::info!(path = %path.display(), rules_sha256 = %&digest[..12], "rules reloaded");
+            }
+            Ok(Err(e)) => {
+                metrics
+                    .ops
+                    .rules_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                tracing::error!(path = %path.display(), error = %e, "rules reload refused; the rules in force stay");
+            }
+            Err(e) => {
+                metrics
+                    .ops
+                    .rules_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                tracing::error!(error = %e, "rules reload task failed");
+            }
+        }
+    }
+}
+
+/// Asks the broker for metadata every 5 s: `regwatch_broker_up` (and readiness) say whether
+/// it answered within the last 15 s.
+async fn probe_broker(k: crate::config::KafkaSettings, metrics: Arc<Metrics>) {
+    let client: BaseConsumer = match client::reader(&k).create() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "broker probe client");
+            return;
+        }
+    };
+    let client = Arc::new(client);
+    let mut last_ok: Option<std::time::Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let c = client.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            c.fetch_metadata(None, Duration::from_secs(5)).is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            last_ok = Some(std::time::Instant::now());
+        }
+        let up = last_ok.is_some_and(|t| t.elapsed() < Duration::from_secs(15));
+        metrics.ops.broker_up.set(i64::from(up));
+    }
 }

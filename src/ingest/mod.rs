@@ -9,4 +9,5 @@ pub mod mock;
 pub mod output;
 pub mod state;
 pub mod tail;
+pub mod telemetry;
 pub mod worker;

@@ -133,6 +133,8 @@ pub struct Tagged {
     pub seq: u64,
     pub stream: Stream,
     pub future: DeliveryFuture,
+    /// When the record was handed to the producer (the hand-off latency starts here).
+    pub sent: std::time::Instant,
 }
 
 /// What became of a delivery: acknowledged, or the message to produce again.
@@ -144,17 +146,17 @@ pub enum Delivered {
 }
 
 impl Future for Tagged {
-    type Output = (u64, Stream, Delivered);
+    type Output = (u64, Stream, Delivered, std::time::Instant);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (seq, stream) = (self.seq, self.stream);
+        let (seq, stream, sent) = (self.seq, self.stream, self.sent);
         Pin::new(&mut self.future).poll(cx).map(|r| {
             let d = match r {
                 Ok(Ok(_)) => Delivered::Acked,
                 Ok(Err((e, m))) => Delivered::Failed(e, Box::new(m)),
                 Err(_) => Delivered::Lost,
             };
-            (seq, stream, d)
+            (seq, stream, d, sent)
         })
     }
 }

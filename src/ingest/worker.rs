@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 use super::output::{self, Acks, Delivered, OwnedRecord, Record, Stream, Tagged};
 use super::state;
+use super::telemetry::{Stage, Telemetry};
 use crate::alert::{Alert, Trigger};
 use crate::config::KafkaSettings;
 use crate::decode::{check_key, decode, Reject};
@@ -55,13 +56,25 @@ pub struct Shared {
     pub kafka: KafkaSettings,
     pub engine: EngineSettings,
     pub registry: Arc<Registry>,
-    pub rules: Arc<Rules>,
+    /// The rules in force; a reload sends new ones and every worker regrades its open
+    /// incidents under them (`Engine::set_rules`).
+    pub rules: tokio::sync::watch::Receiver<Arc<Rules>>,
+    /// Questions from the incident API; every worker answers for its own partition.
+    pub queries: tokio::sync::broadcast::Sender<IncidentQuery>,
     pub producer: FutureProducer,
     pub metrics: Arc<Metrics>,
     pub state_partitions: i32,
     pub tick: Duration,
     /// How long a stop may take to drain, flush and commit.
     pub stop_timeout: Duration,
+}
+
+/// A question from the incident API: the open incidents of this worker's engine that match.
+#[derive(Clone)]
+pub struct IncidentQuery {
+    pub participant: Option<String>,
+    pub min_level: crate::score::Level,
+    pub reply: mpsc::UnboundedSender<Vec<crate::score::IncidentView>>,
 }
 
 /// Asks a worker to stop; it replies once its offsets are committed. With `abandon` (the
@@ -140,6 +153,9 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     alerts: Vec<Alert>,
     counters: Counters,
     open_reported: i64,
+    telemetry: Telemetry,
+    /// Record timestamp of the last message read (for the lag in seconds).
+    last_message_ms: i64,
 }
 
 /// Runs a worker until it is stopped. `stray` carries messages of this partition that
@@ -155,13 +171,11 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
 ) {
     let metrics = shared.metrics.clone();
     metrics.partitions.inc();
+    let rules = shared.rules.borrow().clone();
     let mut w = Worker {
-        engine: Engine::new(
-            shared.registry.clone(),
-            shared.rules.clone(),
-            shared.engine.clone(),
-        ),
+        engine: Engine::new(shared.registry.clone(), rules, shared.engine.clone()),
         counters: Counters::new(&metrics),
+        telemetry: Telemetry::new(&metrics, &shared.registry),
         shared,
         consumer,
         topic,
@@ -175,12 +189,14 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         last_flush: Instant::now(),
         alerts: Vec::new(),
         open_reported: 0,
+        last_message_ms: 0,
     };
     let reply = match w.restore(&mut stop).await {
         Err(reply) => reply,
         Ok(()) => w.run(&queue, &mut stop, &mut stray).await,
     };
     w.shared.metrics.open_incidents.sub(w.open_reported);
+    w.telemetry.withdraw(&w.topic, w.partition);
     metrics.partitions.dec();
     if let Some(reply) = reply {
         let _ = reply.send(());
@@ -247,6 +263,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         stop: &mut mpsc::UnboundedReceiver<Stop>,
         stray: &mut mpsc::UnboundedReceiver<OwnedMessage>,
     ) -> Option<std::sync::mpsc::Sender<()>> {
+        let mut rules = self.shared.rules.clone();
+        rules.mark_unchanged();
+        let mut queries = self.shared.queries.subscribe();
         let mut tick = tokio::time::interval(self.shared.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let max_in_flight = self.shared.kafka.max_in_flight_events;
@@ -262,10 +281,23 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     }
                     return s.map(|s| s.reply);
                 }
-                Some((seq, stream, d)) = self.pending.next(), if !self.pending.is_empty() => {
+                Some((seq, stream, d, sent)) = self.pending.next(), if !self.pending.is_empty() => {
+                    if stream == Stream::Alerts && matches!(d, Delivered::Acked) {
+                        self.telemetry.record(Stage::Handoff, sent.elapsed());
+                    }
                     self.delivered(seq, stream, d).await;
                 }
                 _ = tick.tick() => self.on_tick().await,
+                Ok(()) = rules.changed() => {
+                    let new = rules.borrow_and_update().clone();
+                    self.engine.set_rules(new, &mut self.alerts);
+                    tracing::info!(topic = %self.topic, partition = self.partition, alerts = self.alerts.len(), "rules reloaded: open incidents regraded");
+                    self.emit_alerts(None).await;
+                }
+                Ok(q) = queries.recv() => {
+                    let found = self.engine.incident_views(q.participant.as_deref(), q.min_level);
+                    let _ = q.reply.send(found);
+                }
                 Some(m) = stray.recv(), if room => self.on_message(&m).await,
                 m = queue.recv(), if room => {
                     match m {
@@ -311,19 +343,32 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         // workers.
         let registry = &*self.shared.registry;
         let max = self.shared.engine.max_event_bytes;
+        let t0 = Instant::now();
         let result = match m.payload() {
             None => Err(Reject::NotJson),
             Some(bytes) => decode(bytes, registry, max).and_then(|event| {
+                let t1 = Instant::now();
+                self.telemetry.record(Stage::Decode, t1 - t0);
                 check_key(m.key(), &registry.get(event.participant).id)?;
-                self.engine.apply(&event, &mut self.alerts)
+                let outcome = self.engine.apply(&event, &mut self.alerts);
+                self.telemetry.record(Stage::Score, t1.elapsed());
+                outcome.map(|o| (event.participant, event.kind, o))
             }),
         };
         match result {
-            Ok(Outcome::Graded) => self.counters.graded.inc(),
-            Ok(Outcome::Heartbeat) => self.counters.heartbeat.inc(),
-            Ok(Outcome::Duplicate) => self.counters.duplicate.inc(),
-            Ok(Outcome::AfterResolution) => self.counters.after_resolution.inc(),
+            Ok((p, kind, outcome)) => {
+                match outcome {
+                    Outcome::Graded => self.counters.graded.inc(),
+                    Outcome::Heartbeat => self.counters.heartbeat.inc(),
+                    Outcome::Duplicate => self.counters.duplicate.inc(),
+                    Outcome::AfterResolution => self.counters.after_resolution.inc(),
+                }
+                self.telemetry.event(p, kind, outcome);
+            }
             Err(reject) => self.reject(m, &reject).await,
+        }
+        if let Some(ts) = m.timestamp().to_millis() {
+            self.last_message_ms = ts;
         }
         self.emit_alerts(m.timestamp().to_millis()).await;
         self.next_offset = Some(m.offset() + 1);
@@ -407,6 +452,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             let reminder = (a.trigger == Trigger::Reminder).then(|| a.reminder.unwrap_or(0));
             if reminder.is_none() {
                 self.counters.alerts[i].inc();
+                self.telemetry.alert(kind, a.level);
+            } else {
+                self.telemetry.reminder();
             }
             let source = source_ms.map(|ms| ms.to_string());
             let mut headers = OwnedHeaders::new()
@@ -463,6 +511,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 seq,
                 stream,
                 future,
+                sent: Instant::now(),
             }),
             Err(e) => self.retry_later(seq, stream, OwnedRecord::of(&record), &e.to_string()),
         }
@@ -505,6 +554,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     seq: r.seq,
                     stream: r.stream,
                     future,
+                    sent: Instant::now(),
                 }),
                 Err(e) => {
                     tracing::warn!(stream = r.stream.as_str(), error = %e, "record still not accepted by the producer");
@@ -682,7 +732,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 continue;
             }
             tokio::select! {
-                Some((seq, stream, d)) = self.pending.next(), if !self.pending.is_empty() => {
+                Some((seq, stream, d, _)) = self.pending.next(), if !self.pending.is_empty() => {
                     self.delivered(seq, stream, d).await;
                 }
                 _ = tokio::time::sleep(RETRY_BACKOFF), if !self.retries.is_empty() => {
@@ -700,7 +750,27 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         tracing::info!(topic = %self.topic, partition = self.partition, committed = ?self.committed, "partition released");
     }
 
+    /// Messages and seconds behind the partition's high watermark (librdkafka's cached
+    /// figure from the last fetch: no request is made).
+    fn report_lag(&mut self) {
+        let Some(high) = cached_high_watermark(self.consumer.client(), &self.topic, self.partition)
+        else {
+            return;
+        };
+        let position = self.next_offset.or(self.committed).unwrap_or(0);
+        let behind = (high - position).max(0);
+        let seconds = if behind > 0 && self.last_message_ms > 0 {
+            (wall_now().millis() - self.last_message_ms).max(0) as f64 / 1000.0
+        } else {
+            0.0
+        };
+        self.telemetry
+            .lag(&self.topic, self.partition, behind, seconds);
+    }
+
     fn report_open(&mut self) {
+        self.telemetry.publish(&self.engine);
+        self.report_lag();
         let open = self.engine.open_incidents() as i64;
         if open != self.open_reported {
             self.shared
@@ -710,4 +780,28 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             self.open_reported = open;
         }
     }
+}
+
+/// The partition's high watermark as librdkafka last saw it in a fetch response
+/// (`rd_kafka_get_watermark_offsets`: no request is made, unlike `fetch_watermarks`).
+fn cached_high_watermark<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is live for the borrow of `client`; the topic is a valid
+    // NUL-terminated string; low and high are valid out-pointers.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            client.native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }

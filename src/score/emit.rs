@@ -274,3 +274,79 @@ mod tests {
         }
     }
 }
+
+/// An open incident as the incident API shows it to supervisors: both axes with their
+/// reasons, the exemption status, and the id of the latest alert to cite.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct IncidentView {
+    pub participant_id: String,
+    pub participant_name: String,
+    pub participant_kind: &'static str,
+    pub incident_id: String,
+    pub kind: crate::decode::EventKind,
+    pub category: crate::decode::Category,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<crate::decode::System>,
+    pub level: Level,
+    pub investor_loss: AxisReport,
+    pub market_order: AxisReport,
+    pub exemption: Exemption,
+    pub started_at: Timestamp,
+    pub first_reported_at: Timestamp,
+    pub last_report_at: Timestamp,
+    pub duration_minutes: f64,
+    /// The latest alert sent for it (absent while below `alerts.min_level`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_alert_id: Option<String>,
+    pub reminders_sent: u32,
+    pub summary: String,
+}
+
+/// The view of an open incident at `now`.
+pub fn incident_view(
+    rules: &Rules,
+    p: &Participant,
+    inc: &Incident,
+    now: Timestamp,
+) -> IncidentView {
+    let mut copy = inc.clone();
+    let a = incident_alert(
+        rules,
+        p,
+        &mut copy,
+        AlertStatus::Firing,
+        Trigger::Escalated,
+        now,
+        None,
+    );
+    IncidentView {
+        participant_id: a.participant_id,
+        participant_name: a.participant_name,
+        participant_kind: a.participant_kind,
+        incident_id: inc.incident_id.to_string(),
+        kind: inc.kind,
+        category: inc.category,
+        system: inc.system,
+        level: a.level,
+        investor_loss: a.investor_loss,
+        market_order: a.market_order,
+        exemption: a.exemption,
+        started_at: inc.started_at,
+        first_reported_at: inc.first_reported_at,
+        last_report_at: inc.last_report_at,
+        duration_minutes: a.duration_minutes.unwrap_or_default(),
+        last_alert_id: inc.emitted.map(|e| {
+            incident_alert_id(
+                &p.id,
+                &inc.incident_id,
+                inc.first_reported_at,
+                AlertStatus::Firing,
+                e.grade.investor_loss,
+                e.grade.market_order,
+                e.exemption,
+            )
+        }),
+        reminders_sent: inc.reminders_sent,
+        summary: a.summary,
+    }
+}

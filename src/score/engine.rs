@@ -36,9 +36,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::dedup::{event_hash, Dedup};
-use super::emit::{gap_alert, incident_alert, reminder_alert};
+use super::emit::{gap_alert, incident_alert, incident_view, reminder_alert, IncidentView};
 use super::incident::{Emitted, Incident};
-use super::level::Level;
+use super::level::{Exemption, Grade, Level};
 use super::liveness::Liveness;
 use super::rules::Rules;
 use super::state::{IncidentRecord, ParticipantRecord, StateChange, StateRecord, STATE_VERSION};
@@ -126,6 +126,26 @@ pub struct EngineStats {
     pub telemetry_gaps: u64,
 }
 
+/// What an engine holds now, kept up to date on every transition (never by scanning), for
+/// the daemon's gauges: open incidents by axis and level, and per participant the open
+/// incidents that lost exemption eligibility, how many ever did, and telemetry gaps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// `[axis][level rank]`, axis 0 investor loss, 1 market order, 2 overall.
+    pub open_by_level: [[u32; 5]; 3],
+    /// Participants currently silent (a telemetry gap is firing).
+    pub silent: u32,
+}
+
+/// One participant's share of the census.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParticipantCensus {
+    pub ineligible_open: u32,
+    /// Incidents that became ineligible, ever (on this engine).
+    pub lost_exemption: u64,
+    pub gaps: u64,
+}
+
 /// How stale a persisted `heard_at` may be (see `Engine::heard`).
 const LIVENESS_PERSIST_MS: i64 = 10_000;
 
@@ -140,6 +160,7 @@ struct ParticipantState {
     dirty: bool,
     /// The `heard_at` last marked for persistence.
     persisted_heard: Timestamp,
+    census: ParticipantCensus,
 }
 
 #[derive(Clone, Copy)]
@@ -168,6 +189,7 @@ pub struct Engine {
     dedup: Dedup,
     changes: Changes,
     stats: EngineStats,
+    census: Census,
 }
 
 /// What changed since the last `take_changes` (only with `track_changes`).
@@ -199,6 +221,7 @@ impl Engine {
             dedup: Dedup::new(settings.dedup_window),
             changes: Changes::default(),
             stats: EngineStats::default(),
+            census: Census::default(),
             settings,
         }
     }
@@ -249,6 +272,77 @@ impl Engine {
 
     pub fn open_incidents(&self) -> usize {
         self.open
+    }
+
+    /// The open incidents of `participant` (all when `None`) at `min_level` or above, most
+    /// severe first (for the incident API; allocates, off the hot path).
+    pub fn incident_views(&self, participant: Option<&str>, min_level: Level) -> Vec<IncidentView> {
+        let now = self.clock.unwrap_or_default();
+        let only = participant.map(|id| self.registry.lookup(id));
+        let mut views: Vec<IncidentView> = self
+            .slab
+            .iter()
+            .filter(|inc| inc.live && inc.is_open() && inc.grade.overall() >= min_level)
+            .filter(|inc| only.is_none_or(|p| p == Some(inc.participant)))
+            .map(|inc| incident_view(&self.rules, self.registry.get(inc.participant), inc, now))
+            .collect();
+        views.sort_by(|a, b| {
+            b.level
+                .cmp(&a.level)
+                .then_with(|| a.participant_id.cmp(&b.participant_id))
+                .then_with(|| a.incident_id.cmp(&b.incident_id))
+        });
+        views
+    }
+
+    /// Open incidents by axis and level, silent participants.
+    pub fn census(&self) -> &Census {
+        &self.census
+    }
+
+    /// One participant's share of the census.
+    pub fn participant_census(&self, p: ParticipantIdx) -> ParticipantCensus {
+        self.participants[p.get()].census
+    }
+
+    /// Moves an open incident from `old` to `new` in the census.
+    fn count_grade(&mut self, old: Option<Grade>, new: Option<Grade>) {
+        let cells = |g: Grade| {
+            [
+                g.investor_loss.rank() as usize,
+                g.market_order.rank() as usize,
+                g.overall().rank() as usize,
+            ]
+        };
+        if let Some(g) = old {
+            for (axis, level) in cells(g).into_iter().enumerate() {
+                let c = &mut self.census.open_by_level[axis][level];
+                *c = c.saturating_sub(1);
+            }
+        }
+        if let Some(g) = new {
+            for (axis, level) in cells(g).into_iter().enumerate() {
+                self.census.open_by_level[axis][level] += 1;
+            }
+        }
+    }
+
+    /// Records whether an open incident is ineligible now (`lost` counts a new loss).
+    fn count_exemption(&mut self, slot: Slot, ineligible: bool, lost: bool) {
+        let inc = &mut self.slab[slot as usize];
+        if inc.ineligible == ineligible {
+            return;
+        }
+        inc.ineligible = ineligible;
+        let c = &mut self.participants[inc.participant.get()].census;
+        if ineligible {
+            c.ineligible_open += 1;
+            if lost {
+                c.lost_exemption += 1;
+            }
+        } else {
+            c.ineligible_open = c.ineligible_open.saturating_sub(1);
+        }
     }
 
     /// Incidents held, open and retained resolved ones.
@@ -371,6 +465,7 @@ impl Engine {
         };
         let gap_ended = liveness.heard(p, now);
         if let Some(since) = gap_ended {
+            self.census.silent = self.census.silent.saturating_sub(1);
             out.push(gap_alert(
                 self.registry.get(p),
                 since,
@@ -410,6 +505,8 @@ impl Engine {
             l.mark_silent(p);
         }
         self.stats.telemetry_gaps += 1;
+        self.census.silent += 1;
+        self.participants[p.get()].census.gaps += 1;
         self.participant_changed(p);
         out.push(gap_alert(
             self.registry.get(p),
@@ -495,6 +592,7 @@ impl Engine {
         self.in_use += 1;
         self.open += 1;
         self.stats.incidents_opened += 1;
+        self.count_grade(None, Some(Grade::default()));
         Ok(slot)
     }
 
@@ -506,10 +604,18 @@ impl Engine {
         let subject = inc.subject(participant, at);
         let minutes = subject.minutes;
         let assessment = rules.assess(&subject, inc.applicable, inc.grade);
-        let grade = inc.grade.raised_by(assessment.grade);
+        let held = inc.grade;
+        let grade = held.raised_by(assessment.grade);
         inc.peak_minutes = minutes;
         inc.grade = grade;
         let exemption = rules.exemption(grade);
+        if grade != held {
+            self.count_grade(Some(held), Some(grade));
+        }
+        self.count_exemption(slot, exemption == Exemption::Ineligible, true);
+        let rules = &self.rules;
+        let inc = &mut self.slab[slot as usize];
+        let participant = self.registry.get(inc.participant);
         let event_id = match cause {
             Cause::Report(id) => Some(id),
             Cause::Clock | Cause::Reload => None,
@@ -646,6 +752,9 @@ impl Engine {
     }
 
     fn resolve(&mut self, slot: Slot, at: Timestamp) {
+        let grade = self.slab[slot as usize].grade;
+        self.count_grade(Some(grade), None);
+        self.count_exemption(slot, false, false);
         let inc = &mut self.slab[slot as usize];
         inc.generation = inc.generation.wrapping_add(1);
         inc.deadline = None;
@@ -766,11 +875,48 @@ impl Engine {
         if let Some(l) = self.liveness.as_mut() {
             l.restore(&mut liveness);
         }
+        self.recount();
         evictions.sort();
         for due in evictions {
             self.evictions.push(due);
         }
         summary
+    }
+
+    /// Rebuilds the census from the state (after a restore; the one place it scans).
+    fn recount(&mut self) {
+        let lost: Vec<u64> = self
+            .participants
+            .iter()
+            .map(|p| p.census.lost_exemption)
+            .collect();
+        let gaps: Vec<u64> = self.participants.iter().map(|p| p.census.gaps).collect();
+        self.census = Census::default();
+        for (i, ps) in self.participants.iter_mut().enumerate() {
+            ps.census = ParticipantCensus {
+                ineligible_open: 0,
+                lost_exemption: lost[i],
+                gaps: gaps[i],
+            };
+        }
+        for slot in 0..self.slab.len() {
+            let inc = &self.slab[slot];
+            if !inc.live || !inc.is_open() {
+                continue;
+            }
+            let (grade, ineligible, p) = (inc.grade, inc.ineligible, inc.participant);
+            self.count_grade(None, Some(grade));
+            if ineligible {
+                self.participants[p.get()].census.ineligible_open += 1;
+            }
+        }
+        if let Some(l) = &self.liveness {
+            self.census.silent = self
+                .registry
+                .iter()
+                .filter(|(p, _)| l.is_silent(*p))
+                .count() as u32;
+        }
     }
 
     /// Rebuilds one incident; returns its eviction if it is resolved.
@@ -814,6 +960,7 @@ impl Engine {
         inc.figures = parts.figures;
         inc.peak_minutes = r.peak_minutes;
         inc.grade = parts.grade;
+        inc.ineligible = self.rules.exemption(parts.grade) == Exemption::Ineligible;
         inc.scores = r.scores;
         inc.emitted = parts.emitted;
         inc.reminder_anchor = r.reminder_anchor_ms.map(Timestamp);

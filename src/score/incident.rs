@@ -60,6 +60,8 @@ pub struct Incident {
     /// Boxed: rarely needed, and kept out of the hot part of the struct.
     pub reasons: Option<Box<[Vec<Reason>; 2]>>,
     pub emitted: Option<Emitted>,
+    /// Counted as ineligible in the engine's census (open incidents only).
+    pub ineligible: bool,
     pub deadline: Option<Timestamp>,
     /// Engine time at which the open, alerted incident first stood at or above the reminder
     /// level: reminder k is due at `reminder_anchor + k x interval`. Persisted.
@@ -117,6 +119,7 @@ impl Incident {
             scores: [0; 2],
             reasons: None,
             emitted: None,
+            ineligible: false,
             deadline: None,
             reminder_anchor: None,
             reminders_sent: 0,

@@ -123,7 +123,6 @@ impl Liveness {
         self.nodes[p.get()].heard_at
     }
 
-    #[cfg(test)]
     pub fn is_silent(&self, p: ParticipantIdx) -> bool {
         self.nodes[p.get()].watched && !self.nodes[p.get()].linked
     }

@@ -10,6 +10,7 @@
 
 mod dedup;
 mod emit;
+pub use emit::IncidentView;
 mod engine;
 mod grade;
 mod incident;
@@ -20,7 +21,8 @@ mod state;
 mod timers;
 
 pub use engine::{
-    ClockMode, Engine, EngineSettings, EngineStats, Outcome, RestoreSummary, MAX_OVERDUE_REMINDERS,
+    Census, ClockMode, Engine, EngineSettings, EngineStats, Outcome, ParticipantCensus,
+    RestoreSummary, MAX_OVERDUE_REMINDERS,
 };
 pub use grade::{AxisReport, Reason, Subject, FLOOR_RULE};
 pub use level::{Axis, Exemption, Grade, Level};

@@ -1,17 +1,28 @@
-//! The HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (the process is alive) and
-//! `/readyz` (the consumer is in its group and owns partitions).
+//! The HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (the process is alive),
+//! `/readyz` (the consumer owns partitions and the broker answers) and `/incidents`, the
+//! supervisors' read-only view of open incidents.
+//!
+//! `GET /incidents?participant=ID&min_level=major` asks every partition worker of this
+//! instance for its open incidents that match (both parameters optional) and answers
+//! `{"count": n, "incidents": [...]}`, most severe first; each incident carries both axes
+//! with their reasons, the exemption status and the latest alert's id. With several
+//! instances, each answers for the partitions it owns.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use serde::Deserialize;
 
 use super::Metrics;
+use crate::ingest::worker::IncidentQuery;
+use crate::score::{IncidentView, Level};
 
 /// Readiness as the ingest side reports it.
 #[derive(Default)]
@@ -23,14 +34,16 @@ pub struct Health {
 struct AppState {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    queries: Option<tokio::sync::broadcast::Sender<IncidentQuery>>,
 }
 
 /// Serves until `shutdown` completes. Returns the bound address through `bound` (port 0
-/// picks a free one, which tests use).
+/// picks a free one, which tests use). Without `queries`, `/incidents` answers 503.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    queries: Option<tokio::sync::broadcast::Sender<IncidentQuery>>,
     bound: tokio::sync::oneshot::Sender<SocketAddr>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -38,7 +51,12 @@ pub async fn serve(
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
-        .with_state(AppState { metrics, health });
+        .route("/incidents", get(incidents_handler))
+        .with_state(AppState {
+            metrics,
+            health,
+            queries,
+        });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let _ = bound.send(listener.local_addr()?);
     axum::serve(listener, app)
@@ -55,12 +73,89 @@ async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn ready_handler(State(s): State<AppState>) -> impl IntoResponse {
     let partitions = s.metrics.partitions.get();
-    if s.health.consuming.load(Ordering::Relaxed) && partitions > 0 {
+    let broker = s.metrics.ops.broker_up.get() == 1;
+    if s.health.consuming.load(Ordering::Relaxed) && partitions > 0 && broker {
         (StatusCode::OK, format!("ready: {partitions} partitions\n"))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {partitions} partitions assigned\n"),
+            format!(
+                "not ready: {partitions} partitions assigned, broker {}\n",
+                if broker { "reachable" } else { "unreachable" }
+            ),
         )
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncidentFilter {
+    participant: Option<String>,
+    min_level: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Incidents {
+    count: usize,
+    incidents: Vec<IncidentView>,
+}
+
+/// How long the API waits for the workers' answers.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn incidents_handler(
+    State(s): State<AppState>,
+    filter: Result<Query<IncidentFilter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let bad = |text: String| (StatusCode::BAD_REQUEST, format!("{text}\n")).into_response();
+    let Ok(Query(filter)) = filter else {
+        return bad("query parameters: participant=ID, min_level=LEVEL".into());
+    };
+    let min_level = match filter.min_level.as_deref() {
+        None => Level::None,
+        Some(text) => match Level::parse(text) {
+            Some(l) => l,
+            None => {
+                return bad(format!(
+                    "min_level {text:?}: one of general, larger, major, extraordinary"
+                ))
+            }
+        },
+    };
+    let Some(queries) = &s.queries else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no incident source\n").into_response();
+    };
+    let (reply, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let asked = queries
+        .send(IncidentQuery {
+            participant: filter.participant,
+            min_level,
+            reply,
+        })
+        .unwrap_or(0);
+    let mut incidents = Vec::new();
+    let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
+    for _ in 0..asked {
+        match tokio::time::timeout_at(deadline, answers.recv()).await {
+            Ok(Some(found)) => incidents.extend(found),
+            _ => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "a partition worker did not answer in time (restoring or stopping)\n",
+                )
+                    .into_response()
+            }
+        }
+    }
+    incidents.sort_by(|a, b| {
+        b.level
+            .cmp(&a.level)
+            .then_with(|| a.participant_id.cmp(&b.participant_id))
+            .then_with(|| a.incident_id.cmp(&b.incident_id))
+    });
+    Json(Incidents {
+        count: incidents.len(),
+        incidents,
+    })
+    .into_response()
 }

@@ -2,8 +2,13 @@
 //! keep pre-resolved handles and only increment them. Label values come from closed sets
 //! (outcomes, rejection codes, alert types) so cardinality is fixed.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram as Hdr;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::decode::Reject;
@@ -22,6 +27,105 @@ pub struct Metrics {
     pub state_restored: IntCounter,
     pub commits: IntCounterVec,
     pub webhook: WebhookMetrics,
+    pub supervision: SupervisionMetrics,
+    pub ops: OpsMetrics,
+}
+
+/// What supervisors watch: events per participant, open incidents by level and axis,
+/// exemption status, alerts by level, telemetry gaps.
+pub struct SupervisionMetrics {
+    pub participant_events: IntCounterVec,
+    pub open_by_level: IntGaugeVec,
+    pub open_ineligible: IntGaugeVec,
+    pub ineligible_total: IntCounterVec,
+    pub alerts_by_level: IntCounterVec,
+    pub reminders: IntCounter,
+    pub gaps: IntCounterVec,
+    pub silent: IntGauge,
+}
+
+/// What operators watch: stage latency, lag, build and configuration, reloads, the broker.
+pub struct OpsMetrics {
+    pub stage_latency: HistogramVec,
+    pub stage_quantiles: GaugeVec,
+    pub lag_messages: IntGaugeVec,
+    pub lag_seconds: GaugeVec,
+    pub build_info: IntGaugeVec,
+    pub config_info: IntGaugeVec,
+    pub config_loaded_at: IntGauge,
+    pub rules_reloads: IntCounterVec,
+    pub broker_up: IntGauge,
+    /// Stage latencies of the last one to two minutes, merged from the workers (hdrhistogram),
+    /// for the quantile gauges.
+    pub windows: Mutex<LatencyWindows>,
+}
+
+/// The stages whose latency is measured: decode (bytes to event), score (the engine), and
+/// hand-off (an alert produced until the broker acknowledged it).
+pub const STAGES: [&str; 3] = ["decode", "score", "handoff"];
+
+/// The quantiles exported from the hdrhistograms (1 is the maximum).
+pub const QUANTILES: [(&str, f64); 4] =
+    [("0.5", 0.5), ("0.99", 0.99), ("0.999", 0.999), ("1", 1.0)];
+
+/// A new histogram of nanoseconds, 1 ns to 60 s at 3 significant digits.
+pub fn latency_histogram() -> Hdr<u64> {
+    Hdr::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds are valid")
+}
+
+/// Two consecutive windows of stage latencies: quantiles cover the previous window and the
+/// current one, so they always describe the last one to two minutes.
+pub struct LatencyWindows {
+    started: Instant,
+    current: Vec<Hdr<u64>>,
+    previous: Vec<Hdr<u64>>,
+}
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+impl LatencyWindows {
+    fn new() -> LatencyWindows {
+        LatencyWindows {
+            started: Instant::now(),
+            current: STAGES.iter().map(|_| latency_histogram()).collect(),
+            previous: STAGES.iter().map(|_| latency_histogram()).collect(),
+        }
+    }
+
+    /// Adds a worker's recordings of stage `i` (and resets them).
+    pub fn merge(&mut self, i: usize, local: &mut Hdr<u64>) {
+        if let Some(h) = self.current.get_mut(i) {
+            // Both have the same bounds, so adding cannot fail.
+            let _ = h.add(&*local);
+        }
+        local.reset();
+    }
+
+    /// The exported quantiles of every stage, in seconds: `[stage][quantile]`.
+    pub fn quantiles(&mut self) -> Vec<[f64; 4]> {
+        if self.started.elapsed() >= WINDOW {
+            self.previous = std::mem::replace(
+                &mut self.current,
+                STAGES.iter().map(|_| latency_histogram()).collect(),
+            );
+            self.started = Instant::now();
+        }
+        self.current
+            .iter()
+            .zip(&self.previous)
+            .map(|(c, p)| {
+                let mut h = c.clone();
+                let _ = h.add(p);
+                QUANTILES.map(|(_, q)| {
+                    if h.is_empty() {
+                        0.0
+                    } else {
+                        h.value_at_quantile(q) as f64 / 1e9
+                    }
+                })
+            })
+            .collect()
+    }
 }
 
 /// Webhook delivery, per receiver (label values come from the configured receiver names).
@@ -40,6 +144,14 @@ pub struct WebhookMetrics {
     /// One HTTP request.
     pub request: HistogramVec,
 }
+
+/// Axes of `regwatch_open_incidents_by_level`, in the engine census's order.
+pub const AXES: [&str; 3] = ["investor_loss", "market_order", "overall"];
+/// Levels exported (an open incident below `general` is not counted).
+pub const LEVELS: [&str; 4] = ["general", "larger", "major", "extraordinary"];
+/// Outcomes of accepted events, the `outcome` label of `regwatch_participant_events_total`.
+pub const PARTICIPANT_OUTCOMES: [&str; 4] =
+    ["graded", "heartbeat", "duplicate", "after_resolution"];
 
 /// Event outcomes, the label values of `regwatch_events_total`.
 pub const OUTCOMES: [&str; 5] = [
@@ -193,6 +305,176 @@ impl WebhookMetrics {
     }
 }
 
+fn float_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let v = GaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(v.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    v
+}
+
+impl SupervisionMetrics {
+    fn new(r: &Registry) -> SupervisionMetrics {
+        SupervisionMetrics {
+            participant_events: counter_vec(
+                r,
+                "regwatch_participant_events_total",
+                "Accepted events by participant, kind (infosec, trading, heartbeat) and outcome.",
+                &["participant", "kind", "outcome"],
+            ),
+            open_by_level: gauge_vec(
+                r,
+                "regwatch_open_incidents_by_level",
+                "Open incidents by axis (investor_loss, market_order, overall) and level.",
+                &["axis", "level"],
+            ),
+            open_ineligible: gauge_vec(
+                r,
+                "regwatch_open_ineligible_incidents",
+                "Open incidents that lost exemption eligibility, by participant.",
+                &["participant"],
+            ),
+            ineligible_total: counter_vec(
+                r,
+                "regwatch_ineligible_incidents_total",
+                "Incidents that lost exemption eligibility, by participant.",
+                &["participant"],
+            ),
+            alerts_by_level: counter_vec(
+                r,
+                "regwatch_alerts_by_level_total",
+                "Alerts emitted, by type and level.",
+                &["type", "level"],
+            ),
+            reminders: counter(
+                r,
+                "regwatch_reminders_total",
+                "Reminders of unresolved incidents written to the reminders topic.",
+            ),
+            gaps: counter_vec(
+                r,
+                "regwatch_telemetry_gaps_total",
+                "Telemetry gaps (a participant silent longer than engine.telemetry_gap).",
+                &["participant"],
+            ),
+            silent: gauge(
+                r,
+                "regwatch_silent_participants",
+                "Participants silent now (a telemetry gap is firing).",
+            ),
+        }
+    }
+}
+
+impl OpsMetrics {
+    fn new(r: &Registry) -> OpsMetrics {
+        let ops = OpsMetrics {
+            stage_latency: histogram_vec(
+                r,
+                "regwatch_stage_latency_seconds",
+                "Latency per stage: decode (bytes to event), score (the engine), handoff (alert produced to broker ack).",
+                &["stage"],
+                &[
+                    0.000_000_5, 0.000_001, 0.000_002_5, 0.000_005, 0.000_01, 0.000_025, 0.000_05,
+                    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 0.5, 1.0, 2.5,
+                ],
+            ),
+            stage_quantiles: float_gauge_vec(
+                r,
+                "regwatch_stage_latency_quantile_seconds",
+                "Stage latency quantiles over the last one to two minutes (hdrhistogram; quantile 1 is the maximum).",
+                &["stage", "quantile"],
+            ),
+            lag_messages: gauge_vec(
+                r,
+                "regwatch_consumer_lag_messages",
+                "Messages behind the high watermark, per owned partition.",
+                &["topic", "partition"],
+            ),
+            lag_seconds: float_gauge_vec(
+                r,
+                "regwatch_consumer_lag_seconds",
+                "Age of the last message read while behind (0 when caught up), per owned partition.",
+                &["topic", "partition"],
+            ),
+            build_info: gauge_vec(
+                r,
+                "regwatch_build_info",
+                "Always 1: the version and commit of this build.",
+                &["version", "commit"],
+            ),
+            config_info: gauge_vec(
+                r,
+                "regwatch_config_info",
+                "Always 1: SHA-256 prefixes of the loaded configuration and rules.",
+                &["config_sha256", "rules_sha256"],
+            ),
+            config_loaded_at: gauge(
+                r,
+                "regwatch_config_last_reload_timestamp_seconds",
+                "When the configuration was loaded or the rules last reloaded, Unix seconds.",
+            ),
+            rules_reloads: counter_vec(
+                r,
+                "regwatch_rules_reloads_total",
+                "Rules reloads (SIGHUP), by result (ok, error).",
+                &["result"],
+            ),
+            broker_up: gauge(
+                r,
+                "regwatch_broker_up",
+                "1 when the broker answered a metadata request within the last 15 s.",
+            ),
+            windows: Mutex::new(LatencyWindows::new()),
+        };
+        ops.build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("REGWATCH_COMMIT").unwrap_or("unknown"),
+            ])
+            .set(1);
+        for result in ["ok", "error"] {
+            ops.rules_reloads.with_label_values(&[result]);
+        }
+        for stage in STAGES {
+            ops.stage_latency.with_label_values(&[stage]);
+            for (q, _) in QUANTILES {
+                ops.stage_quantiles.with_label_values(&[stage, q]);
+            }
+        }
+        ops
+    }
+
+    /// Shows which configuration and rules run, and since when.
+    pub fn set_config(&self, config_sha256: &str, rules_sha256: &str) {
+        self.config_info.reset();
+        let short = |s: &str| s.get(..12).unwrap_or(s).to_string();
+        self.config_info
+            .with_label_values(&[&short(config_sha256), &short(rules_sha256)])
+            .set(1);
+        self.config_loaded_at
+            .set(crate::time::wall_now().millis().div_euclid(1000));
+    }
+
+    /// Refreshes the quantile gauges from the latency windows (at each scrape).
+    pub fn refresh_quantiles(&self) {
+        let q = self
+            .windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .quantiles();
+        for (stage, values) in STAGES.iter().zip(q) {
+            for ((label, _), v) in QUANTILES.iter().zip(values) {
+                self.stage_quantiles
+                    .with_label_values(&[stage, label])
+                    .set(v);
+            }
+        }
+    }
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
     registry
@@ -268,6 +550,8 @@ impl Metrics {
                 &["result"],
             ),
             webhook: WebhookMetrics::new(&registry),
+            supervision: SupervisionMetrics::new(&registry),
+            ops: OpsMetrics::new(&registry),
             registry,
         };
         // Pre-create every label value so dashboards see zeros, not gaps.
@@ -291,8 +575,36 @@ impl Metrics {
         m
     }
 
+    /// Pre-creates the series of every registered participant and level, so dashboards see
+    /// zeros, not gaps.
+    pub fn touch_participants(&self, registry: &crate::registry::Registry) {
+        let s = &self.supervision;
+        for (_, p) in registry.iter() {
+            let id: &str = &p.id;
+            s.open_ineligible.with_label_values(&[id]);
+            s.ineligible_total.with_label_values(&[id]);
+            s.gaps.with_label_values(&[id]);
+            for kind in ["infosec", "trading", "heartbeat"] {
+                for outcome in PARTICIPANT_OUTCOMES {
+                    s.participant_events.with_label_values(&[id, kind, outcome]);
+                }
+            }
+        }
+        for axis in AXES {
+            for level in LEVELS {
+                s.open_by_level.with_label_values(&[axis, level]);
+            }
+        }
+        for t in ["incident", "telemetry_gap"] {
+            for level in LEVELS {
+                s.alerts_by_level.with_label_values(&[t, level]);
+            }
+        }
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        self.ops.refresh_quantiles();
         use prometheus::Encoder;
         let mut buf = Vec::new();
         let encoder = prometheus::TextEncoder::new();

@@ -2,7 +2,7 @@
 //! and counts together), and the HTTP endpoints that serve them.
 
 mod http;
-mod metrics;
+pub mod metrics;
 
 pub use http::{serve, Health};
 pub use metrics::{Metrics, OUTCOMES};
