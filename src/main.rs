@@ -156,19 +156,29 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr; `REGWATCH_LOG` (e.g. `info,librdkafka=warn`) overrides `default`.
-fn init_logging(default: &str) {
+/// Logs to stderr; `REGWATCH_LOG` (e.g. `info,librdkafka=warn`) overrides `default`. JSON
+/// lines (one object per event: `timestamp`, `level`, `target`, `message`, then the event's
+/// own fields such as `topic`, `partition`, `receiver`, `alert_id`, `error`) when `json`.
+fn init_logging(default: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REGWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        builder.init();
+    }
 }
 
 fn run_daemon(config: &Path) -> anyhow::Result<ExitCode> {
-    init_logging("info");
     let cfg = Config::load(config)?;
+    init_logging("info", cfg.log.json);
     runtime()?.block_on(regwatch::app::run(cfg, shutdown_signal(), None))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -181,7 +191,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run_demo(duration_ms: u64, http_port: u16, rate: f64) -> anyhow::Result<ExitCode> {
-    init_logging("warn");
+    init_logging("warn", false);
     let opts = regwatch::demo::Options {
         duration: (duration_ms > 0).then(|| std::time::Duration::from_millis(duration_ms)),
         http_port,
@@ -197,7 +207,7 @@ fn run_simulate(
     mix: regwatch::simulate::Mix,
     seed: u64,
 ) -> anyhow::Result<ExitCode> {
-    init_logging("info");
+    init_logging("info", false);
     let cfg = Config::load(config)?;
     if plan.topic.is_empty() {
         plan.topic = match &cfg.kafka.topics {

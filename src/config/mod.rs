@@ -40,7 +40,8 @@ use thiserror::Error;
 
 pub use delivery::{DeliverySettings, PayloadFormat, Receiver, Route, SigningKey};
 pub use service::{
-    DaemonSettings, HttpSettings, KafkaSettings, Protocol, Secret, Security, TopicSelection,
+    DaemonSettings, HttpSettings, KafkaSettings, LogSettings, Protocol, Secret, Security,
+    TopicSelection,
 };
 
 use crate::decode::MAX_EVENT_BYTES;
@@ -81,6 +82,7 @@ pub struct Config {
     pub daemon: DaemonSettings,
     pub http: HttpSettings,
     pub delivery: DeliverySettings,
+    pub log: LogSettings,
     /// SHA-256 of the configuration text, for operators to tell which config runs.
     pub digest: String,
 }
@@ -159,6 +161,8 @@ struct RawConfig {
     http: service::RawHttp,
     #[serde(default)]
     delivery: delivery::RawDelivery,
+    #[serde(default)]
+    log: service::RawLog,
     #[serde(default)]
     participants: Vec<RawParticipant>,
 }
@@ -318,6 +322,7 @@ impl RawConfig {
             daemon: self.daemon.validate()?,
             http: self.http.validate()?,
             delivery,
+            log: self.log.validate()?,
             digest,
         })
     }

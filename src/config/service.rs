@@ -34,7 +34,10 @@
 //! shutdown_grace = "30s"
 //!
 //! [http]
-//! listen = "127.0.0.1:9464"              # /metrics, /healthz, /readyz; "off" disables
+//! listen = "127.0.0.1:9464"              # /metrics, /healthz, /readyz, /incidents; "off" disables
+//!
+//! [log]
+//! format = "text"                        # text | json (one JSON object per line); level: REGWATCH_LOG
 //! ```
 
 use std::fmt;
@@ -135,6 +138,12 @@ pub struct DaemonSettings {
     pub shutdown_grace_ms: i64,
 }
 
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct LogSettings {
+    /// JSON lines instead of human-readable text.
+    pub json: bool,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpSettings {
     pub listen: Option<SocketAddr>,
@@ -190,6 +199,25 @@ pub(super) struct RawSecret {
 pub(super) struct RawDaemon {
     tick: Option<String>,
     shutdown_grace: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    format: Option<String>,
+}
+
+impl RawLog {
+    pub(super) fn validate(self) -> Result<LogSettings, ConfigError> {
+        match self.format.as_deref() {
+            None | Some("text") => Ok(LogSettings { json: false }),
+            Some("json") => Ok(LogSettings { json: true }),
+            Some(other) => Err(invalid(
+                "log.format",
+                format!("{other:?} (known: text, json)"),
+            )),
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]

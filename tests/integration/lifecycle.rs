@@ -1028,3 +1028,72 @@ fn replay_never_writes_reminders_whatever_the_settings() {
     assert_eq!(summary.alerts, 3, "{}", String::from_utf8_lossy(&out));
     assert!(!String::from_utf8_lossy(&out).contains("reminder"));
 }
+
+#[test]
+fn the_census_follows_every_transition() {
+    use regwatch::registry::ParticipantIdx;
+    let mut s = Sandbox::broker();
+    let p = ParticipantIdx(0);
+    let cell = |s: &Sandbox, axis: usize, level: regwatch::score::Level| {
+        s.engine.census().open_by_level[axis][level.rank() as usize]
+    };
+    s.send(full_trading_outage(0.0)).unwrap();
+    assert_eq!(cell(&s, 1, General), 1, "market order general");
+    assert_eq!(cell(&s, 0, None), 1, "investor loss none");
+    assert_eq!(cell(&s, 2, General), 1, "overall general");
+    s.advance(30.0);
+    assert_eq!((cell(&s, 1, General), cell(&s, 1, Major)), (0, 1));
+    assert_eq!(cell(&s, 2, Major), 1);
+    let c = s.engine.participant_census(p);
+    assert_eq!(
+        (c.ineligible_open, c.lost_exemption),
+        (1, 1),
+        "major: ineligible"
+    );
+
+    // A second, smaller incident, then the first resolved.
+    s.send(infosec(
+        31.0,
+        "data_leak",
+        json!({"incident_id": "J", "records_exposed": 10}),
+    ))
+    .unwrap();
+    assert_eq!(s.engine.open_incidents(), 2);
+    s.send(merge(
+        full_trading_outage(40.0),
+        json!({"status": "resolved"}),
+    ))
+    .unwrap();
+    assert_eq!(cell(&s, 2, Major), 0);
+    let total: u32 = s.engine.census().open_by_level[2].iter().sum();
+    assert_eq!(total, 1, "one open incident left");
+    let c = s.engine.participant_census(p);
+    assert_eq!(
+        (c.ineligible_open, c.lost_exemption),
+        (0, 1),
+        "resolved: no longer open, still counted as lost"
+    );
+}
+
+#[test]
+fn the_census_counts_silent_participants() {
+    let mut s = Sandbox::one(
+        ParticipantKind::Broker,
+        0,
+        EngineSettings {
+            telemetry_gap_ms: 5 * 60_000,
+            ..quiet()
+        },
+    );
+    s.send(heartbeat("P", 0.0)).unwrap();
+    s.advance(6.0);
+    assert_eq!(s.engine.census().silent, 1);
+    assert_eq!(
+        s.engine
+            .participant_census(regwatch::registry::ParticipantIdx(0))
+            .gaps,
+        1
+    );
+    s.send(heartbeat("P", 7.0)).unwrap();
+    assert_eq!(s.engine.census().silent, 0, "heard again");
+}

@@ -110,6 +110,12 @@ fn a_restored_engine_escalates_and_alerts_exactly_like_the_original() {
     let mut out_b = Vec::new();
     b.advance_to(at(40.0), &mut out_b);
     assert_eq!(ids(&out_b), ids(&after));
+    assert_eq!(
+        b.census(),
+        a.census(),
+        "the census is rebuilt from the restored state and then follows the same transitions"
+    );
+    assert_eq!(b.census().silent, 2);
     let triggers: Vec<_> = out_b.iter().map(|a| (a.alert_type, a.level)).collect();
     assert_eq!(
         triggers.len(),

@@ -1,0 +1,304 @@
+//! The supervisors' incident API and the rules reload, against a real broker: the API
+//! answers what an engine replaying the same events holds, filters by participant and
+//! level, refuses bad queries; a reload regrades open incidents (reload alerts, a new rules
+//! hash), a bad rules file is refused and counted while the old rules stay; SIGHUP reloads
+//! the binary, whose JSON logs carry the documented field names.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use regwatch::config::Config;
+use regwatch::score::{ClockMode, Engine, EngineSettings, Level};
+use serde_json::Value;
+
+use crate::broker::{produce, Broker};
+use crate::kafka::{collect, config_text, payload, run_binary, workload};
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.expect("the HTTP endpoint answers");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+async fn incidents(base: &str, query: &str) -> Value {
+    let (status, body) = get(&format!("{base}/incidents{query}")).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+fn keys(v: &Value) -> BTreeSet<(String, String, String, String)> {
+    v["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["participant_id"].as_str().unwrap().to_string(),
+                i["incident_id"].as_str().unwrap().to_string(),
+                i["level"].as_str().unwrap().to_string(),
+                i["exemption"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Polls `/metrics` until a line starts with `prefix` and ends with `value`.
+async fn wait_metric(base: &str, prefix: &str, value: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, text) = get(&format!("{base}/metrics")).await;
+        if text
+            .lines()
+            .any(|l| l.starts_with(prefix) && l.ends_with(&format!(" {value}")))
+        {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{prefix} never reached {value}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_api_shows_what_the_engine_holds_and_a_reload_regrades_it() {
+    let broker = Broker::start();
+    let name = "api";
+    broker.create_topic(&format!("{name}.events"), 3);
+    let dir = std::env::temp_dir().join(format!("regwatch-api-{}", broker.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let grid = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml"),
+    )
+    .unwrap();
+    let rules = dir.join("rules.toml");
+    std::fs::write(&rules, &grid).unwrap();
+    let text = format!(
+        "{}\n",
+        config_text(&broker, name, 3).replacen(
+            "[engine]",
+            &format!(
+                "[rules]\npath = {:?}\n[engine]",
+                rules.display().to_string()
+            ),
+            1
+        )
+    );
+    let cfg = Config::from_toml(&text, None, false).unwrap();
+    let kafka = cfg.kafka.clone();
+    let daemon = regwatch::app::spawn(Config::from_toml(&text, None, false).unwrap())
+        .await
+        .expect("daemon starts");
+    let base = format!("http://{}", daemon.running.http.unwrap());
+
+    let mut seq = 0;
+    let events = workload(&mut seq, 1);
+    produce(&broker.producer(), &format!("{name}.events"), &events).await;
+
+    // What one engine holds after the same events.
+    let mut engine = Engine::new(
+        Arc::new(cfg.registry.clone()),
+        Arc::new(cfg.rules.clone()),
+        EngineSettings {
+            clock: ClockMode::EventTime,
+            ..cfg.engine.clone()
+        },
+    );
+    let mut out = Vec::new();
+    for (_, e) in &events {
+        let _ = engine.process(e, &mut out);
+    }
+    let expected: BTreeSet<_> = engine
+        .incident_views(None, Level::None)
+        .iter()
+        .map(|i| {
+            (
+                i.participant_id.clone(),
+                i.incident_id.clone(),
+                i.level.as_str().to_string(),
+                serde_json::to_value(i.exemption)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert!(expected.len() >= 10, "{expected:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let all = loop {
+        let all = incidents(&base, "").await;
+        if keys(&all) == expected {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "API {:?} != engine {expected:?}",
+            keys(&all)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(all["count"], expected.len());
+    for i in all["incidents"].as_array().unwrap() {
+        for axis in ["investor_loss", "market_order"] {
+            assert!(i[axis]["level"].is_string() && i[axis]["reasons"].is_array());
+        }
+        assert!(i["summary"]
+            .as_str()
+            .unwrap()
+            .contains(i["incident_id"].as_str().unwrap()));
+    }
+    let levels: Vec<Level> = all["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| Level::parse(i["level"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(levels.windows(2).all(|w| w[0] >= w[1]), "most severe first");
+
+    let p1 = incidents(&base, "?participant=P1").await;
+    assert!(p1["count"].as_u64().unwrap() >= 1);
+    assert!(p1["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["participant_id"] == "P1"));
+    let major = incidents(&base, "?min_level=major").await;
+    let want_major: BTreeSet<_> = expected
+        .iter()
+        .filter(|k| matches!(k.2.as_str(), "major" | "extraordinary"))
+        .cloned()
+        .collect();
+    assert_eq!(keys(&major), want_major);
+    assert_eq!(
+        get(&format!("{base}/incidents?min_level=huge")).await.0,
+        400
+    );
+    assert_eq!(get(&format!("{base}/incidents?colour=red")).await.0, 400);
+
+    // A stricter grid: 50,000 leaked records are now major, not larger.
+    let before = wait_metric(&base, "regwatch_rules_reloads_total{result=\"ok\"}", "0").await;
+    assert!(before.contains("regwatch_config_info{"));
+    std::fs::write(
+        &rules,
+        grid.replace("records_exposed >= 100000", "records_exposed >= 50000"),
+    )
+    .unwrap();
+    daemon.running.reload.send(()).unwrap();
+    let after = wait_metric(&base, "regwatch_rules_reloads_total{result=\"ok\"}", "1").await;
+    let info = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("regwatch_config_info{"))
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(info(&before), info(&after), "the rules hash changed");
+    let reloaded = collect(
+        &kafka,
+        &kafka.alerts_topic,
+        "api-alerts",
+        Duration::from_secs(20),
+        |a| a.iter().any(|m| payload(m)["trigger"] == "reload"),
+    )
+    .await;
+    let regraded: Vec<Value> = reloaded
+        .iter()
+        .map(payload)
+        .filter(|a| a["trigger"] == "reload")
+        .collect();
+    assert!(regraded
+        .iter()
+        .all(|a| a["investor_loss"]["level"] == "major" || a["level"] == "extraordinary"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while incidents(&base, "?min_level=major").await["count"].as_u64()
+        <= Some(want_major.len() as u64)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the API shows the regraded incidents"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A bad file: refused and counted, the rules in force stay.
+    std::fs::write(&rules, "[[rule]]\nid = \"broken\"\naxis = \"sideways\"\n").unwrap();
+    daemon.running.reload.send(()).unwrap();
+    let bad = wait_metric(&base, "regwatch_rules_reloads_total{result=\"error\"}", "1").await;
+    assert_eq!(info(&bad), info(&after), "the hash of the rules in force");
+    assert!(bad.contains("regwatch_rules_reloads_total{result=\"ok\"} 1"));
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_binary_and_json_logs_have_fixed_fields() {
+    let broker = Broker::start();
+    let name = "hup";
+    broker.create_topic(&format!("{name}.events"), 2);
+    let dir = std::env::temp_dir().join(format!("regwatch-hup-{}", broker.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("rules.toml");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml"),
+        &rules,
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = config_text(&broker, name, 2)
+        .replacen(
+            "[engine]",
+            &format!(
+                "[rules]\npath = {:?}\n[log]\nformat = \"json\"\n[engine]",
+                rules.display().to_string()
+            ),
+            1,
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+    let cfg_path = dir.join("regwatch.toml");
+    std::fs::write(&cfg_path, text).unwrap();
+    let log = dir.join("daemon.log");
+    let mut daemon = run_binary(&cfg_path, &log);
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{base}/readyz"))
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(Instant::now() < deadline, "the daemon never became ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pid = daemon.0.id().to_string();
+    let kill = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+    };
+    assert!(kill("-HUP").success());
+    wait_metric(&base, "regwatch_rules_reloads_total{result=\"ok\"}", "1").await;
+    assert!(kill("-TERM").success());
+    assert!(
+        daemon.0.wait().unwrap().success(),
+        "still alive after SIGHUP, clean exit"
+    );
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| ["timestamp", "level", "target", "message"]
+            .iter()
+            .all(|f| l.get(f).is_some())));
+    let reload = lines
+        .iter()
+        .find(|l| l["message"] == "rules reloaded")
+        .expect("the reload is logged");
+    assert!(reload["rules_sha256"].is_string() && reload["path"].is_string());
+}
