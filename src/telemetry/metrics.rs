@@ -1,6 +1,9 @@
 //! The daemon's Prometheus metrics: created once at start-up into one registry; hot paths
 //! keep pre-resolved handles and only increment them. Label values come from closed sets
-//! (outcomes, rejection codes, alert types) so cardinality is fixed.
+//! (outcomes, rejection codes, alert types, levels, stages) and the configured participant
+//! registry and receivers, so cardinality is fixed; the per-partition lag series exist only
+//! for owned partitions. Stage-latency quantiles come from hdrhistograms that the workers
+//! merge into two rolling one-minute windows.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
