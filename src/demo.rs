@@ -152,7 +152,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     );
     let daemon = crate::app::spawn(cfg).await?;
     if let Some(addr) = daemon.running.http {
-        println!("metrics: http://{addr}/metrics   (Ctrl-C to stop)");
+        println!("metrics: http://{addr}/metrics   open incidents: http://{addr}/incidents   (Ctrl-C to stop)");
     }
     println!(
         "on-call webhook (major and above, signed): {}\n",
