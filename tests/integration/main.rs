@@ -1,7 +1,9 @@
 //! The integration test binary: the engine and the binary, end to end, with real files.
 
+mod api;
 mod broker;
 mod cli;
+mod dashboards;
 mod faults;
 mod grid;
 mod kafka;
