@@ -97,7 +97,19 @@ pub async fn run(
     let grace = Duration::from_millis(config.daemon.shutdown_grace_ms.max(0) as u64);
     let (rules_tx, rules_rx) = tokio::sync::watch::channel(Arc::new(config.rules));
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Registered here, before anything else runs: a SIGHUP from now on reloads, never kills.
+    #[cfg(unix)]
+    let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: rules reload only on request");
+            None
+        }
+    };
+    #[cfg(not(unix))]
+    let hangup: Option<Hangup> = None;
     let reloader = tokio::spawn(reload_rules(
+        hangup,
         config.rules_path.clone(),
         config.digest.clone(),
         rules_tx,
@@ -218,21 +230,19 @@ async fn partition_count(config: &Config) -> anyhow::Result<i32> {
 /// Reloads the rules file on SIGHUP or on request: validated first, then swapped for every
 /// worker at once (each regrades its open incidents); a bad file is logged and counted and
 /// the rules in force stay.
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
 async fn reload_rules(
+    mut hangup: Option<Hangup>,
     path: Option<std::path::PathBuf>,
     config_digest: String,
     rules: tokio::sync::watch::Sender<Arc<crate::score::Rules>>,
     mut requests: tokio::sync::mpsc::UnboundedReceiver<()>,
     metrics: Arc<Metrics>,
 ) {
-    #[cfg(unix)]
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP: rules reload only on request");
-            None
-        }
-    };
     loop {
         #[cfg(unix)]
         let hup = async {
@@ -242,7 +252,10 @@ async fn reload_rules(
             }
         };
         #[cfg(not(unix))]
-        let hup = std::future::pending::<Option<()>>();
+        let hup = {
+            let _ = &mut hangup;
+            std::future::pending::<Option<()>>()
+        };
         tokio::select! {
             r = requests.recv() => if r.is_none() { return },
             _ = hup => {}

@@ -69,7 +69,9 @@ pub struct Telemetry {
     /// `(type, level)` alert counters, incident then telemetry_gap, by level rank.
     alerts: Vec<IntCounter>,
     reminders: IntCounter,
-    lag: Option<(IntGauge, prometheus::Gauge)>,
+    /// Whether this worker has written lag series (looked up on every tick, not cached: a
+    /// previous owner of the partition may remove them when it stops late).
+    lag_written: bool,
 }
 
 impl Telemetry {
@@ -120,7 +122,7 @@ impl Telemetry {
             published: Census::default(),
             alerts,
             reminders: s.reminders.clone(),
-            lag: None,
+            lag_written: false,
             metrics: metrics.clone(),
         }
     }
@@ -208,16 +210,11 @@ impl Telemetry {
 
     /// This partition's lag.
     pub fn lag(&mut self, topic: &str, partition: i32, messages: i64, seconds: f64) {
-        let (m, s) = self.lag.get_or_insert_with(|| {
-            let p = partition.to_string();
-            let o = &self.metrics.ops;
-            (
-                o.lag_messages.with_label_values(&[topic, &p]),
-                o.lag_seconds.with_label_values(&[topic, &p]),
-            )
-        });
-        m.set(messages);
-        s.set(seconds);
+        let p = partition.to_string();
+        let o = &self.metrics.ops;
+        o.lag_messages.with_label_values(&[topic, &p]).set(messages);
+        o.lag_seconds.with_label_values(&[topic, &p]).set(seconds);
+        self.lag_written = true;
     }
 
     /// Takes this worker's share out of the shared gauges (the partition is gone).
@@ -237,7 +234,7 @@ impl Telemetry {
         self.published = Census::default();
         self.published_participants
             .fill(ParticipantCensus::default());
-        if self.lag.take().is_some() {
+        if std::mem::take(&mut self.lag_written) {
             let p = partition.to_string();
             let o = &self.metrics.ops;
             let _ = o.lag_messages.remove_label_values(&[topic, &p]);

@@ -264,7 +264,12 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         stray: &mut mpsc::UnboundedReceiver<OwnedMessage>,
     ) -> Option<std::sync::mpsc::Sender<()>> {
         let mut rules = self.shared.rules.clone();
-        rules.mark_unchanged();
+        // A reload while this worker was restoring: take it now.
+        let current = rules.borrow_and_update().clone();
+        if !Arc::ptr_eq(self.engine.rules(), &current) {
+            self.engine.set_rules(current, &mut self.alerts);
+            self.emit_alerts(None).await;
+        }
         let mut queries = self.shared.queries.subscribe();
         let mut tick = tokio::time::interval(self.shared.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -274,6 +279,8 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             tokio::select! {
                 biased;
                 s = stop.recv() => {
+                    // No more incident queries: the API must not wait for a stopping worker.
+                    drop(queries);
                     if s.as_ref().is_some_and(|s| s.abandon) {
                         tracing::warn!(topic = %self.topic, partition = self.partition, "partition lost: leaving it without writing or committing");
                     } else {
@@ -753,11 +760,13 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     /// Messages and seconds behind the partition's high watermark (librdkafka's cached
     /// figure from the last fetch: no request is made).
     fn report_lag(&mut self) {
-        let Some(high) = cached_high_watermark(self.consumer.client(), &self.topic, self.partition)
+        let Some((low, high)) =
+            cached_watermarks(self.consumer.client(), &self.topic, self.partition)
         else {
             return;
         };
-        let position = self.next_offset.or(self.committed).unwrap_or(0);
+        // Nothing read or committed yet: the log starts at `low` (retention trims it).
+        let position = self.next_offset.or(self.committed).unwrap_or(low).max(low);
         let behind = (high - position).max(0);
         let seconds = if behind > 0 && self.last_message_ms > 0 {
             (wall_now().millis() - self.last_message_ms).max(0) as f64 / 1000.0
@@ -782,13 +791,13 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     }
 }
 
-/// The partition's high watermark as librdkafka last saw it in a fetch response
+/// The partition's low and high watermarks as librdkafka last saw them in a fetch response
 /// (`rd_kafka_get_watermark_offsets`: no request is made, unlike `fetch_watermarks`).
-fn cached_high_watermark<C: rdkafka::ClientContext>(
+fn cached_watermarks<C: rdkafka::ClientContext>(
     client: &rdkafka::client::Client<C>,
     topic: &str,
     partition: i32,
-) -> Option<i64> {
+) -> Option<(i64, i64)> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is live for the borrow of `client`; the topic is a valid
@@ -803,5 +812,5 @@ fn cached_high_watermark<C: rdkafka::ClientContext>(
         )
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
+        .then_some((low.max(0), high))
 }

@@ -337,9 +337,10 @@ impl Engine {
         let c = &mut self.participants[inc.participant.get()].census;
         if ineligible {
             c.ineligible_open += 1;
-            if lost {
+            if lost && !inc.lost_counted {
                 c.lost_exemption += 1;
             }
+            inc.lost_counted = true;
         } else {
             c.ineligible_open = c.ineligible_open.saturating_sub(1);
         }
@@ -961,6 +962,7 @@ impl Engine {
         inc.peak_minutes = r.peak_minutes;
         inc.grade = parts.grade;
         inc.ineligible = self.rules.exemption(parts.grade) == Exemption::Ineligible;
+        inc.lost_counted = inc.ineligible;
         inc.scores = r.scores;
         inc.emitted = parts.emitted;
         inc.reminder_anchor = r.reminder_anchor_ms.map(Timestamp);

@@ -62,6 +62,8 @@ pub struct Incident {
     pub emitted: Option<Emitted>,
     /// Counted as ineligible in the engine's census (open incidents only).
     pub ineligible: bool,
+    /// Its loss of eligibility was counted (once per incident, whatever reloads do).
+    pub lost_counted: bool,
     pub deadline: Option<Timestamp>,
     /// Engine time at which the open, alerted incident first stood at or above the reminder
     /// level: reminder k is due at `reminder_anchor + k x interval`. Persisted.
@@ -120,6 +122,7 @@ impl Incident {
             reasons: None,
             emitted: None,
             ineligible: false,
+            lost_counted: false,
             deadline: None,
             reminder_anchor: None,
             reminders_sent: 0,

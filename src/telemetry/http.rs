@@ -35,6 +35,8 @@ struct AppState {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     queries: Option<tokio::sync::broadcast::Sender<IncidentQuery>>,
+    /// One incident query at a time: a client hammering the API cannot stall the workers.
+    one_query: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves until `shutdown` completes. Returns the bound address through `bound` (port 0
@@ -56,6 +58,7 @@ pub async fn serve(
             metrics,
             health,
             queries,
+            one_query: Arc::new(tokio::sync::Semaphore::new(1)),
         });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let _ = bound.send(listener.local_addr()?);
@@ -65,10 +68,12 @@ pub async fn serve(
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
+    // Rendering walks every series: off the runtime's worker threads.
+    let metrics = s.metrics.clone();
+    let text = tokio::task::spawn_blocking(move || metrics.render())
+        .await
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn ready_handler(State(s): State<AppState>) -> impl IntoResponse {
@@ -97,6 +102,11 @@ struct IncidentFilter {
 #[derive(serde::Serialize)]
 struct Incidents {
     count: usize,
+    /// False while some owned partitions are still being restored (their incidents are
+    /// missing from the list).
+    complete: bool,
+    partitions_answered: usize,
+    partitions_owned: i64,
     incidents: Vec<IncidentView>,
 }
 
@@ -124,6 +134,13 @@ async fn incidents_handler(
     };
     let Some(queries) = &s.queries else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no incident source\n").into_response();
+    };
+    let Ok(_permit) = tokio::time::timeout(QUERY_TIMEOUT, s.one_query.acquire()).await else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy: another incident query runs\n",
+        )
+            .into_response();
     };
     let (reply, mut answers) = tokio::sync::mpsc::unbounded_channel();
     let asked = queries
@@ -153,8 +170,12 @@ async fn incidents_handler(
             .then_with(|| a.participant_id.cmp(&b.participant_id))
             .then_with(|| a.incident_id.cmp(&b.incident_id))
     });
+    let owned = s.metrics.partitions.get();
     Json(Incidents {
         count: incidents.len(),
+        complete: asked as i64 >= owned,
+        partitions_answered: asked,
+        partitions_owned: owned,
         incidents,
     })
     .into_response()

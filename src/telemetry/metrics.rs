@@ -71,9 +71,10 @@ pub const STAGES: [&str; 3] = ["decode", "score", "handoff"];
 pub const QUANTILES: [(&str, f64); 4] =
     [("0.5", 0.5), ("0.99", 0.99), ("0.999", 0.999), ("1", 1.0)];
 
-/// A new histogram of nanoseconds, 1 ns to 60 s at 3 significant digits.
+/// A new histogram of nanoseconds, 1 ns to 60 s at 2 significant digits (1 % precision,
+/// about 20 KB; longer values are clamped to 60 s).
 pub fn latency_histogram() -> Hdr<u64> {
-    Hdr::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds are valid")
+    Hdr::new_with_bounds(1, 60_000_000_000, 2).expect("constant bounds are valid")
 }
 
 /// Two consecutive windows of stage latencies: quantiles cover the previous window and the
@@ -95,8 +96,31 @@ impl LatencyWindows {
         }
     }
 
+    /// Moves on to a new window every minute; after two minutes or more with no rotation
+    /// (no scrape, no traffic), both windows are stale and start empty.
+    fn rotate(&mut self) {
+        let elapsed = self.started.elapsed();
+        if elapsed < WINDOW {
+            return;
+        }
+        let fresh = || {
+            STAGES
+                .iter()
+                .map(|_| latency_histogram())
+                .collect::<Vec<_>>()
+        };
+        if elapsed >= 2 * WINDOW {
+            self.previous = fresh();
+            self.current = fresh();
+        } else {
+            self.previous = std::mem::replace(&mut self.current, fresh());
+        }
+        self.started = Instant::now();
+    }
+
     /// Adds a worker's recordings of stage `i` (and resets them).
     pub fn merge(&mut self, i: usize, local: &mut Hdr<u64>) {
+        self.rotate();
         if let Some(h) = self.current.get_mut(i) {
             // Both have the same bounds, so adding cannot fail.
             let _ = h.add(&*local);
@@ -106,13 +130,7 @@ impl LatencyWindows {
 
     /// The exported quantiles of every stage, in seconds: `[stage][quantile]`.
     pub fn quantiles(&mut self) -> Vec<[f64; 4]> {
-        if self.started.elapsed() >= WINDOW {
-            self.previous = std::mem::replace(
-                &mut self.current,
-                STAGES.iter().map(|_| latency_histogram()).collect(),
-            );
-            self.started = Instant::now();
-        }
+        self.rotate();
         self.current
             .iter()
             .zip(&self.previous)
@@ -620,5 +638,53 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(values_ns: &[u64]) -> Hdr<u64> {
+        let mut h = latency_histogram();
+        for v in values_ns {
+            h.record(*v).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn quantiles_cover_the_last_one_to_two_minutes() {
+        let mut w = LatencyWindows::new();
+        let mut local = recorded(&[1_000, 2_000, 3_000, 1_000_000]);
+        w.merge(0, &mut local);
+        assert!(local.is_empty(), "the worker's histogram is reset");
+        let q = w.quantiles();
+        assert!((q[0][0] - 2e-6).abs() < 1e-7, "p50 {}", q[0][0]);
+        assert!((q[0][3] - 1e-3).abs() < 2e-5, "max {}", q[0][3]);
+        assert_eq!(q[1], [0.0; 4], "a stage with no data reads 0");
+        // A minute on: the data is in the previous window, still reported.
+        w.started = Instant::now() - Duration::from_secs(70);
+        assert!(w.quantiles()[0][3] > 0.0);
+        // Another minute: gone.
+        w.started = Instant::now() - Duration::from_secs(70);
+        assert_eq!(w.quantiles()[0], [0.0; 4]);
+        // A long silence clears both windows at once.
+        w.merge(0, &mut recorded(&[5_000]));
+        w.started = Instant::now() - Duration::from_secs(600);
+        assert_eq!(w.quantiles()[0], [0.0; 4]);
+    }
+
+    #[test]
+    fn every_metric_registers_and_renders() {
+        let m = Metrics::new();
+        let text = m.render();
+        for name in [
+            "regwatch_build_info",
+            "regwatch_stage_latency_quantile_seconds",
+            "regwatch_rules_reloads_total",
+        ] {
+            assert!(text.contains(name), "{name}");
+        }
     }
 }

@@ -138,6 +138,8 @@ async fn the_incident_api_shows_what_the_engine_holds_and_a_reload_regrades_it()
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert_eq!(all["count"], expected.len());
+    assert_eq!(all["complete"], true, "every owned partition answered");
+    assert_eq!(all["partitions_answered"], all["partitions_owned"]);
     for i in all["incidents"].as_array().unwrap() {
         for axis in ["investor_loss", "market_order"] {
             assert!(i[axis]["level"].is_string() && i[axis]["reasons"].is_array());
