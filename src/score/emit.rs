@@ -155,17 +155,7 @@ pub fn reminder_alert(
     );
     alert.alert_id = reminder_alert_id(&p.id, &inc.incident_id, inc.first_reported_at, k);
     alert.reminder = Some(k);
-    alert.reminder_of = inc.emitted.map(|e| {
-        incident_alert_id(
-            &p.id,
-            &inc.incident_id,
-            inc.first_reported_at,
-            AlertStatus::Firing,
-            e.grade.investor_loss,
-            e.grade.market_order,
-            e.exemption,
-        )
-    });
+    alert.reminder_of = latest_alert_id(p, inc);
     let mut s = format!(
         "Reminder {k}: {} ({}, {}) incident {} [{}] still unresolved after {} at {}",
         alert.participant_name,
@@ -335,18 +325,23 @@ pub fn incident_view(
         first_reported_at: inc.first_reported_at,
         last_report_at: inc.last_report_at,
         duration_minutes: a.duration_minutes.unwrap_or_default(),
-        last_alert_id: inc.emitted.map(|e| {
-            incident_alert_id(
-                &p.id,
-                &inc.incident_id,
-                inc.first_reported_at,
-                AlertStatus::Firing,
-                e.grade.investor_loss,
-                e.grade.market_order,
-                e.exemption,
-            )
-        }),
+        last_alert_id: latest_alert_id(p, inc),
         reminders_sent: inc.reminders_sent,
         summary: a.summary,
     }
+}
+
+/// The id of the latest real alert of an open incident (a firing one), if it was alerted.
+fn latest_alert_id(p: &Participant, inc: &Incident) -> Option<String> {
+    inc.emitted.map(|e| {
+        incident_alert_id(
+            &p.id,
+            &inc.incident_id,
+            inc.first_reported_at,
+            AlertStatus::Firing,
+            e.grade.investor_loss,
+            e.grade.market_order,
+            e.exemption,
+        )
+    })
 }

@@ -11,40 +11,14 @@ use regwatch::time::wall_now;
 use serde_json::json;
 
 use crate::broker::{produce, Broker};
-use crate::kafka::{collect, payload};
+use crate::kafka::{collect, config_text, payload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reminders_go_to_their_own_topic_and_never_to_the_alerts_topic() {
     let broker = Broker::start();
     let name = "remind";
     broker.create_topic(&format!("{name}.events"), 2);
-    let text = format!(
-        r#"
-[engine]
-telemetry_gap = "off"
-[kafka]
-brokers = "{}"
-group_id = "{name}"
-topics = ["{name}.events"]
-alerts_topic = "{name}.alerts"
-dead_letter_topic = "{name}.dlq"
-state_topic = "{name}.state"
-reminders_topic = "{name}.reminders"
-topic_partitions = 2
-commit_interval = "200ms"
-session_timeout = "6s"
-[daemon]
-tick = "100ms"
-shutdown_grace = "15s"
-[http]
-listen = "off"
-[[participants]]
-id = "P2"
-kind = "broker"
-effective_customers = 2500000
-"#,
-        broker.bootstrap()
-    );
+    let text = config_text(&broker, name, 2);
     let mut cfg = Config::from_toml(&text, None, false).expect("test config");
     assert_eq!(cfg.engine.reminder_interval_ms, 3_600_000, "the default");
     // Below the configuration's 1m minimum, so that the test is short.
