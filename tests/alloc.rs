@@ -1,6 +1,7 @@
 //! Proves the allocation claims of `src/lib.rs` and `score/engine.rs`: decoding a valid event,
 //! and scoring an event for an already-known open incident (or a heartbeat of a known
-//! participant) that emits no alert, allocate nothing.
+//! participant) that emits no alert, allocate nothing; nor do the partition worker's
+//! per-event metrics (event counters, stage-latency histograms).
 //!
 //! A counting global allocator wraps `System`. It counts only on the current thread, and only
 //! while armed, so the test harness's own threads (and the setup of each test) do not
@@ -477,4 +478,40 @@ fn decoding_deeply_nested_unknown_fields_allocates_nothing() {
         assert!(event.is_ok(), "{name}: rejected");
         assert_eq!(n, 0, "{name}: decode allocated {n} times ({size} bytes)");
     }
+}
+
+#[test]
+fn the_workers_per_event_metrics_allocate_nothing() {
+    use regwatch::ingest::telemetry::{Stage, Telemetry};
+    use regwatch::registry::ParticipantIdx;
+    use std::time::Duration;
+    let metrics = Arc::new(regwatch::telemetry::Metrics::new());
+    let registry = registry();
+    let mut t = Telemetry::new(&metrics, &registry);
+    // Warm: the first observation of a local histogram may size its buffers.
+    t.record(Stage::Decode, Duration::from_nanos(300));
+    t.record(Stage::Score, Duration::from_nanos(500));
+    t.event(ParticipantIdx(0), EventKind::Infosec, Outcome::Graded);
+    let ((), n, bytes) = allocs(|| {
+        for i in 0..1000u64 {
+            t.record(Stage::Decode, Duration::from_nanos(200 + i));
+            t.record(Stage::Score, Duration::from_nanos(400 + 3 * i));
+            t.event(ParticipantIdx(0), EventKind::Infosec, Outcome::Graded);
+            t.event(ParticipantIdx(1), EventKind::Heartbeat, Outcome::Heartbeat);
+        }
+    });
+    assert_eq!(
+        (n, bytes),
+        (0, 0),
+        "per-event metrics allocated {n} times ({bytes} B)"
+    );
+    assert_eq!(
+        metrics
+            .supervision
+            .participant_events
+            .with_label_values(&[&registry.get(ParticipantIdx(0)).id, "infosec", "graded"])
+            .get(),
+        1001,
+        "and they count"
+    );
 }
