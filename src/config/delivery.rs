@@ -12,6 +12,8 @@
 //! group_id = "regwatch.outbox"          # default: "<kafka.group_id>.outbox"; each receiver
 //!                                       # consumes as its own group "<group_id>.<name>"
 //! dead_letter_topic = "regwatch.alert-dead-letters"
+//! external_url = "https://regwatch.example"   # where supervisors reach /incidents (Alertmanager
+//!                                       # format: externalURL, and generatorURL per participant)
 //!
 //! [[delivery.receivers]]
 //! name = "oncall"                       # [a-z0-9_-], unique; a metric label
@@ -106,6 +108,8 @@ pub struct DeliverySettings {
     /// Prefix of the receivers' consumer groups (`None`: `<kafka.group_id>.outbox`).
     pub group_id: Option<String>,
     pub dead_letter_topic: String,
+    /// Where supervisors reach this daemon's HTTP endpoint (empty: not given).
+    pub external_url: String,
 }
 
 impl DeliverySettings {
@@ -127,6 +131,7 @@ impl DeliverySettings {
 pub(super) struct RawDelivery {
     group_id: Option<String>,
     dead_letter_topic: Option<String>,
+    external_url: Option<String>,
     #[serde(default)]
     receivers: Vec<RawReceiver>,
     #[serde(default)]
@@ -245,9 +250,20 @@ impl RawDelivery {
                 return Err(invalid("delivery.group_id", "must not be empty"));
             }
         }
+        let external_url = self.external_url.unwrap_or_default();
+        if !external_url.is_empty()
+            && (!(external_url.starts_with("http://") || external_url.starts_with("https://"))
+                || reqwest::Url::parse(&external_url).is_err())
+        {
+            return Err(invalid(
+                "delivery.external_url",
+                format!("{external_url:?} is not an http:// or https:// URL"),
+            ));
+        }
         Ok(DeliverySettings {
             receivers,
             routes,
+            external_url,
             group_id: self.group_id,
             dead_letter_topic: super::service::topic_name(
                 "delivery.dead_letter_topic",
@@ -613,6 +629,10 @@ exemption = "ineligible"
             (
                 "[delivery]\ndead_letter_topic = \"regwatch.alerts\"\n".to_string(),
                 "delivery.dead_letter_topic",
+            ),
+            (
+                "[delivery]\nexternal_url = \"regwatch.example\"\n".to_string(),
+                "delivery.external_url",
             ),
         ];
         for (text, key) in cases {

@@ -369,7 +369,9 @@ impl Lane {
         }
         let body = match self.receiver.format {
             PayloadFormat::Native => bytes.to_vec(),
-            PayloadFormat::Alertmanager => payload::alertmanager(&alert, &self.receiver.name),
+            PayloadFormat::Alertmanager => {
+                payload::alertmanager(&alert, &self.receiver.name, &self.settings.external_url)
+            }
         };
         let initial = Duration::from_millis(self.receiver.retry_initial_ms as u64);
         let max = Duration::from_millis(self.receiver.retry_max_ms as u64);

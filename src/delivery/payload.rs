@@ -90,8 +90,10 @@ fn severity(level: Level) -> &'static str {
 /// Alertmanager renders a firing alert's end as the zero time.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-/// The Alertmanager webhook-v4 body for one alert, as `receiver` sees it.
-pub fn alertmanager(p: &Parsed, receiver: &str) -> Vec<u8> {
+/// The Alertmanager webhook-v4 body for one alert, as `receiver` sees it. `external_url`
+/// (`delivery.external_url`, where supervisors reach this daemon's HTTP endpoint) becomes
+/// `externalURL`, and `generatorURL` links to the participant's open incidents there.
+pub fn alertmanager(p: &Parsed, receiver: &str, external_url: &str) -> Vec<u8> {
     let v = &p.value;
     let status = p.status.as_str();
     let mut identity = Map::new();
@@ -171,14 +173,14 @@ pub fn alertmanager(p: &Parsed, receiver: &str) -> Vec<u8> {
         "groupLabels": identity.clone(),
         "commonLabels": labels.clone(),
         "commonAnnotations": annotations.clone(),
-        "externalURL": "",
+        "externalURL": external_url,
         "alerts": [{
             "status": status,
             "labels": labels,
             "annotations": annotations,
             "startsAt": starts_at,
             "endsAt": ends_at,
-            "generatorURL": "",
+            "generatorURL": generator_url(external_url, &p.participant_id),
             "fingerprint": fingerprint(&identity),
         }],
     });
@@ -229,4 +231,24 @@ fn fingerprint(identity: &Map<String, Value>) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// `<external_url>/incidents?participant=<id>`, or empty without an external URL.
+fn generator_url(external_url: &str, participant_id: &str) -> String {
+    if external_url.is_empty() {
+        return String::new();
+    }
+    let id: String = participant_id
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!(
+        "{}/incidents?participant={id}",
+        external_url.trim_end_matches('/')
+    )
 }

@@ -263,6 +263,8 @@ async fn signed_native_and_alertmanager_webhooks_follow_their_routes() {
         name,
         &format!(
             r#"
+[delivery]
+external_url = "https://regwatch.example/"
 [[delivery.receivers]]
 name = "oncall"
 url = "{}"
@@ -369,7 +371,7 @@ exemption = "ineligible"
         for obj in ["groupLabels", "commonLabels", "commonAnnotations"] {
             assert!(p[obj].is_object(), "{obj}");
         }
-        assert!(p["externalURL"].is_string());
+        assert_eq!(p["externalURL"], "https://regwatch.example/");
         let list = p["alerts"].as_array().unwrap();
         assert_eq!(list.len(), 1);
         let a = &list[0];
@@ -383,7 +385,14 @@ exemption = "ineligible"
             );
         }
         assert_eq!(a["endsAt"], "0001-01-01T00:00:00Z");
-        assert!(a["generatorURL"].is_string());
+        assert_eq!(
+            a["generatorURL"].as_str().unwrap(),
+            format!(
+                "https://regwatch.example/incidents?participant={}",
+                a["labels"]["participant_id"].as_str().unwrap()
+            ),
+            "links to the participant's open incidents"
+        );
         assert_eq!(a["fingerprint"].as_str().unwrap().len(), 16);
         let labels = a["labels"].as_object().unwrap();
         assert!(
