@@ -59,8 +59,16 @@ pub enum ConfigError {
     Parse(String),
     #[error("config: {key}: {problem}")]
     Invalid { key: String, problem: String },
+    /// The rules error is shown in the message, not chained as a source too (an `{:#}`
+    /// display would print it twice).
     #[error("config: rules: {0}")]
-    Rules(#[from] RulesError),
+    Rules(RulesError),
+}
+
+impl From<RulesError> for ConfigError {
+    fn from(e: RulesError) -> ConfigError {
+        ConfigError::Rules(e)
+    }
 }
 
 pub(crate) fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {

@@ -185,6 +185,7 @@ fn check_config_refuses_bad_rules_with_the_rule_and_value() {
         assert!(!out.status.success(), "rules must be refused: {body}");
         let err = text(&out.stderr);
         assert!(err.contains(expect), "{err:?} should contain {expect:?}");
+        assert_eq!(err.matches("rules file").count(), 1, "said once: {err:?}");
     }
     // A valid custom grid is accepted and counted.
     let out = rules(&rule(
