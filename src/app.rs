@@ -110,8 +110,11 @@ pub async fn run(
     let hangup: Option<Hangup> = None;
     let reloader = tokio::spawn(reload_rules(
         hangup,
-        config.rules_path.clone(),
-        config.digest.clone(),
+        RulesSource {
+            path: config.rules_path.clone(),
+            watch: Duration::from_millis(config.rules_watch_ms.max(0) as u64),
+            config_digest: config.digest.clone(),
+        },
         rules_tx,
         reload_rx,
         metrics.clone(),
@@ -235,14 +238,36 @@ type Hangup = tokio::signal::unix::Signal;
 #[cfg(not(unix))]
 type Hangup = ();
 
+/// Where the reloader reads rules from and how it watches them.
+struct RulesSource {
+    path: Option<std::path::PathBuf>,
+    /// Poll the file this often for a change of content (zero: only on SIGHUP or request).
+    watch: Duration,
+    config_digest: String,
+}
+
+/// Why the reloader is reading the rules file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Why {
+    Asked,
+    Watch,
+}
+
 async fn reload_rules(
     mut hangup: Option<Hangup>,
-    path: Option<std::path::PathBuf>,
-    config_digest: String,
+    source: RulesSource,
     rules: tokio::sync::watch::Sender<Arc<crate::score::Rules>>,
     mut requests: tokio::sync::mpsc::UnboundedReceiver<()>,
     metrics: Arc<Metrics>,
 ) {
+    let mut current = rules.borrow().digest().to_string();
+    // The content of the last file refused by the watch: refused (and counted) once.
+    let mut refused: Option<String> = None;
+    let mut watch = (!source.watch.is_zero()).then(|| {
+        let mut t = tokio::time::interval(source.watch);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     loop {
         #[cfg(unix)]
         let hup = async {
@@ -256,38 +281,61 @@ async fn reload_rules(
             let _ = &mut hangup;
             std::future::pending::<Option<()>>()
         };
-        tokio::select! {
-            r = requests.recv() => if r.is_none() { return },
-            _ = hup => {}
-        }
-        let Some(path) = &path else {
+        let tick = async {
+            match watch.as_mut() {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let why = tokio::select! {
+            r = requests.recv() => match r { None => return, Some(()) => Why::Asked },
+            _ = hup => Why::Asked,
+            () = tick => Why::Watch,
+        };
+        let Some(path) = &source.path else {
             tracing::warn!("rules reload asked for, but no rules.path is configured (built-in grid): nothing to reload");
             continue;
         };
         let file = path.clone();
-        match tokio::task::spawn_blocking(move || crate::score::Rules::load(&file)).await {
-            Ok(Ok(new)) => {
-                let digest = new.digest().to_string();
-                metrics.ops.set_config(&config_digest, &digest);
+        let read = tokio::task::spawn_blocking(move || std::fs::read_to_string(file)).await;
+        let text = match read.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
+            Ok(t) => t,
+            Err(e) => {
+                if why == Why::Asked || refused.as_deref() != Some("<unreadable>") {
+                    metrics
+                        .ops
+                        .rules_reloads
+                        .with_label_values(&["error"])
+                        .inc();
+                    tracing::error!(path = %path.display(), error = %e, "rules file unreadable; the rules in force stay");
+                    refused = Some("<unreadable>".into());
+                }
+                continue;
+            }
+        };
+        let text_digest = crate::score::Rules::text_digest(&text);
+        if why == Why::Watch && (text_digest == current || refused.as_ref() == Some(&text_digest)) {
+            continue;
+        }
+        match crate::score::Rules::compile(&text) {
+            Ok(new) => {
+                current = new.digest().to_string();
+                refused = None;
+                metrics.ops.set_config(&source.config_digest, &current);
                 rules.send_replace(Arc::new(new));
                 metrics.ops.rules_reloads.with_label_values(&["ok"]).inc();
-                tracing::info!(path = %path.display(), rules_sha256 = %&digest[..12], "rules reloaded");
+                tracing::info!(path = %path.display(), rules_sha256 = %&current[..12], watch = why == Why::Watch, "rules reloaded");
             }
-            Ok(Err(e)) => {
+            Err(e) => {
+                refused = Some(text_digest);
                 metrics
                     .ops
                     .rules_reloads
                     .with_label_values(&["error"])
                     .inc();
                 tracing::error!(path = %path.display(), error = %e, "rules reload refused; the rules in force stay");
-            }
-            Err(e) => {
-                metrics
-                    .ops
-                    .rules_reloads
-                    .with_label_values(&["error"])
-                    .inc();
-                tracing::error!(error = %e, "rules reload task failed");
             }
         }
     }

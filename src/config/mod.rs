@@ -16,6 +16,8 @@
 //!
 //! [rules]
 //! path = "rules.toml"               # relative to this file; default: the built-in grid
+//! watch = "10s"                     # reload when the file's content changes; default "off"
+//!                                   # (SIGHUP reloads either way)
 //!
 //! [alerts]
 //! min_level = "general"             # incident alerts start at this level
@@ -85,6 +87,8 @@ pub struct Config {
     pub rules: Rules,
     /// Where the rules came from (`None`: the built-in grid).
     pub rules_path: Option<PathBuf>,
+    /// How often the rules file is checked for a change of content (0: never; SIGHUP only).
+    pub rules_watch_ms: i64,
     pub registry: Registry,
     pub kafka: KafkaSettings,
     pub daemon: DaemonSettings,
@@ -190,6 +194,7 @@ struct RawEngine {
 #[serde(deny_unknown_fields)]
 struct RawRulesRef {
     path: Option<PathBuf>,
+    watch: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -300,6 +305,16 @@ impl RawConfig {
             Some(b) if p.is_relative() => b.join(p),
             _ => p,
         });
+        let rules_watch_ms = duration_or("rules.watch", self.rules.watch, 0)?;
+        if rules_watch_ms > 0 && rules_path.is_none() {
+            return Err(invalid(
+                "rules.watch",
+                "needs rules.path (the built-in grid never changes)",
+            ));
+        }
+        if (1..1_000).contains(&rules_watch_ms) {
+            return Err(invalid("rules.watch", "must be at least 1s (or \"off\")"));
+        }
         let rules = match &rules_path {
             Some(p) => Rules::load(p)?,
             None => Rules::default_grid(),
@@ -325,6 +340,7 @@ impl RawConfig {
             engine,
             rules,
             rules_path,
+            rules_watch_ms,
             registry,
             kafka,
             daemon: self.daemon.validate()?,
@@ -408,6 +424,25 @@ pub fn parse_duration_ms(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rules_watch_needs_a_file_and_a_sane_period() {
+        let p = "[[participants]]\nid = \"A\"\nkind = \"broker\"\n";
+        let load = |rules: &str| Config::from_toml(&format!("{rules}\n{p}"), None, false);
+        let err = load("[rules]\nwatch = \"10s\"").unwrap_err().to_string();
+        assert!(
+            err.contains("rules.watch") && err.contains("rules.path"),
+            "{err}"
+        );
+        let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules.toml");
+        let err = load(&format!("[rules]\npath = {rules:?}\nwatch = \"500ms\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rules.watch"), "{err}");
+        let ok = load(&format!("[rules]\npath = {rules:?}\nwatch = \"10s\"")).unwrap();
+        assert_eq!(ok.rules_watch_ms, 10_000);
+        assert_eq!(load("").unwrap().rules_watch_ms, 0, "off by default");
+    }
 
     #[test]
     fn durations() {

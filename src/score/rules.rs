@@ -298,6 +298,12 @@ impl Rules {
         &self.digest
     }
 
+    /// The digest a rules file with this text has (what [`Rules::digest`] reports once it
+    /// is compiled).
+    pub fn text_digest(text: &str) -> String {
+        hex_digest(text.as_bytes())
+    }
+
     pub fn len(&self) -> usize {
         self.by_axis.iter().map(Vec::len).sum()
     }

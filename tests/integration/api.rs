@@ -304,3 +304,50 @@ async fn sighup_reloads_the_binary_and_json_logs_have_fixed_fields() {
         .expect("the reload is logged");
     assert!(reload["rules_sha256"].is_string() && reload["path"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_rules_file_reloads_when_its_content_changes() {
+    let broker = Broker::start();
+    let name = "watch";
+    broker.create_topic(&format!("{name}.events"), 2);
+    let dir = std::env::temp_dir().join(format!("regwatch-watch-{}", broker.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let grid = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml"),
+    )
+    .unwrap();
+    let rules = dir.join("rules.toml");
+    std::fs::write(&rules, &grid).unwrap();
+    let text = config_text(&broker, name, 2).replacen(
+        "[engine]",
+        &format!(
+            "[rules]\npath = {:?}\nwatch = \"1s\"\n[engine]",
+            rules.display().to_string()
+        ),
+        1,
+    );
+    let daemon = regwatch::app::spawn(Config::from_toml(&text, None, false).unwrap())
+        .await
+        .expect("daemon starts");
+    let base = format!("http://{}", daemon.running.http.unwrap());
+    // Unchanged content: nothing happens.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    wait_metric(&base, "regwatch_rules_reloads_total{result=\"ok\"}", "0").await;
+
+    std::fs::write(
+        &rules,
+        grid.replace("records_exposed >= 100000", "records_exposed >= 50000"),
+    )
+    .unwrap();
+    wait_metric(&base, "regwatch_rules_reloads_total{result=\"ok\"}", "1").await;
+    // A bad file is refused and counted once, however long it stays.
+    std::fs::write(&rules, "[[rule]]\nid = \"broken\"\n").unwrap();
+    wait_metric(&base, "regwatch_rules_reloads_total{result=\"error\"}", "1").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let text = wait_metric(&base, "regwatch_rules_reloads_total{result=\"error\"}", "1").await;
+    assert!(text.contains("regwatch_rules_reloads_total{result=\"ok\"} 1"));
+    // Fixed: taken.
+    std::fs::write(&rules, &grid).unwrap();
+    wait_metric(&base, "regwatch_rules_reloads_total{result=\"ok\"}", "2").await;
+    daemon.stop().await.expect("clean stop");
+}
