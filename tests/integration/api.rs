@@ -5,6 +5,7 @@
 //! the binary, whose JSON logs carry the documented field names.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,12 +60,15 @@ async fn wait_metric(base: &str, prefix: &str, value: &str) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_incident_api_shows_what_the_engine_holds_and_a_reload_regrades_it() {
-    let broker = Broker::start();
-    let name = "api";
-    broker.create_topic(&format!("{name}.events"), 3);
-    let dir = std::env::temp_dir().join(format!("regwatch-api-{}", broker.port));
+/// A test's own copy of the built-in grid, and a daemon configuration that reads it, with
+/// `extra` lines after `[rules] path`: (the grid's text, the copy's path, the configuration).
+fn own_rules(
+    broker: &Broker,
+    name: &str,
+    partitions: u32,
+    extra: &str,
+) -> (String, PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("regwatch-{name}-{}", broker.port));
     std::fs::create_dir_all(&dir).unwrap();
     let grid = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml"),
@@ -72,17 +76,23 @@ async fn the_incident_api_shows_what_the_engine_holds_and_a_reload_regrades_it()
     .unwrap();
     let rules = dir.join("rules.toml");
     std::fs::write(&rules, &grid).unwrap();
-    let text = format!(
-        "{}\n",
-        config_text(&broker, name, 3).replacen(
-            "[engine]",
-            &format!(
-                "[rules]\npath = {:?}\n[engine]",
-                rules.display().to_string()
-            ),
-            1
-        )
+    let text = config_text(broker, name, partitions).replacen(
+        "[engine]",
+        &format!(
+            "[rules]\npath = {:?}\n{extra}[engine]",
+            rules.display().to_string()
+        ),
+        1,
     );
+    (grid, rules, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_api_shows_what_the_engine_holds_and_a_reload_regrades_it() {
+    let broker = Broker::start();
+    let name = "api";
+    broker.create_topic(&format!("{name}.events"), 3);
+    let (grid, rules, text) = own_rules(&broker, name, 3, "");
     let cfg = Config::from_toml(&text, None, false).unwrap();
     let kafka = cfg.kafka.clone();
     let daemon = regwatch::app::spawn(Config::from_toml(&text, None, false).unwrap())
@@ -235,32 +245,17 @@ async fn sighup_reloads_the_binary_and_json_logs_have_fixed_fields() {
     let broker = Broker::start();
     let name = "hup";
     broker.create_topic(&format!("{name}.events"), 2);
-    let dir = std::env::temp_dir().join(format!("regwatch-hup-{}", broker.port));
-    std::fs::create_dir_all(&dir).unwrap();
-    let rules = dir.join("rules.toml");
-    std::fs::copy(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml"),
-        &rules,
-    )
-    .unwrap();
+    let (_, rules, text) = own_rules(&broker, name, 2, "[log]\nformat = \"json\"\n");
+    let dir = rules.parent().unwrap().to_path_buf();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let text = config_text(&broker, name, 2)
-        .replacen(
-            "[engine]",
-            &format!(
-                "[rules]\npath = {:?}\n[log]\nformat = \"json\"\n[engine]",
-                rules.display().to_string()
-            ),
-            1,
-        )
-        .replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        );
+    let text = text.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
     let cfg_path = dir.join("regwatch.toml");
     std::fs::write(&cfg_path, text).unwrap();
     let log = dir.join("daemon.log");
@@ -310,22 +305,7 @@ async fn a_watched_rules_file_reloads_when_its_content_changes() {
     let broker = Broker::start();
     let name = "watch";
     broker.create_topic(&format!("{name}.events"), 2);
-    let dir = std::env::temp_dir().join(format!("regwatch-watch-{}", broker.port));
-    std::fs::create_dir_all(&dir).unwrap();
-    let grid = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml"),
-    )
-    .unwrap();
-    let rules = dir.join("rules.toml");
-    std::fs::write(&rules, &grid).unwrap();
-    let text = config_text(&broker, name, 2).replacen(
-        "[engine]",
-        &format!(
-            "[rules]\npath = {:?}\nwatch = \"1s\"\n[engine]",
-            rules.display().to_string()
-        ),
-        1,
-    );
+    let (grid, rules, text) = own_rules(&broker, name, 2, "watch = \"1s\"\n");
     let daemon = regwatch::app::spawn(Config::from_toml(&text, None, false).unwrap())
         .await
         .expect("daemon starts");
