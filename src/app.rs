@@ -76,13 +76,8 @@ pub async fn run(
         .set_config(&config.digest, config.rules.digest());
     let health = Arc::new(Health::default());
     let (queries, _) = tokio::sync::broadcast::channel(16);
-    let (http_stop, http_addr) = start_http(
-        &config,
-        metrics.clone(),
-        health.clone(),
-        Some(queries.clone()),
-    )
-    .await?;
+    let (http_stop, http_addr) =
+        start_http(&config, metrics.clone(), health.clone(), queries.clone()).await?;
 
     let k = &config.kafka;
     if k.create_topics {
@@ -185,7 +180,7 @@ async fn start_http(
     config: &Config,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    queries: Option<tokio::sync::broadcast::Sender<crate::ingest::worker::IncidentQuery>>,
+    queries: tokio::sync::broadcast::Sender<crate::ingest::worker::IncidentQuery>,
 ) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, Option<SocketAddr>)> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let Some(addr) = config.http.listen else {
@@ -230,9 +225,6 @@ async fn partition_count(config: &Config) -> anyhow::Result<i32> {
     .await?
 }
 
-/// Reloads the rules file on SIGHUP or on request: validated first, then swapped for every
-/// worker at once (each regrades its open incidents); a bad file is logged and counted and
-/// the rules in force stay.
 #[cfg(unix)]
 type Hangup = tokio::signal::unix::Signal;
 #[cfg(not(unix))]
@@ -253,6 +245,9 @@ enum Why {
     Watch,
 }
 
+/// Reloads the rules file on SIGHUP, on request, or (with `rules.watch`) when its content
+/// changes: validated first, then swapped for every worker at once (each regrades its open
+/// incidents); a bad file is logged and counted and the rules in force stay.
 async fn reload_rules(
     mut hangup: Option<Hangup>,
     source: RulesSource,

@@ -18,6 +18,7 @@ use hdrhistogram::Histogram as Hdr;
 use prometheus::local::LocalHistogram;
 use prometheus::{IntCounter, IntGauge};
 
+use crate::alert::AlertType;
 use crate::decode::EventKind;
 use crate::registry::{ParticipantIdx, Registry};
 use crate::score::{Census, Engine, Level, Outcome, ParticipantCensus};
@@ -145,8 +146,8 @@ impl Telemetry {
         self.hdr[i].saturating_record(d.as_nanos().clamp(1, u64::MAX as u128) as u64);
     }
 
-    pub fn alert(&self, kind: &str, level: Level) {
-        let t = usize::from(kind != "incident");
+    pub fn alert(&self, kind: AlertType, level: Level) {
+        let t = usize::from(kind == AlertType::TelemetryGap);
         if let Some(c) = self
             .alerts
             .get(t * Level::ALL.len() + level.rank() as usize)

@@ -267,8 +267,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         // A reload while this worker was restoring: take it now.
         let current = rules.borrow_and_update().clone();
         if !Arc::ptr_eq(self.engine.rules(), &current) {
-            self.engine.set_rules(current, &mut self.alerts);
-            self.emit_alerts(None).await;
+            self.take_rules(current).await;
         }
         let mut queries = self.shared.queries.subscribe();
         let mut tick = tokio::time::interval(self.shared.tick);
@@ -297,9 +296,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 _ = tick.tick() => self.on_tick().await,
                 Ok(()) = rules.changed() => {
                     let new = rules.borrow_and_update().clone();
-                    self.engine.set_rules(new, &mut self.alerts);
-                    tracing::info!(topic = %self.topic, partition = self.partition, alerts = self.alerts.len(), "rules reloaded: open incidents regraded");
-                    self.emit_alerts(None).await;
+                    self.take_rules(new).await;
                 }
                 Ok(q) = queries.recv() => {
                     let found = self.engine.incident_views(q.participant.as_deref(), q.min_level);
@@ -325,6 +322,13 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             }
             self.progress_flush(false).await;
         }
+    }
+
+    /// Regrades the open incidents under reloaded rules and sends what that raised.
+    async fn take_rules(&mut self, rules: Arc<Rules>) {
+        self.engine.set_rules(rules, &mut self.alerts);
+        tracing::info!(topic = %self.topic, partition = self.partition, alerts = self.alerts.len(), "rules reloaded: open incidents regraded");
+        self.emit_alerts(None).await;
     }
 
     async fn on_tick(&mut self) {
@@ -374,10 +378,11 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             }
             Err(reject) => self.reject(m, &reject).await,
         }
-        if let Some(ts) = m.timestamp().to_millis() {
-            self.last_message_ms = ts;
+        let written = m.timestamp().to_millis();
+        if let Some(ms) = written {
+            self.last_message_ms = ms;
         }
-        self.emit_alerts(m.timestamp().to_millis()).await;
+        self.emit_alerts(written).await;
         self.next_offset = Some(m.offset() + 1);
     }
 
@@ -459,7 +464,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             let reminder = (a.trigger == Trigger::Reminder).then(|| a.reminder.unwrap_or(0));
             if reminder.is_none() {
                 self.counters.alerts[i].inc();
-                self.telemetry.alert(kind, a.level);
+                self.telemetry.alert(a.alert_type, a.level);
             } else {
                 self.telemetry.reminder();
             }

@@ -274,25 +274,18 @@ impl Engine {
         self.open
     }
 
-    /// The open incidents of `participant` (all when `None`) at `min_level` or above, most
-    /// severe first (for the incident API; allocates, off the hot path).
+    /// The open incidents of `participant` (all when `None`) at `min_level` or above, in no
+    /// particular order (for the incident API, which merges and sorts the workers' answers;
+    /// allocates, off the hot path).
     pub fn incident_views(&self, participant: Option<&str>, min_level: Level) -> Vec<IncidentView> {
         let now = self.clock.unwrap_or_default();
         let only = participant.map(|id| self.registry.lookup(id));
-        let mut views: Vec<IncidentView> = self
-            .slab
+        self.slab
             .iter()
             .filter(|inc| inc.live && inc.is_open() && inc.grade.overall() >= min_level)
             .filter(|inc| only.is_none_or(|p| p == Some(inc.participant)))
             .map(|inc| incident_view(&self.rules, self.registry.get(inc.participant), inc, now))
-            .collect();
-        views.sort_by(|a, b| {
-            b.level
-                .cmp(&a.level)
-                .then_with(|| a.participant_id.cmp(&b.participant_id))
-                .then_with(|| a.incident_id.cmp(&b.incident_id))
-        });
-        views
+            .collect()
     }
 
     /// Open incidents by axis and level, silent participants.

@@ -34,18 +34,18 @@ pub struct Health {
 struct AppState {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    queries: Option<tokio::sync::broadcast::Sender<IncidentQuery>>,
+    queries: tokio::sync::broadcast::Sender<IncidentQuery>,
     /// One incident query at a time: a client hammering the API cannot stall the workers.
     one_query: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves until `shutdown` completes. Returns the bound address through `bound` (port 0
-/// picks a free one, which tests use). Without `queries`, `/incidents` answers 503.
+/// picks a free one, which tests use). `/incidents` asks the workers through `queries`.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    queries: Option<tokio::sync::broadcast::Sender<IncidentQuery>>,
+    queries: tokio::sync::broadcast::Sender<IncidentQuery>,
     bound: tokio::sync::oneshot::Sender<SocketAddr>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -132,9 +132,6 @@ async fn incidents_handler(
             }
         },
     };
-    let Some(queries) = &s.queries else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no incident source\n").into_response();
-    };
     let Ok(_permit) = tokio::time::timeout(QUERY_TIMEOUT, s.one_query.acquire()).await else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -143,7 +140,8 @@ async fn incidents_handler(
             .into_response();
     };
     let (reply, mut answers) = tokio::sync::mpsc::unbounded_channel();
-    let asked = queries
+    let asked = s
+        .queries
         .send(IncidentQuery {
             participant: filter.participant,
             min_level,

@@ -183,30 +183,46 @@ pub const OUTCOMES: [&str; 5] = [
     "rejected",
 ];
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let v = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+/// Registers `metric` (built from constant names, so a failure is a build defect that the
+/// test suite catches, never an input problem) and returns its handle.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    name: &str,
+    metric: prometheus::Result<M>,
+) -> M {
+    let m = metric.unwrap_or_else(|e| panic!("metric {name}: {e}"));
     registry
-        .register(Box::new(v.clone()))
+        .register(Box::new(m.clone()))
         .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    v
+    m
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(
+        registry,
+        name,
+        IntCounterVec::new(Opts::new(name, help), labels),
+    )
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    registry
-        .register(Box::new(c.clone()))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    c
+    registered(registry, name, IntCounter::new(name, help))
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let v = IntGaugeVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    registry
-        .register(Box::new(v.clone()))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    v
+    registered(
+        registry,
+        name,
+        IntGaugeVec::new(Opts::new(name, help), labels),
+    )
+}
+
+fn float_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    registered(registry, name, GaugeVec::new(Opts::new(name, help), labels))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    registered(registry, name, IntGauge::new(name, help))
 }
 
 fn histogram_vec(
@@ -216,15 +232,8 @@ fn histogram_vec(
     labels: &[&str],
     buckets: &[f64],
 ) -> HistogramVec {
-    let v = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        labels,
-    )
-    .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    registry
-        .register(Box::new(v.clone()))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    v
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    registered(registry, name, HistogramVec::new(opts, labels))
 }
 
 impl WebhookMetrics {
@@ -324,15 +333,6 @@ impl WebhookMetrics {
         self.latency.with_label_values(&[receiver]);
         self.request.with_label_values(&[receiver]);
     }
-}
-
-fn float_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    let v = GaugeVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    registry
-        .register(Box::new(v.clone()))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    v
 }
 
 impl SupervisionMetrics {
@@ -494,14 +494,6 @@ impl OpsMetrics {
             }
         }
     }
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    registry
-        .register(Box::new(g.clone()))
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-    g
 }
 
 impl Metrics {
