@@ -259,7 +259,7 @@ async fn sighup_reloads_the_binary_and_json_logs_have_fixed_fields() {
     let cfg_path = dir.join("regwatch.toml");
     std::fs::write(&cfg_path, text).unwrap();
     let log = dir.join("daemon.log");
-    let mut daemon = run_binary(&cfg_path, &log);
+    let daemon = run_binary(&cfg_path, &log);
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while reqwest::get(format!("{base}/readyz"))
@@ -269,20 +269,9 @@ async fn sighup_reloads_the_binary_and_json_logs_have_fixed_fields() {
         assert!(Instant::now() < deadline, "the daemon never became ready");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let pid = daemon.0.id().to_string();
-    let kill = |sig: &str| {
-        std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-    };
-    assert!(kill("-HUP").success());
+    daemon.signal("HUP");
     wait_metric(&base, "regwatch_rules_reloads_total{result=\"ok\"}", "1").await;
-    assert!(kill("-TERM").success());
-    assert!(
-        daemon.0.wait().unwrap().success(),
-        "still alive after SIGHUP, clean exit"
-    );
+    daemon.terminate();
     let lines: Vec<Value> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()

@@ -544,7 +544,7 @@ async fn a_daemon_killed_mid_stream_restarts_without_losing_or_renaming_alerts()
     let phase2 = workload(&mut seq, 2);
     produce(&producer, &topic, &phase2).await;
     events.extend(phase2);
-    let mut second = spawn("second.log");
+    let second = spawn("second.log");
     // Past the outage's 5-minute deadline.
     let until = outage_start.plus_millis(5 * 60_000 + 3_000);
     while wall_now() < until {
@@ -584,19 +584,30 @@ async fn a_daemon_killed_mid_stream_restarts_without_losing_or_renaming_alerts()
     ));
 
     // SIGTERM: drain, commit, exit 0.
-    let pid = second.0.id().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = second.0.wait().unwrap();
-    assert!(exit.success(), "graceful exit: {exit:?}");
+    second.terminate();
     assert_all_committed(&broker.bootstrap(), name, &topic, 3);
 }
 
 /// A daemon process, killed if the test fails before it ends it.
 pub(crate) struct Reaped(pub std::process::Child);
+
+impl Reaped {
+    /// Sends `signal` (`"TERM"`, `"HUP"`, ...) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// SIGTERM, then asserts a graceful exit (drain, commit, exit 0).
+    pub(crate) fn terminate(mut self) {
+        self.signal("TERM");
+        let exit = self.0.wait().unwrap();
+        assert!(exit.success(), "graceful exit: {exit:?}");
+    }
+}
 
 impl Drop for Reaped {
     fn drop(&mut self) {

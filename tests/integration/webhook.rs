@@ -764,7 +764,7 @@ async fn a_daemon_killed_during_a_receiver_outage_delivers_everything_after_rest
     let phase2 = workload(&mut seq, 2);
     produce(&producer, &topic, &phase2).await;
     events.extend(phase2);
-    let mut second = spawn("second.log");
+    let second = spawn("second.log");
     tokio::time::sleep(Duration::from_secs(2)).await;
     hook.start().await;
     let expected = oracle(&cfg, &events, wall_now());
@@ -797,13 +797,7 @@ async fn a_daemon_killed_during_a_receiver_outage_delivers_everything_after_rest
     .await);
     assert_eq!(alert_ids, expected);
 
-    let pid = second.0.id().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(second.0.wait().unwrap().success(), "graceful exit");
+    second.terminate();
     assert_all_committed(
         &broker.bootstrap(),
         &format!("{name}.outbox.oncall"),
