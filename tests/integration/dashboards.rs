@@ -4,7 +4,7 @@
 //! about, and every panel and query uses the templated Prometheus data source.
 //!
 //! Needs `/usr/bin/prometheus` (Debian package `prometheus`, which `.ci/run` installs) and the
-//! tansu broker (see `broker.rs`).
+//! Apache Kafka test broker (see `broker.rs`).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::{SocketAddr, TcpListener};

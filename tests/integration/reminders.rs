@@ -1,4 +1,4 @@
-//! Reminders through the daemon and a real broker (tansu): they go to the reminders topic with
+//! Reminders through the daemon and a real broker (Apache Kafka): they go to the reminders topic with
 //! the alert headers plus `regwatch.reminder`, never to the alerts topic, and are not counted
 //! as alerts.
 
