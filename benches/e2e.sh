@@ -182,6 +182,7 @@ alerts_topic = "regwatch.alerts.$4"
 dead_letter_topic = "regwatch.dead-letters.$4"
 state_topic = "regwatch.state.$4"
 topic_partitions = $PARTITIONS
+replication_factor = 1
 create_topics = true
 commit_interval = "1s"
 librdkafka = [$(props_toml "$DAEMON_PROPS")]

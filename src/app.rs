@@ -80,11 +80,20 @@ pub async fn run(
         start_http(&config, metrics.clone(), health.clone(), queries.clone()).await?;
 
     let k = &config.kafka;
+    let brokers = {
+        let k = k.clone();
+        tokio::task::spawn_blocking(move || client::preflight(&k, Duration::from_secs(15)))
+            .await??
+    };
     if k.create_topics {
-        client::ensure_topics(k).await?;
+        client::ensure_topics(k, brokers).await?;
     }
     let state_partitions = partition_count(&config).await?;
-    let producer: FutureProducer = client::producer(k).create()?;
+    let producer: FutureProducer<client::Watched> =
+        client::producer(k).create_with_context(client::Watched {
+            health: health.clone(),
+            metrics: metrics.clone(),
+        })?;
     let mut engine = config.engine.clone();
     engine.clock = ClockMode::External;
     engine.watch_all_from_start = false;
@@ -123,14 +132,15 @@ pub async fn run(
         queries,
         producer: producer.clone(),
         metrics: metrics.clone(),
+        health: health.clone(),
         state_partitions,
         tick: Duration::from_millis(config.daemon.tick_ms as u64),
         stop_timeout: grace,
     });
-    let group = Group::start(shared, k.topics.clone(), health)?;
+    let group = Group::start(shared, k.topics.clone(), health.clone())?;
     let outbox = if config.delivery.enabled() {
         if k.create_topics {
-            client::ensure_topic(k, &config.delivery.dead_letter_topic, "delete").await?;
+            client::ensure_topic(k, brokers, &config.delivery.dead_letter_topic).await?;
         }
         let topics = [k.alerts_topic.as_str(), k.reminders_topic.as_str()];
         Some(Outbox::start(k, &config.delivery, &topics, &metrics)?)
@@ -146,7 +156,10 @@ pub async fn run(
         });
     }
 
-    shutdown.await;
+    let failure = tokio::select! {
+        _ = shutdown => None,
+        why = health.failed() => Some(why),
+    };
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: draining partitions"
@@ -165,6 +178,9 @@ pub async fn run(
     let _ = http_stop.send(());
     reloader.abort();
     prober.abort();
+    if let Some(why) = failure {
+        anyhow::bail!("stopped after a fatal failure: {why}");
+    }
     match outcome {
         Ok(Ok(Ok(()))) => {
             tracing::info!("drained; bye");

@@ -13,6 +13,9 @@
 //! state_topic = "regwatch.state"         # compacted; regwatch's own durable state
 //! reminders_topic = "regwatch.reminders" # reminders of unresolved incidents (not alerts)
 //! topic_partitions = 12                  # partitions of each topic regwatch creates
+//! replication_factor = 3                 # of each topic regwatch creates (more than the brokers: start-up error)
+//! min_insync_replicas = 2                # of each topic regwatch creates (default: replication_factor - 1, at least 1)
+//! state_topic_config = ["segment.ms=600000"]   # over the state topic's compaction defaults
 //! create_topics = true                   # create the four topics above if missing
 //! commit_interval = "1s"                 # state flush + offset commit cadence
 //! fetch_queue_kbytes = 16384             # prefetch bound per partition (queued.max.messages.kbytes)
@@ -109,6 +112,18 @@ pub struct Security {
     pub sasl: Option<(String, String, Secret)>,
 }
 
+/// The state topic's configs when regwatch creates it: compacted, in segments that close
+/// (the cleaner never touches the active one) at least hourly, cleaned once a tenth of the
+/// log is superseded and at the latest an hour after a write, tombstones kept a day so a
+/// reader that started before the cleaner still sees them.
+pub const STATE_TOPIC_DEFAULTS: [(&str, &str); 5] = [
+    ("cleanup.policy", "compact"),
+    ("segment.ms", "3600000"),
+    ("min.cleanable.dirty.ratio", "0.1"),
+    ("max.compaction.lag.ms", "3600000"),
+    ("delete.retention.ms", "86400000"),
+];
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct KafkaSettings {
     pub brokers: String,
@@ -120,6 +135,14 @@ pub struct KafkaSettings {
     /// Where reminders go (`[alerts] reminder_interval`); never the alerts topic.
     pub reminders_topic: String,
     pub topic_partitions: i32,
+    /// Replication factor of every topic regwatch creates; a cluster with fewer brokers is a
+    /// start-up error.
+    pub replication_factor: i16,
+    /// `min.insync.replicas` of every topic regwatch creates.
+    pub min_insync_replicas: i16,
+    /// Topic configs of the state topic when regwatch creates it: the compaction defaults
+    /// ([`STATE_TOPIC_DEFAULTS`]) with `kafka.state_topic_config` over them.
+    pub state_topic_config: Vec<(String, String)>,
     pub create_topics: bool,
     pub commit_interval_ms: i64,
     pub fetch_queue_kbytes: u32,
@@ -161,6 +184,10 @@ pub(super) struct RawKafka {
     state_topic: Option<String>,
     reminders_topic: Option<String>,
     topic_partitions: Option<i32>,
+    replication_factor: Option<i16>,
+    min_insync_replicas: Option<i16>,
+    #[serde(default)]
+    state_topic_config: Vec<String>,
     create_topics: Option<bool>,
     commit_interval: Option<String>,
     fetch_queue_kbytes: Option<u32>,
@@ -328,6 +355,40 @@ impl RawKafka {
                 "must be within 1..=10000",
             ));
         }
+        let replication_factor = self.replication_factor.unwrap_or(3);
+        if !(1..=32).contains(&replication_factor) {
+            return Err(invalid("kafka.replication_factor", "must be within 1..=32"));
+        }
+        let min_insync_replicas = self
+            .min_insync_replicas
+            .unwrap_or((replication_factor - 1).max(1));
+        if !(1..=replication_factor).contains(&min_insync_replicas) {
+            return Err(invalid(
+                "kafka.min_insync_replicas",
+                format!("must be within 1..={replication_factor} (kafka.replication_factor)"),
+            ));
+        }
+        let mut state_topic_config: Vec<(String, String)> = STATE_TOPIC_DEFAULTS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for kv in self.state_topic_config {
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                invalid(
+                    "kafka.state_topic_config",
+                    format!("{kv:?} is not \"config=value\""),
+                )
+            })?;
+            let (k, v) = (k.trim(), v.trim());
+            if k == "cleanup.policy" && v != "compact" {
+                return Err(invalid(
+                    "kafka.state_topic_config",
+                    "the state topic must stay compacted (cleanup.policy=compact)",
+                ));
+            }
+            state_topic_config.retain(|(key, _)| key != k);
+            state_topic_config.push((k.to_string(), v.to_string()));
+        }
         let commit_interval_ms = duration_or("kafka.commit_interval", self.commit_interval, 1_000)?;
         if commit_interval_ms < 10 {
             return Err(invalid("kafka.commit_interval", "must be at least 10ms"));
@@ -360,6 +421,9 @@ impl RawKafka {
                     .unwrap_or_else(|| "regwatch.reminders".into()),
             )?,
             topic_partitions,
+            replication_factor,
+            min_insync_replicas,
+            state_topic_config,
             create_topics: self.create_topics.unwrap_or(true),
             commit_interval_ms,
             fetch_queue_kbytes: self.fetch_queue_kbytes.unwrap_or(16_384),

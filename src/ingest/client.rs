@@ -4,12 +4,16 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use std::sync::{Arc, Mutex};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::KafkaSettings;
+use crate::telemetry::{Health, Metrics};
 
 /// Connection and security settings shared by every client.
 pub fn base(k: &KafkaSettings) -> ClientConfig {
@@ -80,59 +84,191 @@ pub fn reader(k: &KafkaSettings) -> ClientConfig {
     let mut c = base(k);
     c.set("group.id", format!("{}.state-reader", k.group_id))
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+        .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
     c
 }
 
-/// Creates the alerts, dead-letter, state and reminders topics when missing (the state
-/// topic compacted). Existing topics are left as they are.
-pub async fn ensure_topics(k: &KafkaSettings) -> anyhow::Result<()> {
-    create_topics(
-        k,
-        &[
-            (k.alerts_topic.as_str(), "delete"),
-            (k.dead_letter_topic.as_str(), "delete"),
-            (k.state_topic.as_str(), "compact"),
-            (k.reminders_topic.as_str(), "delete"),
-        ],
-    )
-    .await
+/// The producer's context: logs librdkafka's errors, and turns a fatal one (the idempotent
+/// producer can no longer guarantee order or no duplicates) into a daemon failure: counted,
+/// readiness red, the daemon stops and exits non-zero.
+pub struct Watched {
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
 }
 
-/// Creates one topic (with `cleanup.policy` = `policy`) when missing.
-pub async fn ensure_topic(k: &KafkaSettings, name: &str, policy: &str) -> anyhow::Result<()> {
-    create_topics(k, &[(name, policy)]).await
+impl ClientContext for Watched {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            self.metrics
+                .worker_failures
+                .with_label_values(&["producer_fatal"])
+                .inc();
+            tracing::error!(error = %error, reason, "fatal producer error; stopping the daemon");
+            self.health
+                .fail(format!("fatal producer error: {error}: {reason}"));
+        } else {
+            tracing::warn!(error = %error, reason, "kafka client error");
+        }
+    }
 }
 
-/// Creates `(name, cleanup.policy)` topics with `kafka.topic_partitions` partitions; existing
-/// ones are left as they are.
-async fn create_topics(k: &KafkaSettings, topics: &[(&str, &str)]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base(k).create()?;
-    let partitions = k.topic_partitions;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    // -1 asks for the broker's default replication factor; brokers without it take 1.
-    for replication in [-1, 1] {
-        let new: Vec<NewTopic<'_>> = topics
-            .iter()
-            .map(|(name, policy)| {
-                NewTopic::new(name, partitions, TopicReplication::Fixed(replication))
-                    .set("cleanup.policy", policy)
-            })
-            .collect();
-        let results = admin.create_topics(new.iter(), &opts).await?;
-        let mut retry = false;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, RDKafkaErrorCode::InvalidReplicationFactor)) if replication == -1 => {
-                    retry = true
-                }
-                Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+/// Records the errors librdkafka reports while the start-up check runs.
+#[derive(Default)]
+struct Capture(Mutex<Vec<(Option<RDKafkaErrorCode>, String)>>);
+
+impl rdkafka::consumer::ConsumerContext for Capture {}
+
+impl ClientContext for Capture {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let mut errors = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        errors.push((error.rdkafka_error_code(), format!("{error}: {reason}")));
+    }
+}
+
+/// Checks at start-up that the cluster answers with these settings, and returns how many
+/// brokers it has. A failed authentication (wrong password, unknown user, bad mechanism) or a
+/// TLS failure is an error at once, naming the cause, rather than a daemon that waits.
+pub fn preflight(k: &KafkaSettings, timeout: Duration) -> anyhow::Result<usize> {
+    let consumer: BaseConsumer<Capture> = base(k).create_with_context(Capture::default())?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let fatal = |errors: &[(Option<RDKafkaErrorCode>, String)]| {
+            errors
+                .iter()
+                .find(|(code, _)| {
+                    matches!(
+                        code,
+                        Some(RDKafkaErrorCode::Authentication)
+                            | Some(RDKafkaErrorCode::SaslAuthenticationFailed)
+                            | Some(RDKafkaErrorCode::SSL)
+                            | Some(RDKafkaErrorCode::InvalidArgument)
+                            | Some(RDKafkaErrorCode::ClusterAuthorizationFailed)
+                    )
+                })
+                .map(|(_, text)| text.clone())
+        };
+        let result = consumer.fetch_metadata(None, Duration::from_millis(1_000));
+        let errors = consumer
+            .context()
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(why) = fatal(&errors) {
+            anyhow::bail!(
+                "cannot use the Kafka cluster at {} (kafka.brokers, kafka.security): {why}",
+                k.brokers
+            );
+        }
+        match result {
+            Ok(md) if !md.brokers().is_empty() => return Ok(md.brokers().len()),
+            Ok(_) | Err(_) if std::time::Instant::now() < deadline => continue,
+            Ok(_) => anyhow::bail!("the Kafka cluster at {} lists no broker", k.brokers),
+            Err(e) => {
+                let last = errors
+                    .last()
+                    .map(|(_, t)| t.as_str())
+                    .unwrap_or("no answer");
+                anyhow::bail!(
+                    "cannot reach the Kafka cluster at {} within {timeout:?} (kafka.brokers): {e}; {last}",
+                    k.brokers
+                )
             }
         }
-        if !retry {
-            break;
+    }
+}
+
+/// Creates the alerts, dead-letter, state and reminders topics when missing (the state
+/// topic compacted, with `kafka.state_topic_config`), each with `kafka.replication_factor`
+/// replicas and `kafka.min_insync_replicas`. Existing topics are left as they are, except
+/// that an existing state topic must be compacted.
+pub async fn ensure_topics(k: &KafkaSettings, brokers: usize) -> anyhow::Result<()> {
+    let plain = [("cleanup.policy".to_string(), "delete".to_string())];
+    create_topics(
+        k,
+        brokers,
+        &[
+            (k.alerts_topic.as_str(), &plain[..]),
+            (k.dead_letter_topic.as_str(), &plain[..]),
+            (k.state_topic.as_str(), &k.state_topic_config[..]),
+            (k.reminders_topic.as_str(), &plain[..]),
+        ],
+    )
+    .await?;
+    check_compacted(k).await
+}
+
+/// Creates one topic (`cleanup.policy=delete`) when missing.
+pub async fn ensure_topic(k: &KafkaSettings, brokers: usize, name: &str) -> anyhow::Result<()> {
+    let plain = [("cleanup.policy".to_string(), "delete".to_string())];
+    create_topics(k, brokers, &[(name, &plain[..])]).await
+}
+
+/// Creates `(name, configs)` topics with `kafka.topic_partitions` partitions and
+/// `kafka.replication_factor` replicas; existing ones are left as they are.
+async fn create_topics(
+    k: &KafkaSettings,
+    brokers: usize,
+    topics: &[(&str, &[(String, String)])],
+) -> anyhow::Result<()> {
+    let rf = k.replication_factor;
+    if rf as usize > brokers {
+        anyhow::bail!(
+            "kafka.replication_factor is {rf} but the cluster at {} has {brokers} broker(s): \
+             lower it (1 for a single test broker) or add brokers",
+            k.brokers
+        );
+    }
+    let admin: AdminClient<DefaultClientContext> = base(k).create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let isr = k.min_insync_replicas.to_string();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, configs)| {
+            let mut t = NewTopic::new(
+                name,
+                k.topic_partitions,
+                TopicReplication::Fixed(i32::from(rf)),
+            )
+            .set("min.insync.replicas", &isr);
+            for (key, value) in configs.iter() {
+                t = t.set(key, value);
+            }
+            t
+        })
+        .collect();
+    for r in admin.create_topics(new.iter(), &opts).await? {
+        match r {
+            Ok(topic) => {
+                tracing::info!(%topic, partitions = k.topic_partitions, replication_factor = rf, "topic created")
+            }
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// An existing state topic that is not compacted would grow without end and restore ever
+/// more slowly: refused at start-up.
+async fn check_compacted(k: &KafkaSettings) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base(k).create()?;
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let resources = [ResourceSpecifier::Topic(&k.state_topic)];
+    for r in admin.describe_configs(&resources, &opts).await? {
+        let Ok(resource) = r else { continue };
+        let policy = resource
+            .get("cleanup.policy")
+            .and_then(|e| e.value.clone())
+            .unwrap_or_default();
+        if !policy.split(',').any(|p| p.trim() == "compact") {
+            anyhow::bail!(
+                "the state topic {} has cleanup.policy={policy}: it must be compacted \
+                 (kafka-configs --alter --entity-type topics --entity-name {} --add-config cleanup.policy=compact)",
+                k.state_topic,
+                k.state_topic
+            );
         }
     }
     Ok(())

@@ -12,7 +12,7 @@
 //! event.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -23,13 +23,16 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
-use super::worker::{self, Shared, Stop};
+use super::worker::{self, Assignment, Shared, Stop};
 use crate::config::TopicSelection;
 use crate::telemetry::Health;
 
 struct Handle {
     stop: mpsc::UnboundedSender<Stop>,
     stray: mpsc::UnboundedSender<OwnedMessage>,
+    commits: mpsc::UnboundedSender<(i64, bool)>,
+    fenced: Arc<AtomicBool>,
+    task: tokio::task::AbortHandle,
 }
 
 type Workers = Arc<Mutex<HashMap<(String, i32), Handle>>>;
@@ -76,34 +79,83 @@ impl ConsumerContext for GroupContext {
                 tracing::error!(%topic, partition, "cannot split the partition queue");
                 continue;
             };
-            let (stop_tx, stop_rx) = mpsc::unbounded_channel();
-            let (stray_tx, stray_rx) = mpsc::unbounded_channel();
+            let (stop_tx, stop) = mpsc::unbounded_channel();
+            let (stray_tx, stray) = mpsc::unbounded_channel();
+            let (commits_tx, commits) = mpsc::unbounded_channel();
+            let fenced = Arc::new(AtomicBool::new(false));
+            let assignment = Assignment {
+                consumer: consumer.clone(),
+                queue,
+                topic: topic.clone(),
+                partition,
+                stop,
+                stray,
+                commits,
+                fenced: fenced.clone(),
+            };
+            tracing::info!(%topic, partition, "partition assigned");
+            let task = spawn_supervised(&self.runtime, self.shared.clone(), assignment);
             let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
             workers.insert(
-                (topic.clone(), partition),
+                (topic, partition),
                 Handle {
                     stop: stop_tx,
                     stray: stray_tx,
+                    commits: commits_tx,
+                    fenced,
+                    task,
                 },
             );
-            tracing::info!(%topic, partition, "partition assigned");
-            self.runtime.spawn(worker::run(
-                self.shared.clone(),
-                consumer.clone(),
-                queue,
-                topic,
-                partition,
-                stop_rx,
-                stray_rx,
-            ));
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = &result {
             tracing::warn!(error = %e, "offset commit failed");
         }
+        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        for e in offsets.elements() {
+            let rdkafka::Offset::Offset(offset) = e.offset() else {
+                continue;
+            };
+            if let Some(h) = workers.get(&(e.topic().to_string(), e.partition())) {
+                let ok = result.is_ok() && e.error().is_ok();
+                let _ = h.commits.send((offset, ok));
+            }
+        }
     }
+}
+
+/// Runs a worker on the runtime and watches it: a worker that panics is logged and
+/// counted, readiness turns red, and the daemon is told to exit non-zero (its partitions
+/// then go to another member, which resumes from the last committed offset).
+fn spawn_supervised(
+    runtime: &tokio::runtime::Handle,
+    shared: Arc<Shared>,
+    a: Assignment<GroupContext>,
+) -> tokio::task::AbortHandle {
+    let (topic, partition) = (a.topic.clone(), a.partition);
+    let task = runtime.spawn(worker::run(shared.clone(), a));
+    let abort = task.abort_handle();
+    runtime.spawn(async move {
+        match task.await {
+            Ok(()) => {}
+            Err(e) if e.is_cancelled() => {
+                tracing::warn!(%topic, partition, "partition worker aborted (fenced)")
+            }
+            Err(e) => {
+                shared
+                    .metrics
+                    .worker_failures
+                    .with_label_values(&["panic"])
+                    .inc();
+                let why = format!("the worker of {topic}/{partition} panicked: {e}");
+                tracing::error!(%topic, partition, error = %e, "partition worker panicked; stopping the daemon");
+                shared.health.fail(why);
+            }
+        }
+    });
+    abort
 }
 
 /// Stops the named workers and waits (blocking) until each has committed or timed out.
@@ -113,18 +165,27 @@ fn stop_workers(workers: &Workers, parts: &[(String, i32)], timeout: Duration, a
         let mut map = workers.lock().unwrap_or_else(|p| p.into_inner());
         for key in parts {
             if let Some(h) = map.remove(key) {
+                if abandon {
+                    // Lost: another member may own it already. Fenced before the worker even
+                    // reads its stop, so not one more state write or commit goes out.
+                    h.fenced.store(true, Ordering::Release);
+                }
                 let (tx, rx) = std::sync::mpsc::channel();
                 if h.stop.send(Stop { reply: tx, abandon }).is_ok() {
-                    waits.push((key.clone(), rx));
+                    waits.push((key.clone(), rx, h));
                 }
             }
         }
     }
     let deadline = std::time::Instant::now() + timeout + Duration::from_secs(1);
-    for ((topic, partition), rx) in waits {
+    for ((topic, partition), rx, h) in waits {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if rx.recv_timeout(left).is_err() {
-            tracing::error!(%topic, partition, "worker did not stop in time");
+            // Fenced and aborted: whatever it still had in hand is never written or
+            // committed by it; the next owner resumes from the last committed offset.
+            h.fenced.store(true, Ordering::Release);
+            h.task.abort();
+            tracing::error!(%topic, partition, "worker did not stop in time: fenced and aborted");
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod group;
+pub mod ledger;
 pub mod load;
 pub mod mock;
 pub mod output;

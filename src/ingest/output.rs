@@ -6,7 +6,6 @@
 //! sequence number: nothing the engine emitted is dropped, and nothing later is treated as
 //! acknowledged before it.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -89,8 +88,8 @@ impl OwnedRecord {
 }
 
 /// Enqueues `record`, waiting while librdkafka's queue is full (back-pressure).
-pub async fn send(
-    producer: &FutureProducer,
+pub async fn send<C: rdkafka::ClientContext + 'static>(
+    producer: &FutureProducer<C>,
     record: &Record<'_>,
 ) -> Result<DeliveryFuture, KafkaError> {
     let mut r = FutureRecord::<[u8], [u8]>::to(record.topic)
@@ -158,78 +157,5 @@ impl Future for Tagged {
             };
             (seq, stream, d, sent)
         })
-    }
-}
-
-/// Sequence numbers of produced records and how far they are acknowledged without a gap.
-#[derive(Debug, Default)]
-pub struct Acks {
-    next: u64,
-    /// Every sequence number below this is acknowledged.
-    contiguous: u64,
-    /// Acknowledgement flags for `contiguous..next`.
-    window: VecDeque<bool>,
-}
-
-impl Acks {
-    /// Numbers the next record.
-    pub fn issue(&mut self) -> u64 {
-        let seq = self.next;
-        self.next += 1;
-        self.window.push_back(false);
-        seq
-    }
-
-    pub fn ack(&mut self, seq: u64) {
-        if let Some(flag) = seq
-            .checked_sub(self.contiguous)
-            .and_then(|i| self.window.get_mut(i as usize))
-        {
-            *flag = true;
-        }
-        while self.window.front() == Some(&true) {
-            self.window.pop_front();
-            self.contiguous += 1;
-        }
-    }
-
-    /// The sequence number the next record will get.
-    pub fn next(&self) -> u64 {
-        self.next
-    }
-
-    /// Whether every record numbered below `seq` is acknowledged.
-    pub fn acked_below(&self, seq: u64) -> bool {
-        self.contiguous >= seq
-    }
-
-    /// Records produced and not yet acknowledged.
-    pub fn in_flight(&self) -> usize {
-        self.window.len()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn acks_advance_only_without_gaps() {
-        let mut a = Acks::default();
-        let s: Vec<u64> = (0..4).map(|_| a.issue()).collect();
-        assert_eq!(s, [0, 1, 2, 3]);
-        a.ack(2);
-        assert!(!a.acked_below(1));
-        assert_eq!(a.in_flight(), 4);
-        a.ack(0);
-        assert!(a.acked_below(1) && !a.acked_below(2));
-        a.ack(1);
-        assert!(a.acked_below(3) && !a.acked_below(4));
-        a.ack(3);
-        assert!(a.acked_below(a.next()));
-        assert_eq!(a.in_flight(), 0);
-        a.ack(3);
-        a.ack(99);
-        assert_eq!(a.in_flight(), 0, "stray acks change nothing");
     }
 }

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaSettings;
@@ -44,18 +45,22 @@ pub fn key_prefix(topic: &str, partition: i32) -> String {
     format!("{topic}|{partition}|")
 }
 
-/// How long the state partition must stay quiet past its watermark before a restore ends.
-const READ_QUIET: Duration = Duration::from_millis(400);
-
 /// What a restore read.
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub records: Vec<StateRecord>,
-    /// Values that could not be parsed (counted, logged, skipped).
-    pub unreadable: usize,
+    /// Keys (without the partition prefix) whose latest value could not be parsed: logged,
+    /// skipped, and deleted by the caller.
+    pub unreadable: Vec<String>,
 }
 
 /// Reads the latest state of one source partition (blocking; run it off the async runtime).
+///
+/// The restore ends: it reads the state partition from its start to the high watermark
+/// taken when it began (or to the partition's end, which librdkafka reports as EOF) and
+/// stops there. Records written after that instant belong to a later owner's flushes, which
+/// this worker cannot have made: it owns the partition now and writes only after the
+/// restore.
 pub fn read(
     k: &KafkaSettings,
     state_partitions: i32,
@@ -66,51 +71,62 @@ pub fn read(
     let deadline = Instant::now() + timeout;
     let sp = state_partition(topic, partition, state_partitions);
     let reader: BaseConsumer = client::reader(k).create()?;
-    let (_, high) = reader.fetch_watermarks(&k.state_topic, sp, timeout)?;
+    let (low, high) = reader.fetch_watermarks(&k.state_topic, sp, timeout)?;
+    let mut loaded = Loaded::default();
+    if high <= low {
+        return Ok(loaded);
+    }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&k.state_topic, sp, Offset::Beginning)?;
     reader.assign(&tpl)?;
     let prefix = key_prefix(topic, partition);
     let mut latest: BTreeMap<String, Option<StateRecord>> = BTreeMap::new();
-    let mut loaded = Loaded::default();
-    // Read to the high watermark, then on until the partition stays quiet: some brokers
-    // (tansu) report a watermark below the last offset of batched writes.
-    let mut reached = high <= 0;
-    let mut quiet_since = Instant::now();
+    let mut unreadable = std::collections::BTreeSet::new();
     loop {
-        if Instant::now() > deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             anyhow::bail!(
-                "reading state partition {}/{sp} timed out (watermark {high})",
+                "reading state partition {}/{sp} timed out before its high watermark {high}",
                 k.state_topic
             );
         }
-        let Some(result) = reader.poll(Duration::from_millis(100)) else {
-            if reached && quiet_since.elapsed() >= READ_QUIET {
-                break;
-            }
-            continue;
+        let m = match reader.poll(left.min(Duration::from_millis(500))) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => m,
         };
-        let m = result?;
-        quiet_since = Instant::now();
-        reached |= m.offset() >= high - 1;
-        if let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
-            if let Some(record_key) = key.strip_prefix(&prefix) {
-                let value = match m.payload() {
-                    None => None,
-                    Some(bytes) => match serde_json::from_slice::<StateRecord>(bytes) {
-                        Ok(r) => Some(r),
-                        Err(e) => {
-                            tracing::warn!(key, error = %e, "unreadable state record skipped");
-                            loaded.unreadable += 1;
-                            continue;
-                        }
-                    },
-                };
+        let last = m.offset() >= high - 1;
+        if let Some(record_key) = m
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.strip_prefix(&prefix))
+        {
+            // The latest value of each key wins; an unreadable latest value is skipped,
+            // and deleted by the caller.
+            let value = match m.payload() {
+                None => None,
+                Some(bytes) => match serde_json::from_slice::<StateRecord>(bytes) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(key = record_key, error = %e, "unreadable state record skipped");
+                        unreadable.insert(record_key.to_string());
+                        latest.remove(record_key);
+                        None
+                    }
+                },
+            };
+            if value.is_some() || m.payload().is_none() {
+                unreadable.remove(record_key);
                 latest.insert(record_key.to_string(), value);
             }
         }
+        if last {
+            break;
+        }
     }
     loaded.records = latest.into_values().flatten().collect();
+    loaded.unreadable = unreadable.into_iter().collect();
     Ok(loaded)
 }
 

@@ -13,6 +13,7 @@
 //! Reminders the engine emits (trigger `reminder`) go to `kafka.reminders_topic`, never to
 //! the alerts topic, and are not counted in `regwatch_alerts_total`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,8 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::output::{self, Acks, Delivered, OwnedRecord, Record, Stream, Tagged};
+use super::ledger::{Ledger, StateWrite, Step};
+use super::output::{self, Delivered, OwnedRecord, Record, Stream, Tagged};
 use super::state;
 use super::telemetry::{Stage, Telemetry};
 use crate::alert::{Alert, Trigger};
@@ -61,8 +63,10 @@ pub struct Shared {
     pub rules: tokio::sync::watch::Receiver<Arc<Rules>>,
     /// Questions from the incident API; every worker answers for its own partition.
     pub queries: tokio::sync::broadcast::Sender<IncidentQuery>,
-    pub producer: FutureProducer,
+    pub producer: FutureProducer<super::client::Watched>,
     pub metrics: Arc<Metrics>,
+    /// Where a fatal failure is reported (the daemon then stops and exits non-zero).
+    pub health: Arc<crate::telemetry::Health>,
     pub state_partitions: i32,
     pub tick: Duration,
     /// How long a stop may take to drain, flush and commit.
@@ -121,34 +125,20 @@ impl Counters {
     }
 }
 
-enum Flush {
-    Idle,
-    /// A snapshot waiting for every record numbered below `after` to be acknowledged.
-    Waiting {
-        records: Vec<(String, Option<Vec<u8>>)>,
-        after: u64,
-        covers: Option<i64>,
-    },
-    /// The snapshot is written; done when everything below `until` is acknowledged.
-    Sending {
-        until: u64,
-        covers: Option<i64>,
-    },
-}
-
 struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     shared: Arc<Shared>,
     consumer: Arc<StreamConsumer<C>>,
     topic: String,
     partition: i32,
     engine: Engine,
-    acks: Acks,
+    ledger: Ledger,
+    /// Set by the consumer group when the partition is lost or its stop timed out: from then
+    /// on this worker writes no state and commits no offset.
+    fenced: Arc<AtomicBool>,
+    /// State keys to delete at the next flush (records the restore could not use).
+    forget: Vec<String>,
     pending: FuturesUnordered<Tagged>,
     retries: std::collections::VecDeque<Retry>,
-    /// Offset after the last processed message.
-    next_offset: Option<i64>,
-    committed: Option<i64>,
-    flush: Flush,
     last_flush: Instant,
     alerts: Vec<Alert>,
     counters: Counters,
@@ -158,17 +148,37 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     last_message_ms: i64,
 }
 
-/// Runs a worker until it is stopped. `stray` carries messages of this partition that
-/// arrived on the consumer's main queue before the partition queue was split.
+/// What the consumer group hands a new worker: its partition, and the channels through
+/// which the group talks to it.
+pub struct Assignment<C: rdkafka::consumer::ConsumerContext + 'static> {
+    pub consumer: Arc<StreamConsumer<C>>,
+    pub queue: StreamPartitionQueue<C>,
+    pub topic: String,
+    pub partition: i32,
+    pub stop: mpsc::UnboundedReceiver<Stop>,
+    /// Messages of this partition that arrived on the consumer's main queue before the
+    /// partition queue was split.
+    pub stray: mpsc::UnboundedReceiver<OwnedMessage>,
+    /// The broker's answers to this worker's asynchronous commits: (offset, ok).
+    pub commits: mpsc::UnboundedReceiver<(i64, bool)>,
+    pub fenced: Arc<AtomicBool>,
+}
+
+/// Runs a worker until it is stopped.
 pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
     shared: Arc<Shared>,
-    consumer: Arc<StreamConsumer<C>>,
-    queue: StreamPartitionQueue<C>,
-    topic: String,
-    partition: i32,
-    mut stop: mpsc::UnboundedReceiver<Stop>,
-    mut stray: mpsc::UnboundedReceiver<OwnedMessage>,
+    a: Assignment<C>,
 ) {
+    let Assignment {
+        consumer,
+        queue,
+        topic,
+        partition,
+        mut stop,
+        mut stray,
+        mut commits,
+        fenced,
+    } = a;
     let metrics = shared.metrics.clone();
     metrics.partitions.inc();
     let rules = shared.rules.borrow().clone();
@@ -180,20 +190,22 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         consumer,
         topic,
         partition,
-        acks: Acks::default(),
+        ledger: Ledger::default(),
+        fenced,
+        forget: Vec::new(),
         pending: FuturesUnordered::new(),
         retries: std::collections::VecDeque::new(),
-        next_offset: None,
-        committed: None,
-        flush: Flush::Idle,
         last_flush: Instant::now(),
         alerts: Vec::new(),
         open_reported: 0,
         last_message_ms: 0,
     };
-    let reply = match w.restore(&mut stop).await {
+    metrics.restoring.inc();
+    let restored = w.restore(&mut stop).await;
+    metrics.restoring.dec();
+    let reply = match restored {
         Err(reply) => reply,
-        Ok(()) => w.run(&queue, &mut stop, &mut stray).await,
+        Ok(()) => w.run(&queue, &mut stop, &mut stray, &mut commits).await,
     };
     w.shared.metrics.open_incidents.sub(w.open_reported);
     w.telemetry.withdraw(&w.topic, w.partition);
@@ -228,26 +240,35 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             match result {
                 Ok(Ok(loaded)) => {
                     let n = loaded.records.len();
+                    let unreadable = loaded.unreadable.len();
                     let summary = self.engine.restore(wall_now(), loaded.records);
                     self.shared.metrics.state_restored.inc_by(n as u64);
                     for problem in &summary.skipped {
                         tracing::warn!(topic = %self.topic, partition = self.partition, %problem, "state record skipped");
                     }
+                    // What can never be restored is deleted, so compaction forgets it too.
+                    self.forget = loaded.unreadable;
+                    self.forget.extend(summary.forgotten);
                     tracing::info!(
                         topic = %self.topic,
                         partition = self.partition,
                         incidents = summary.incidents,
                         participants = summary.participants,
-                        unreadable = loaded.unreadable,
+                        unreadable,
+                        forgotten = self.forget.len(),
                         "partition state restored"
                     );
                     self.report_open();
                     return Ok(());
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "state restore failed; retrying")
+                    self.shared.metrics.restore_failures.inc();
+                    tracing::error!(topic = %self.topic, partition = self.partition, error = %e, retry_in = ?backoff, "state restore failed; the partition is not consumed until it succeeds")
                 }
-                Err(e) => tracing::error!(error = %e, "state restore task failed; retrying"),
+                Err(e) => {
+                    self.shared.metrics.restore_failures.inc();
+                    tracing::error!(error = %e, retry_in = ?backoff, "state restore task failed")
+                }
             }
             tokio::select! {
                 s = stop.recv() => return Err(s.map(|s| s.reply)),
@@ -262,6 +283,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         queue: &StreamPartitionQueue<C>,
         stop: &mut mpsc::UnboundedReceiver<Stop>,
         stray: &mut mpsc::UnboundedReceiver<OwnedMessage>,
+        commits: &mut mpsc::UnboundedReceiver<(i64, bool)>,
     ) -> Option<std::sync::mpsc::Sender<()>> {
         let mut rules = self.shared.rules.clone();
         // A reload while this worker was restoring: take it now.
@@ -274,7 +296,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let max_in_flight = self.shared.kafka.max_in_flight_events;
         loop {
-            let room = self.acks.in_flight() < max_in_flight;
+            let room = self.ledger.in_flight() < max_in_flight;
             tokio::select! {
                 biased;
                 s = stop.recv() => {
@@ -293,6 +315,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     }
                     self.delivered(seq, stream, d).await;
                 }
+                Some((offset, ok)) = commits.recv() => self.committed(offset, ok),
                 _ = tick.tick() => self.on_tick().await,
                 Ok(()) = rules.changed() => {
                     let new = rules.borrow_and_update().clone();
@@ -310,7 +333,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     }
                     // Take what is already fetched without a round through `select!`.
                     for _ in 0..BATCH {
-                        if self.acks.in_flight() >= max_in_flight {
+                        if self.ledger.in_flight() >= max_in_flight {
                             break;
                         }
                         match queue.recv().now_or_never() {
@@ -338,7 +361,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         self.engine.advance_to(wall_now(), &mut self.alerts);
         self.emit_alerts(None).await;
         self.report_open();
-        if matches!(self.flush, Flush::Idle)
+        if self.ledger.is_idle()
             && self.last_flush.elapsed().as_millis() as i64 >= self.shared.kafka.commit_interval_ms
         {
             self.start_flush();
@@ -383,7 +406,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             self.last_message_ms = ms;
         }
         self.emit_alerts(written).await;
-        self.next_offset = Some(m.offset() + 1);
+        self.ledger.processed(m.offset());
     }
 
     /// A rejected event: counted, logged, dead-lettered with its reason; processing goes on.
@@ -517,7 +540,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     }
 
     async fn produce(&mut self, stream: Stream, record: Record<'_>) {
-        let seq = self.acks.issue();
+        let seq = self.ledger.issue();
         match output::send(&self.shared.producer, &record).await {
             Ok(future) => self.pending.push(Tagged {
                 seq,
@@ -581,7 +604,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
 
     async fn delivered(&mut self, seq: u64, stream: Stream, d: Delivered) {
         match d {
-            Delivered::Acked => self.acks.ack(seq),
+            Delivered::Acked => self.ledger.ack(seq),
             Delivered::Failed(e, message) => {
                 let record = OwnedRecord::from_message(&message);
                 self.retry_later(seq, stream, record, &e.to_string());
@@ -601,85 +624,82 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     /// Takes a snapshot of what changed; it is written once all earlier records are acked.
     fn start_flush(&mut self) {
         self.last_flush = Instant::now();
-        let changes = self.engine.take_changes();
-        if changes.is_empty() && self.next_offset == self.committed {
-            return;
-        }
         let prefix = state::key_prefix(&self.topic, self.partition);
-        let records = changes
+        let mut records: Vec<StateWrite> = std::mem::take(&mut self.forget)
             .into_iter()
-            .map(|c| match c {
-                StateChange::Put(r) => {
-                    let value = serde_json::to_vec(&r).unwrap_or_default();
-                    (format!("{prefix}{}", r.key()), Some(value))
-                }
-                StateChange::Evicted {
-                    participant_id,
-                    incident_id,
-                } => (
-                    format!(
-                        "{prefix}{}",
-                        crate::score::incident_key(&participant_id, &incident_id)
-                    ),
-                    None,
-                ),
-            })
+            .map(|key| (format!("{prefix}{key}"), None))
             .collect();
-        self.flush = Flush::Waiting {
-            records,
-            after: self.acks.next(),
-            covers: self.next_offset,
-        };
+        records.extend(self.engine.take_changes().into_iter().map(|c| match c {
+            StateChange::Put(r) => {
+                let value = serde_json::to_vec(&r).unwrap_or_default();
+                (format!("{prefix}{}", r.key()), Some(value))
+            }
+            StateChange::Evicted {
+                participant_id,
+                incident_id,
+            } => (
+                format!(
+                    "{prefix}{}",
+                    crate::score::incident_key(&participant_id, &incident_id)
+                ),
+                None,
+            ),
+        }));
+        self.ledger.start_flush(records);
+    }
+
+    /// Notices a fence set by the consumer group: from then on nothing is written or
+    /// committed for this partition.
+    fn check_fence(&mut self) -> bool {
+        if !self.ledger.is_fenced() && self.fenced.load(Ordering::Acquire) {
+            tracing::warn!(topic = %self.topic, partition = self.partition, "partition fenced: no more state writes or commits from this worker");
+            self.ledger.fence();
+        }
+        self.ledger.is_fenced()
     }
 
     /// Moves the flush on when its acknowledgements are in; `sync` commits synchronously.
     async fn progress_flush(&mut self, sync: bool) {
-        if let Flush::Waiting { after, .. } = self.flush {
-            if self.acks.acked_below(after) {
-                let Flush::Waiting {
-                    records, covers, ..
-                } = std::mem::replace(&mut self.flush, Flush::Idle)
-                else {
-                    return;
-                };
-                let sp = state::state_partition(
-                    &self.topic,
-                    self.partition,
-                    self.shared.state_partitions,
-                );
-                let n = records.len() as u64;
-                let shared = self.shared.clone();
-                for (key, value) in &records {
-                    let record = Record {
-                        topic: &shared.kafka.state_topic,
-                        partition: Some(sp),
-                        key: key.as_bytes(),
-                        payload: value.as_deref(),
-                        headers: OwnedHeaders::new(),
-                    };
-                    self.produce(Stream::State, record).await;
-                }
-                self.shared.metrics.state_records.inc_by(n);
-                self.flush = Flush::Sending {
-                    until: self.acks.next(),
-                    covers,
-                };
-            }
+        if self.check_fence() {
+            return;
         }
-        if let Flush::Sending { until, covers } = self.flush {
-            if self.acks.acked_below(until) {
-                self.flush = Flush::Idle;
-                self.shared.metrics.state_flushes.inc();
-                if let Some(offset) = covers {
+        loop {
+            match self.ledger.step() {
+                Step::Nothing => return,
+                Step::Write(records) => {
+                    let sp = state::state_partition(
+                        &self.topic,
+                        self.partition,
+                        self.shared.state_partitions,
+                    );
+                    let n = records.len() as u64;
+                    let shared = self.shared.clone();
+                    for (key, value) in &records {
+                        let record = Record {
+                            topic: &shared.kafka.state_topic,
+                            partition: Some(sp),
+                            key: key.as_bytes(),
+                            payload: value.as_deref(),
+                            headers: OwnedHeaders::new(),
+                        };
+                        self.produce(Stream::State, record).await;
+                    }
+                    self.ledger.written();
+                    self.shared.metrics.state_records.inc_by(n);
+                }
+                Step::Commit(offset) => {
+                    self.shared.metrics.state_flushes.inc();
                     self.commit(offset, sync).await;
+                    return;
                 }
             }
         }
     }
 
+    /// Commits `offset`. An asynchronous commit counts only when the broker confirms it
+    /// (the group's commit callback reports back through `commits`).
     async fn commit(&mut self, offset: i64, sync: bool) {
-        // An async commit may have failed after it was queued: a sync one is always made.
-        if !sync && self.committed == Some(offset) {
+        if self.check_fence() {
             return;
         }
         let mut tpl = TopicPartitionList::new();
@@ -690,33 +710,34 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             return;
         }
         let consumer = self.consumer.clone();
-        let mode = if sync {
-            CommitMode::Sync
-        } else {
-            CommitMode::Async
-        };
         let result = if sync {
-            match tokio::task::spawn_blocking(move || consumer.commit(&tpl, mode)).await {
+            match tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await
+            {
                 Ok(r) => r,
                 Err(_) => Err(rdkafka::error::KafkaError::Canceled),
             }
         } else {
-            consumer.commit(&tpl, mode)
+            consumer.commit(&tpl, CommitMode::Async)
         };
         match result {
-            Ok(()) => {
-                self.committed = Some(offset);
-                self.shared.metrics.commits.with_label_values(&["ok"]).inc();
-            }
+            Ok(()) if sync => self.committed(offset, true),
+            Ok(()) => {}
             Err(e) => {
-                self.shared
-                    .metrics
-                    .commits
-                    .with_label_values(&["error"])
-                    .inc();
                 tracing::warn!(topic = %self.topic, partition = self.partition, offset, error = %e, "offset commit failed");
+                self.committed(offset, false);
             }
         }
+    }
+
+    /// The broker's answer to a commit.
+    fn committed(&mut self, offset: i64, ok: bool) {
+        self.ledger.commit_result(offset, ok);
+        let result = if ok { "ok" } else { "error" };
+        self.shared
+            .metrics
+            .commits
+            .with_label_values(&[result])
+            .inc();
     }
 
     /// Drains deliveries, writes a last snapshot and commits synchronously, within the
@@ -726,21 +747,23 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         // Let a flush already under way finish, then take the final one.
         let mut final_started = false;
         loop {
-            if matches!(self.flush, Flush::Idle) {
+            if self.check_fence() {
+                return;
+            }
+            if self.ledger.is_idle() {
                 if final_started {
                     break;
                 }
                 self.engine.advance_to(wall_now(), &mut self.alerts);
                 self.emit_alerts(None).await;
-                self.last_flush = Instant::now();
                 self.start_flush();
                 final_started = true;
-                if matches!(self.flush, Flush::Idle) {
+                if self.ledger.is_idle() {
                     break;
                 }
             }
             self.progress_flush(true).await;
-            if matches!(self.flush, Flush::Idle) {
+            if self.ledger.is_idle() {
                 continue;
             }
             tokio::select! {
@@ -751,15 +774,16 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     self.retry_due().await;
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    tracing::error!(topic = %self.topic, partition = self.partition, in_flight = self.acks.in_flight(), "stop timed out before every record was acknowledged; the next owner reprocesses from the last committed offset");
+                    tracing::error!(topic = %self.topic, partition = self.partition, in_flight = self.ledger.in_flight(), "stop timed out before every record was acknowledged; the next owner reprocesses from the last committed offset");
+                    self.ledger.fence();
                     return;
                 }
             }
         }
-        if let Some(offset) = self.next_offset {
+        if let Some(offset) = self.ledger.final_commit() {
             self.commit(offset, true).await;
         }
-        tracing::info!(topic = %self.topic, partition = self.partition, committed = ?self.committed, "partition released");
+        tracing::info!(topic = %self.topic, partition = self.partition, committed = ?self.ledger.committed(), "partition released");
     }
 
     /// Messages and seconds behind the partition's high watermark (librdkafka's cached
@@ -771,7 +795,12 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             return;
         };
         // Nothing read or committed yet: the log starts at `low` (retention trims it).
-        let position = self.next_offset.or(self.committed).unwrap_or(low).max(low);
+        let position = self
+            .ledger
+            .next_offset()
+            .or(self.ledger.committed())
+            .unwrap_or(low)
+            .max(low);
         let behind = (high - position).max(0);
         let seconds = if behind > 0 && self.last_message_ms > 0 {
             (wall_now().millis() - self.last_message_ms).max(0) as f64 / 1000.0

@@ -853,16 +853,24 @@ impl Engine {
                         summary.incidents += 1;
                     }
                     Ok(None) => summary.incidents += 1,
-                    Err(problem) => summary.skipped.push(format!("{key}: {problem}")),
+                    Err(problem) => {
+                        if problem.forget {
+                            summary.forgotten.push(key.clone());
+                        }
+                        summary.skipped.push(format!("{key}: {}", problem.text));
+                    }
                 },
                 StateRecord::Participant(r) => match self.registry.lookup(&r.participant_id) {
                     Some(p) => {
                         liveness.push((p, Timestamp(r.heard_at_ms), r.silent));
                         summary.participants += 1;
                     }
-                    None => summary
-                        .skipped
-                        .push(format!("{key}: participant no longer registered")),
+                    None => {
+                        summary.forgotten.push(key.clone());
+                        summary
+                            .skipped
+                            .push(format!("{key}: participant no longer registered"));
+                    }
                 },
             }
         }
@@ -914,17 +922,25 @@ impl Engine {
     }
 
     /// Rebuilds one incident; returns its eviction if it is resolved.
-    fn restore_incident(&mut self, r: &IncidentRecord) -> Result<Option<Due>, String> {
-        let p = self
-            .registry
-            .lookup(&r.participant_id)
-            .ok_or("participant no longer registered")?;
-        let parts = r.parts()?;
+    fn restore_incident(&mut self, r: &IncidentRecord) -> Result<Option<Due>, Skipped> {
+        let p = self.registry.lookup(&r.participant_id).ok_or(Skipped {
+            text: "participant no longer registered".into(),
+            forget: true,
+        })?;
+        // A record of another state version (written by a newer regwatch) is kept.
+        let parts = r.parts().map_err(|text| Skipped {
+            text,
+            forget: r.v == super::state::STATE_VERSION,
+        })?;
         if self.in_use >= self.settings.max_incidents {
-            return Err(format!(
-                "engine capacity of {} incidents reached",
-                self.settings.max_incidents
-            ));
+            // Kept on the topic: a larger `max_incidents` restores it.
+            return Err(Skipped {
+                text: format!(
+                    "engine capacity of {} incidents reached",
+                    self.settings.max_incidents
+                ),
+                forget: false,
+            });
         }
         let slot = match self.free.pop() {
             Some(slot) => slot,
@@ -1034,6 +1050,16 @@ pub struct RestoreSummary {
     /// Records that could not be loaded, with the reason (e.g. a participant removed from
     /// the registry since).
     pub skipped: Vec<String>,
+    /// Keys of skipped records that can never be loaded (their participant left the
+    /// registry, or the record is malformed): the caller deletes them (tombstones), so the
+    /// compacted state topic forgets them too.
+    pub forgotten: Vec<String>,
+}
+
+/// Why a state record was not restored, and whether it can ever be.
+struct Skipped {
+    text: String,
+    forget: bool,
 }
 
 /// The next thing due as time passes.

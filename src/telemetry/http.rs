@@ -1,5 +1,6 @@
 //! The HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (the process is alive),
-//! `/readyz` (the consumer owns partitions and the broker answers) and `/incidents`, the
+//! `/readyz` (the consumer owns partitions, none is restoring, the broker answers, nothing
+//! failed) and `/incidents`, the
 //! supervisors' read-only view of open incidents.
 //!
 //! `GET /incidents?participant=ID&min_level=major` asks every partition worker of this
@@ -24,10 +25,42 @@ use super::Metrics;
 use crate::ingest::worker::IncidentQuery;
 use crate::score::{IncidentView, Level};
 
-/// Readiness as the ingest side reports it.
+/// Readiness as the ingest side reports it, and the pipeline's fatal failures.
 #[derive(Default)]
 pub struct Health {
     pub consuming: AtomicBool,
+    /// The first fatal failure (a worker panicked, the producer hit a fatal error): the
+    /// daemon is not ready any more and stops, exiting non-zero.
+    failure: std::sync::Mutex<Option<String>>,
+    failed: tokio::sync::Notify,
+}
+
+impl Health {
+    /// Records a fatal failure and wakes whoever waits in [`Health::failed`].
+    pub fn fail(&self, why: String) {
+        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(why);
+        }
+        self.failed.notify_one();
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits for the first fatal failure and returns it.
+    pub async fn failed(&self) -> String {
+        loop {
+            if let Some(why) = self.failure() {
+                return why;
+            }
+            self.failed.notified().await;
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -78,14 +111,21 @@ async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn ready_handler(State(s): State<AppState>) -> impl IntoResponse {
     let partitions = s.metrics.partitions.get();
+    let restoring = s.metrics.restoring.get();
     let broker = s.metrics.ops.broker_up.get() == 1;
-    if s.health.consuming.load(Ordering::Relaxed) && partitions > 0 && broker {
+    if let Some(why) = s.health.failure() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: failed: {why}\n"),
+        );
+    }
+    if s.health.consuming.load(Ordering::Relaxed) && partitions > 0 && restoring == 0 && broker {
         (StatusCode::OK, format!("ready: {partitions} partitions\n"))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "not ready: {partitions} partitions assigned, broker {}\n",
+                "not ready: {partitions} partitions assigned, {restoring} restoring, broker {}\n",
                 if broker { "reachable" } else { "unreachable" }
             ),
         )
@@ -107,6 +147,8 @@ struct Incidents {
     complete: bool,
     partitions_answered: usize,
     partitions_owned: i64,
+    /// Owned partitions whose state is still being read back.
+    partitions_restoring: i64,
     incidents: Vec<IncidentView>,
 }
 
@@ -169,11 +211,13 @@ async fn incidents_handler(
             .then_with(|| a.incident_id.cmp(&b.incident_id))
     });
     let owned = s.metrics.partitions.get();
+    let restoring = s.metrics.restoring.get();
     Json(Incidents {
         count: incidents.len(),
-        complete: asked as i64 >= owned,
+        complete: asked as i64 >= owned && restoring == 0,
         partitions_answered: asked,
         partitions_owned: owned,
+        partitions_restoring: restoring,
         incidents,
     })
     .into_response()

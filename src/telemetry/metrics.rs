@@ -28,6 +28,12 @@ pub struct Metrics {
     pub state_flushes: IntCounter,
     pub state_records: IntCounter,
     pub state_restored: IntCounter,
+    /// Partitions whose state is being read back before their events are consumed.
+    pub restoring: IntGauge,
+    pub restore_failures: IntCounter,
+    /// Partition workers that ended abnormally (panicked), or producers that hit a fatal
+    /// error: the process exits non-zero after either.
+    pub worker_failures: IntCounterVec,
     pub commits: IntCounterVec,
     pub webhook: WebhookMetrics,
     pub supervision: SupervisionMetrics,
@@ -556,6 +562,22 @@ impl Metrics {
                 "regwatch_state_records_restored_total",
                 "State records loaded when taking over a partition.",
             ),
+            restoring: gauge(
+                &registry,
+                "regwatch_partitions_restoring",
+                "Owned partitions whose state is being restored (not ready while above 0).",
+            ),
+            restore_failures: counter(
+                &registry,
+                "regwatch_state_restore_failures_total",
+                "State restores that failed and are retried (broker unreachable, timeout, bad topic).",
+            ),
+            worker_failures: counter_vec(
+                &registry,
+                "regwatch_worker_failures_total",
+                "Partition workers that panicked and producers that hit a fatal error, by cause.",
+                &["cause"],
+            ),
             commits: counter_vec(
                 &registry,
                 "regwatch_offset_commits_total",
@@ -573,6 +595,9 @@ impl Metrics {
         }
         for r in Reject::CODES {
             m.rejected.with_label_values(&[r]);
+        }
+        for c in ["panic", "producer_fatal"] {
+            m.worker_failures.with_label_values(&[c]);
         }
         for t in ["incident", "telemetry_gap"] {
             for s in ["firing", "resolved"] {

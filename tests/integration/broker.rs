@@ -158,10 +158,8 @@ impl Broker {
 
     /// The node id leading `topic`/`partition` now.
     pub fn leader(&self, topic: &str, partition: i32) -> usize {
-        let consumer: rdkafka::consumer::BaseConsumer = self
-            .config()
-            .create()
-            .expect("metadata client");
+        let consumer: rdkafka::consumer::BaseConsumer =
+            self.config().create().expect("metadata client");
         use rdkafka::consumer::Consumer;
         for _ in 0..100 {
             if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {

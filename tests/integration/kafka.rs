@@ -56,6 +56,7 @@ alerts_topic = "{name}.alerts"
 dead_letter_topic = "{name}.dlq"
 state_topic = "{name}.state"
 topic_partitions = {partitions}
+replication_factor = 1
 commit_interval = "200ms"
 session_timeout = "6s"
 [daemon]
