@@ -69,11 +69,14 @@ libs() {
   echo "$cache/libs/*"
 }
 
-# A TCP port nobody listens on now (the broker refusing it is retried by start_node).
+# A TCP port nobody listens on now (the broker refusing it is retried by start). Taken below
+# the kernel's ephemeral range: a client reconnecting to a killed node from an ephemeral port
+# could otherwise connect to itself on the node's port and keep the node from coming back.
 free_port() {
-  local p
+  local p low
+  low="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
   while :; do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % (low - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"
       return
@@ -81,14 +84,21 @@ free_port() {
   done
 }
 
-jvm() {
+# The JVM command line for a Kafka class; run as: "${cmd[@]}" after jvm_cmd sets cmd.
+jvm_cmd() {
   local logs="$1"
   shift
-  # shellcheck disable=SC2086
-  "$java" ${REGWATCH_KAFKA_HEAP:--Xmx512m -Xms128m} -XX:+UseSerialGC -Xss512k \
-    -Djava.awt.headless=true -Dkafka.logs.dir="$logs" \
-    -Dlog4j2.configurationFile="$here/kafka/log4j2.properties" \
-    ${REGWATCH_KAFKA_JVM:-} -cp "$(libs)" "$@"
+  # shellcheck disable=SC2206
+  cmd=("$java" ${REGWATCH_KAFKA_HEAP:--Xmx512m -Xms128m} -XX:+UseSerialGC -Xss512k
+    -Djava.awt.headless=true -Dkafka.logs.dir="$logs"
+    -Dlog4j2.configurationFile="$here/kafka/log4j2.properties"
+    ${REGWATCH_KAFKA_JVM:-} -cp "$(libs)" "$@")
+}
+
+jvm() {
+  local cmd
+  jvm_cmd "$@"
+  "${cmd[@]}"
 }
 
 write_config() {
@@ -144,7 +154,10 @@ start_node() {
   local dir="$1" i="$2"
   local n="$dir/node-$i"
   : >"$n/server.log"
-  jvm "$n" kafka.Kafka "$n/server.properties" >>"$n/stdout.log" 2>&1 &
+  local cmd
+  jvm_cmd "$n" kafka.Kafka "$n/server.properties"
+  # exec: the pid recorded is the JVM's own, so kill and stop reach the broker itself.
+  (exec "${cmd[@]}" >>"$n/stdout.log" 2>&1 </dev/null) &
   echo $! >"$n/pid"
   local watch
   watch="$(cat "$dir/watch" 2>/dev/null || true)"
@@ -239,10 +252,15 @@ start() {
       for s in "${scram[@]+"${scram[@]}"}"; do
         fmt+=(--add-scram "SCRAM-SHA-512=[name=${s%%=*},password=${s#*=}]")
       done
-      jvm "$n" "${fmt[@]}" >"$n/format.log" 2>&1 || {
-        cat "$n/format.log" >&2
+      # Formatted in parallel: each is a JVM start.
+      (jvm "$n" "${fmt[@]}" >"$n/format.log" 2>&1 || echo failed >"$n/format.failed") &
+    done
+    wait
+    for ((i = 1; i <= nodes; i++)); do
+      if [[ -f "$dir/node-$i/format.failed" ]]; then
+        cat "$dir/node-$i/format.log" >&2
         die "formatting node $i's storage failed"
-      }
+      fi
     done
     for ((i = 1; i <= nodes; i++)); do start_node "$dir" "$i"; done
     local ok=1
@@ -307,7 +325,9 @@ stop)
   ;;
 kill)
   n="$(node_dir "${2:-}" "${3:-}")"
-  kill -9 "$(cat "$n/pid")" 2>/dev/null || true
+  pid="$(cat "$n/pid")"
+  kill -9 "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   ;;
 restart)
   n="$(node_dir "${2:-}" "${3:-}")"

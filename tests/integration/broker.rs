@@ -178,6 +178,22 @@ impl Broker {
         panic!("no leader for {topic}/{partition}");
     }
 
+    /// How many replicas `topic`/`partition` has.
+    pub fn replicas(&self, topic: &str, partition: i32) -> usize {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::BaseConsumer =
+            self.config().create().expect("metadata client");
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        md.topics()
+            .iter()
+            .flat_map(|t| t.partitions())
+            .find(|p| p.id() == partition)
+            .map(|p| p.replicas().len())
+            .unwrap_or(0)
+    }
+
     fn script(&self, args: &[&str]) {
         let (verb, rest) = args.split_first().expect("a verb");
         let out = Command::new("bash")

@@ -3,6 +3,7 @@
 mod api;
 mod broker;
 mod cli;
+mod cluster;
 mod dashboards;
 mod faults;
 mod grid;

@@ -29,16 +29,16 @@ use crate::kafka::{
 
 /// One request a receiver got.
 #[derive(Clone, Debug)]
-struct Got {
+pub(crate) struct Got {
     at: Instant,
     headers: HeaderMap,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
     /// What the receiver answered.
-    status: u16,
+    pub(crate) status: u16,
 }
 
 impl Got {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -63,7 +63,7 @@ struct Script {
 }
 
 /// A webhook receiver on a fixed port that can go down and come back.
-struct Hook {
+pub(crate) struct Hook {
     port: u16,
     script: Arc<Mutex<Script>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -97,7 +97,7 @@ async fn answer(
     r
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -115,7 +115,7 @@ impl Hook {
         }
     }
 
-    async fn up() -> Hook {
+    pub(crate) async fn up() -> Hook {
         let mut h = Hook::down();
         h.start().await;
         h
@@ -140,11 +140,11 @@ impl Hook {
         self.stop = Some(tx);
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
-    fn got(&self) -> Vec<Got> {
+    pub(crate) fn got(&self) -> Vec<Got> {
         self.script.lock().unwrap().got.clone()
     }
 
@@ -157,7 +157,7 @@ impl Hook {
     }
 
     /// The alert ids delivered with a 2xx (from the Idempotency-Key header).
-    fn delivered(&self) -> BTreeSet<String> {
+    pub(crate) fn delivered(&self) -> BTreeSet<String> {
         self.got()
             .iter()
             .filter(|g| (200..300).contains(&g.status))
