@@ -4,6 +4,7 @@ mod api;
 mod broker;
 mod cli;
 mod cluster;
+mod compaction;
 mod dashboards;
 mod faults;
 mod grid;

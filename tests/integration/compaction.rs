@@ -1,0 +1,223 @@
+//! The state topic on a real broker: compacted for real while the daemon runs (superseded
+//! records are gone once the log cleaner has acted), a restart restores exactly the live
+//! state, and the state of a participant removed from the registry is deleted (tombstones).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use regwatch::config::Config;
+use serde_json::{json, Value};
+
+use crate::broker::{produce, Broker};
+use crate::kafka::{config_text, event};
+
+/// Every record of the state topic's partitions, in offset order: (key, value present).
+fn state_log(broker: &Broker, topic: &str, partitions: i32) -> Vec<(String, bool)> {
+    let c: BaseConsumer = broker
+        .config()
+        .set("group.id", "state-log")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("state reader");
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let (low, high) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+        c.assign(&tpl).unwrap();
+        loop {
+            match c.poll(Duration::from_secs(10)) {
+                Some(Ok(m)) => {
+                    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                    out.push((key, m.payload().is_some()));
+                    if m.offset() >= high - 1 {
+                        break;
+                    }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                other => panic!("reading {topic}/{p}: {other:?}"),
+            }
+        }
+    }
+    out
+}
+
+/// The incidents the daemon's API shows (participant, incident, levels, figures).
+async fn incidents(addr: std::net::SocketAddr) -> Vec<Value> {
+    let bytes = reqwest::get(format!("http://{addr}/incidents"))
+        .await
+        .expect("incident API answers")
+        .bytes()
+        .await
+        .expect("a body");
+    let body: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(body["complete"], true, "{body}");
+    body["incidents"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_topic_is_compacted_and_a_restart_restores_the_live_state() {
+    let broker = Broker::start();
+    let name = "compact";
+    let topic = format!("{name}.events");
+    broker.create_topic(&topic, 1);
+    let text = config_text(&broker, name, 1).replace(
+        "commit_interval = \"200ms\"",
+        "commit_interval = \"200ms\"\nstate_topic_config = [\"segment.ms=300\", \"min.cleanable.dirty.ratio=0.01\", \"max.compaction.lag.ms=1000\"]",
+    );
+    let cfg = Config::from_toml(&text, None, false).expect("config");
+    let state_topic = cfg.kafka.state_topic.clone();
+    let daemon = regwatch::app::spawn(cfg).await.expect("daemon starts");
+    let addr = daemon.running.http.expect("HTTP endpoint");
+    let producer = broker.producer();
+    let mut seq = 0;
+    // Two incidents whose figures grow report after report: every flush supersedes their
+    // state records.
+    let updates = 40;
+    for i in 1..=updates {
+        let status = if i == 1 { "open" } else { "update" };
+        let batch = vec![
+            event(
+                json!({"participant_id": "P1", "kind": "infosec", "incident_id": "LEAK",
+                       "category": "data_leak", "status": status, "records_exposed": 5000 * i}),
+                &mut seq,
+            ),
+            event(
+                json!({"participant_id": "P2", "kind": "infosec", "incident_id": "DOWN",
+                       "category": "degradation", "system": "trading", "status": status,
+                       "affected_investors": 5 * i}),
+                &mut seq,
+            ),
+        ];
+        produce(&producer, &topic, &batch).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let written = daemon.running.metrics.state_records.get();
+    let leak_key = |log: &[(String, bool)]| {
+        log.iter()
+            .filter(|(k, _)| k.ends_with("|i|2|P1|LEAK"))
+            .count()
+    };
+    let parts = cfg_partitions(&text);
+    assert!(
+        leak_key(&state_log(&broker, &state_topic, parts)) > 0,
+        "the incident's state is on the topic"
+    );
+    assert!(
+        written >= updates as u64,
+        "every flush wrote the changed incidents: {written} records"
+    );
+    // The cleaner acts while the daemon lives (it keeps writing liveness, which rolls the
+    // 300 ms segments).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut versions;
+    loop {
+        let log = state_log(&broker, &state_topic, parts);
+        versions = leak_key(&log);
+        if versions <= 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log cleaner never compacted the state topic: {versions} versions of one incident left of {updates} written"
+        );
+        let more = event(
+            json!({"participant_id": "P3", "kind": "heartbeat"}),
+            &mut seq,
+        );
+        produce(&producer, &topic, &[more]).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let before = incidents(addr).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    daemon.stop().await.expect("clean stop");
+
+    // A restart restores exactly the live state.
+    let again = regwatch::app::spawn(Config::from_toml(&text, None, false).unwrap())
+        .await
+        .expect("daemon restarts");
+    let addr = again.running.http.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while again.running.metrics.restoring.get() != 0 || again.running.metrics.partitions.get() == 0
+    {
+        assert!(Instant::now() < deadline, "restore never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = incidents(addr).await;
+    assert_eq!(
+        strip(&after),
+        strip(&before),
+        "the restored incidents are the live ones"
+    );
+    again.stop().await.expect("clean stop");
+
+    // P2 leaves the registry: its state is deleted, not kept for ever.
+    let without_p2 = text.replace(
+        "[[participants]]\nid = \"P2\"\nkind = \"broker\"\neffective_customers = 2500000\n",
+        "",
+    );
+    assert_ne!(without_p2, text, "P2 removed from the registry");
+    let third = regwatch::app::spawn(Config::from_toml(&without_p2, None, false).unwrap())
+        .await
+        .expect("daemon restarts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = state_log(&broker, &state_topic, parts);
+        let latest: BTreeMap<&str, bool> = log.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let p2: Vec<_> = latest.iter().filter(|(k, _)| k.contains("|P2")).collect();
+        assert!(!p2.is_empty(), "P2 had state");
+        if p2.iter().all(|(_, live)| !**live) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "P2's state records were never deleted: {p2:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let third_addr = third.running.http.unwrap();
+    let left = incidents(third_addr).await;
+    assert_eq!(left.len(), 1, "only P1's incident is restored: {left:?}");
+    third.stop().await.expect("clean stop");
+    eprintln!(
+        "compaction: {written} state records written, {versions} versions of one incident left after cleaning"
+    );
+}
+
+fn cfg_partitions(text: &str) -> i32 {
+    Config::from_toml(text, None, false)
+        .unwrap()
+        .kafka
+        .topic_partitions
+}
+
+/// The incidents without what depends on the instant asked: the duration, the summary
+/// that states it, and the minutes observed by a time-driven reason.
+fn strip(incidents: &[Value]) -> Vec<Value> {
+    incidents
+        .iter()
+        .map(|i| {
+            let mut i = i.clone();
+            if let Some(o) = i.as_object_mut() {
+                o.remove("summary");
+                o.remove("duration_minutes");
+                for axis in ["investor_loss", "market_order"] {
+                    for r in o[axis]["reasons"].as_array_mut().into_iter().flatten() {
+                        if r["metric"] == "minutes" {
+                            r["observed"] = Value::Null;
+                        }
+                    }
+                }
+            }
+            i
+        })
+        .collect()
+}
