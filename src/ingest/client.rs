@@ -149,6 +149,11 @@ pub fn preflight(k: &KafkaSettings, timeout: Duration) -> anyhow::Result<usize> 
                 .map(|(_, text)| text.clone())
         };
         let result = consumer.fetch_metadata(None, Duration::from_millis(1_000));
+        // Serves librdkafka's error events (the context records them); a consumer-side
+        // error comes back here instead.
+        if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+            consumer.context().error(e, "");
+        }
         let errors = consumer
             .context()
             .0

@@ -13,6 +13,7 @@ mod lifecycle;
 mod props;
 mod rejects;
 mod reminders;
+mod security;
 mod state;
 mod support;
 mod webhook;
