@@ -200,7 +200,8 @@ fn cfg_partitions(text: &str) -> i32 {
 }
 
 /// The incidents without what depends on the instant asked: the duration, the summary
-/// that states it, and the minutes observed by a time-driven reason.
+/// that states it, and the minutes observed by a time-driven reason with the axis score
+/// that follows them.
 fn strip(incidents: &[Value]) -> Vec<Value> {
     incidents
         .iter()
@@ -210,6 +211,7 @@ fn strip(incidents: &[Value]) -> Vec<Value> {
                 o.remove("summary");
                 o.remove("duration_minutes");
                 for axis in ["investor_loss", "market_order"] {
+                    o[axis]["score"] = Value::Null;
                     for r in o[axis]["reasons"].as_array_mut().into_iter().flatten() {
                         if r["metric"] == "minutes" {
                             r["observed"] = Value::Null;
