@@ -108,10 +108,6 @@ impl Broker {
         self.bootstrap.clone()
     }
 
-    pub fn nodes(&self) -> usize {
-        self.nodes
-    }
-
     /// SIGKILLs node `node` (1-based).
     pub fn kill(&self, node: usize) {
         self.script(&["kill", &node.to_string()]);
