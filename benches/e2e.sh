@@ -1,50 +1,55 @@
 #!/usr/bin/env bash
-# End-to-end benchmark of the daemon against a real Kafka-compatible broker (tansu, memory
-# storage), next to a bare rdkafka consumer (benches/bare_consumer.rs) on the same topic.
+# End-to-end benchmark of the daemon against a real Apache Kafka 4.1 broker (one KRaft node on
+# loopback, started by scripts/kafka.sh), next to two reference readers of the same topic: a bare
+# rdkafka consumer (benches/bare_consumer.rs) and Kafka's own kafka-consumer-perf-test
+# (org.apache.kafka.tools.ConsumerPerformance, the Java client).
 #
-#   bash benches/e2e.sh                      # the whole run (about a minute on 2 cores, after the build)
+#   bash benches/e2e.sh                      # the whole run (a few minutes on 2 cores, after the build)
 #   EVENTS=200000 LAT_SECONDS=20 bash benches/e2e.sh    # a quicker one
 #   SIM_ARGS="--infosec 0 --trading 0" bash benches/e2e.sh   # heartbeats only: no alerts
 #   PERF=1 bash benches/e2e.sh               # also perf-record the daemon's throughput phase
 #                                            # (PERF=dwarf: with call graphs; perf adds CPU;
-#                                            # target/e2e/perf-daemon.{data,txt})
-#   CLIENT_PROPS= bash benches/e2e.sh        # librdkafka's defaults for both clients
+#                                            # $TARGET/e2e/perf-daemon.{data,txt})
+#   CLIENT_PROPS="fetch.wait.max.ms=100" bash benches/e2e.sh
+#                                            # librdkafka properties for both rdkafka clients
+#                                            # (default: none, librdkafka's defaults)
 #   DAEMON_PROPS="queued.max.messages.kbytes=16384" bash benches/e2e.sh
 #                                            # more librdkafka properties for the daemon
 #                                            # (BARE_PROPS: for the bare client)
+#   PERFTEST_ARGS="--fetch-size 4194304" bash benches/e2e.sh  # more ConsumerPerformance options
 #   KAFKA_TOML='fetch_queue_kbytes = 4096' bash benches/e2e.sh   # more daemon [kafka] keys
+#   BROKER_PROPS="num.io.threads=4" bash benches/e2e.sh   # more broker properties (comma-separated)
+#   BUILD=0 bash benches/e2e.sh              # use the binaries already built, do not run cargo
 #
-# CLIENT_PROPS (default "fetch.wait.max.ms=10,fetch.queue.backoff.ms=10") go to both clients,
-# to measure them rather than two tansu/librdkafka interactions:
-# - tansu holds every Fetch for the full fetch.wait.max.ms even when data is ready (a Kafka
-#   broker answers as soon as fetch.min.bytes = 1 is there). With librdkafka's 500 ms both
-#   clients read ~270k events/s on 6 partitions whatever their own cost, and every event
-#   waits ~400 ms. At 10 ms tansu behaves much like a Kafka broker, at the price of its CPU
-#   (it answers a fetch every 10 ms per client).
-# - tansu's large fetch responses overfill the bare consumer's single queue (64 MB), and
-#   librdkafka then postpones the next fetch by fetch.queue.backoff.ms (1 s): the bare
-#   consumer's rate swung between ~0.22 and ~2 M events/s from run to run with the default.
+# Binaries are built and looked up in $CARGO_TARGET_DIR (default target/), called $TARGET below.
+# The Kafka artifacts must be in scripts/kafka.sh's cache (`bash scripts/kafka.sh fetch`).
 
 # Phases:
 #   1. preload: EVENTS synthetic events (regwatch simulate --rate 0) into a topic of
-#      PARTITIONS partitions;
+#      PARTITIONS partitions (created with kafka-topics, replication factor 1);
 #   2. bare: the bare consumer reads them all (own group, earliest);
-#   3. daemon: `regwatch run` reads the same topic (own group); done when the sum of
+#   3. perf-test: kafka-consumer-perf-test reads them all (own group, earliest); its JVM is run
+#      under a small wrapper that records its wall time, CPU seconds and peak RSS (wait4's
+#      rusage); its clock (fetch.time.ms) starts when the group has assigned its partitions;
+#   4. daemon: `regwatch run` reads the same topic (own group); done when the sum of
 #      regwatch_events_total on /metrics reaches EVENTS. Its clock starts at the first
 #      "partition state restored" in its log (the bare consumer's at its first message); the
 #      slowest /metrics answer and the offset commits made until done are recorded, and the
 #      alerts and dead letters it counted are read back from their topics;
-#   4. latency: a fresh topic and group, the daemon running, simulate at RATE events/s for
+#   5. latency: a fresh topic and group, the daemon running, simulate at RATE events/s for
 #      LAT_SECONDS, and the bare consumer's latency mode on the alerts topic: produce (source
 #      event's Kafka timestamp) to alert (the alert's Kafka timestamp, and its receive time);
 #      beside it, the same reader on the events topic (--raw) gives the broker's own
 #      produce-to-consume latency for a bare consumer, the floor under the daemon's.
-# For each process: wall time, CPU seconds (utime+stime of /proc/PID/stat) and peak RSS
-# (VmHWM); tansu's CPU per phase too, as the broker shares the two cores.
+# For each reader: wall time, CPU seconds (utime+stime of /proc/PID/stat, or the rusage of the
+# perf-test JVM) and peak RSS (VmHWM); the broker JVM's CPU seconds and peak RSS per phase too
+# (its VmHWM is reset at the start of each phase through /proc/PID/clear_refs), as the broker
+# shares the cores.
 #
-# Output: a table on stdout, target/e2e-results.json, and logs/configs under target/e2e/
-# (daemon stderr with REGWATCH_LOG=info, tansu's log, simulate's, the metrics at the end of
-# each daemon phase). Needs: tansu on PATH (cargo install tansu), curl, jq, python3.
+# Output: a table on stdout, $TARGET/e2e-results.json, and logs/configs under $TARGET/e2e/
+# (daemon stderr with REGWATCH_LOG=info, the broker's and the Kafka tools' logs, simulate's,
+# the perf test's output, the metrics at the end of each daemon phase). Needs: Java 17+ and the
+# Kafka artifacts (scripts/kafka.sh), curl, jq, python3.
 #
 # Targets (the issue): daemon throughput >= 0.9x the bare consumer's, daemon CPU per event
 # <= 1.5x the bare consumer's.
@@ -60,10 +65,13 @@ LAT_SECONDS=${LAT_SECONDS:-30}
 CONSUME_TIMEOUT=${CONSUME_TIMEOUT:-300} # seconds a consuming phase may take
 SEED=${SEED:-1}
 PERF=${PERF:-0}
-TANSU=${TANSU:-tansu}
-CLIENT_PROPS=${CLIENT_PROPS-fetch.wait.max.ms=10,fetch.queue.backoff.ms=10}  # both clients
-DAEMON_PROPS=${DAEMON_PROPS:-}          # comma-separated librdkafka key=value for the daemon
-BARE_PROPS=${BARE_PROPS:-}              # and for the bare consumer (both modes)
+BUILD=${BUILD:-1}                       # 0: do not run cargo, take the binaries already built
+CLIENT_PROPS=${CLIENT_PROPS:-}          # comma-separated librdkafka key=value for both rdkafka clients
+DAEMON_PROPS=${DAEMON_PROPS:-}          # and for the daemon only
+BARE_PROPS=${BARE_PROPS:-}              # and for the bare consumer only (both modes)
+PERFTEST_ARGS=${PERFTEST_ARGS:-}        # more kafka-consumer-perf-test options
+PERFTEST_TIMEOUT_MS=${PERFTEST_TIMEOUT_MS:-60000}  # its --timeout (the longest wait between records)
+BROKER_PROPS=${BROKER_PROPS:-}          # comma-separated extra broker properties
 SIM_ARGS=${SIM_ARGS:-}                  # more `regwatch simulate` options (the event mix)
 KAFKA_TOML=${KAFKA_TOML:-}              # more lines for the daemon's [kafka] table
 if [[ -n $CLIENT_PROPS ]]; then
@@ -71,18 +79,24 @@ if [[ -n $CLIENT_PROPS ]]; then
     BARE_PROPS="$CLIENT_PROPS${BARE_PROPS:+,$BARE_PROPS}"
 fi
 
-OUT=$ROOT/target/e2e
-RESULTS=$ROOT/target/e2e-results.json
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+[[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
+OUT=$TARGET/e2e
+RESULTS=$TARGET/e2e-results.json
 mkdir -p "$OUT"
+KAFKA_SH=$ROOT/scripts/kafka.sh
 
 log() { printf '[e2e %4ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
-for tool in "$TANSU" curl jq python3; do
+REAL_JAVA=${JAVA:-java}
+for tool in "$REAL_JAVA" curl jq python3; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
 done
+REAL_JAVA=$(command -v "$REAL_JAVA")
 
 PIDS=()
+KDIR=
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do
@@ -91,6 +105,13 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    if [[ -n $KDIR && -f $KDIR/.regwatch-kafka ]]; then
+        # Keep the broker's and the tools' logs; the stop removes KDIR with the broker's data.
+        cp "$KDIR/node-1/server.log" "$OUT/kafka-server.log" 2>/dev/null || true
+        cp "$KDIR/node-1/stdout.log" "$OUT/kafka-stdout.log" 2>/dev/null || true
+        cp "$KDIR/server.log" "$OUT/kafka-tools.log" 2>/dev/null || true
+        bash "$KAFKA_SH" stop "$KDIR" >&2 || true
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -114,6 +135,10 @@ cpu_s() {
 # Peak RSS (VmHWM) of a process in kB.
 hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
+# Resets a process's VmHWM to its current RSS (Linux >= 4.0, own or root's processes), so that
+# the next hwm_kb is the peak of one phase; without it the peak is the running one.
+reset_hwm() { { echo 5 >"/proc/$1/clear_refs"; } 2>/dev/null || true; }
+
 calc() { awk "BEGIN { printf \"%.4f\", ($*) }"; }
 
 # /metrics of a daemon. The long timeout is deliberate: under a backlog the daemon may answer
@@ -128,35 +153,76 @@ metric_sum() { awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END {
 
 # ---- build ----------------------------------------------------------------------------------
 
-log "building release binaries"
-cargo build --release --locked --bin regwatch >&2
-BIN=$ROOT/target/release/regwatch
-BARE=$(cargo bench --locked --bench bare_consumer --no-run --message-format=json 2>/dev/null |
-    jq -r 'select(.reason == "compiler-artifact" and .target.name == "bare_consumer" and .executable != null) | .executable' |
-    tail -n1)
+# The executables' paths from cargo's own messages (they honour CARGO_TARGET_DIR).
+artifact() {
+    jq -r --arg t "$1" 'select(.reason == "compiler-artifact" and .target.name == $t and .executable != null) | .executable' |
+        tail -n1
+}
+if [[ $BUILD != 0 ]]; then
+    log "building release binaries in $TARGET"
+    BIN=$(cargo build --release --locked --bin regwatch --message-format=json-render-diagnostics |
+        artifact regwatch) || die "cargo build failed"
+    BARE=$(cargo bench --locked --bench bare_consumer --no-run --message-format=json-render-diagnostics |
+        artifact bare_consumer) || die "cargo bench --no-run failed"
+else
+    BIN=$TARGET/release/regwatch
+    # The newest bare_consumer bench executable.
+    BARE=$(find "$TARGET/release/deps" -maxdepth 1 -type f -name 'bare_consumer-*' -perm -u+x \
+        -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n1 | cut -d' ' -f2-)
+fi
+[[ -x $BIN ]] || die "cannot find the regwatch binary ($BIN)"
 [[ -x $BARE ]] || die "cannot find the bare_consumer bench binary"
+log "daemon: $BIN; bare consumer: $BARE"
 
 # ---- broker ---------------------------------------------------------------------------------
 
-KPORT=$(free_port)
-BROKERS=127.0.0.1:$KPORT
-log "starting tansu on $BROKERS (memory storage)"
-"$TANSU" broker --listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
-    --storage-engine memory://tansu/ >"$OUT/tansu.log" 2>&1 &
-TANSU_PID=$!
-PIDS+=("$TANSU_PID")
+# One KRaft node (broker + controller) on loopback, its storage in a temporary directory; it
+# stops with this script (the trap, and kafka.sh's --watch should the script be killed).
+broker_props=()
+IFS=, read -ra kvs <<<"$BROKER_PROPS"
+for kv in "${kvs[@]}"; do
+    [[ -n $kv ]] && broker_props+=(--prop "$kv")
+done
+# Up to three tries, each in a new directory: kafka.sh's random cluster id sometimes begins
+# with "-", which the storage format takes for an option.
+for attempt in 1 2 3; do
+    KDIR=$(mktemp -d "${TMPDIR:-/tmp}/regwatch-e2e-kafka.XXXXXX")
+    log "starting Apache Kafka (one KRaft node, storage in $KDIR)"
+    if bash "$KAFKA_SH" start --dir "$KDIR" --watch $$ "${broker_props[@]}" \
+        >"$OUT/kafka-start.out" 2>"$OUT/kafka-start.log"; then
+        break
+    fi
+    tail -n 3 "$OUT/kafka-start.log" >&2
+    bash "$KAFKA_SH" stop "$KDIR" >&2 || true
+    KDIR=
+    ((attempt < 3)) || die "the broker did not start (see $OUT/kafka-start.log)"
+    log "the broker did not start; trying again"
+done
+BROKERS=$(tail -n1 "$OUT/kafka-start.out")
+BROKER_PID=$(cat "$KDIR/node-1/pid")
+if [[ $BROKERS != *:* ]] || ! kill -0 "$BROKER_PID" 2>/dev/null; then
+    die "the broker is not running (see $OUT/kafka-start.out and .log)"
+fi
+log "broker on $BROKERS, JVM pid $BROKER_PID"
+
+# A Kafka tool on the broker's classpath (its log4j warnings go to KDIR/server.log).
+kafka_tool() { bash "$KAFKA_SH" run "$KDIR" "$@"; }
 
 create_topic() {
-    local i
-    for i in $(seq 1 50); do
-        if "$TANSU" topic create --broker "tcp://$BROKERS" --partitions "$PARTITIONS" "$1" \
-            >>"$OUT/tansu-topics.log" 2>&1; then
-            return 0
-        fi
-        kill -0 "$TANSU_PID" 2>/dev/null || die "tansu exited (see $OUT/tansu.log)"
-        sleep 0.2
-    done
-    die "cannot create topic $1 (see $OUT/tansu-topics.log)"
+    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" --create \
+        --topic "$1" --partitions "$PARTITIONS" --replication-factor 1 >>"$OUT/kafka-topics.log" 2>&1 ||
+        die "cannot create topic $1 (see $OUT/kafka-topics.log)"
+}
+
+# broker_phase_start, then broker_phase_end: the broker JVM's CPU seconds over the phase into
+# phase_cpu, and its peak RSS during it (kB) into phase_hwm.
+broker_phase_start() {
+    broker_cpu0=$(cpu_s "$BROKER_PID")
+    reset_hwm "$BROKER_PID"
+}
+broker_phase_end() {
+    phase_cpu=$(calc "$(cpu_s "$BROKER_PID") - $broker_cpu0")
+    phase_hwm=$(hwm_kb "$BROKER_PID")
 }
 
 # ---- configuration --------------------------------------------------------------------------
@@ -234,41 +300,119 @@ write_config "$CFG1" "regwatch-e2e-throughput-$$" "$TOPIC" throughput "$HTTP1"
 
 create_topic "$TOPIC"
 log "preloading $EVENTS events into $TOPIC ($PARTITIONS partitions, $PARTICIPANTS participants)"
-tansu_cpu0=$(cpu_s "$TANSU_PID")
+broker_phase_start
 t0=$(now)
+# shellcheck disable=SC2086 # SIM_ARGS: options split on spaces
 REGWATCH_LOG=warn "$BIN" simulate --config "$CFG1" --rate 0 --count "$EVENTS" --seed "$SEED" $SIM_ARGS \
     2>"$OUT/simulate-preload.log" || die "simulate failed (see $OUT/simulate-preload.log)"
 preload_s=$(calc "$(now) - $t0")
-preload_tansu_cpu=$(calc "$(cpu_s "$TANSU_PID") - $tansu_cpu0")
-log "$(tail -n1 "$OUT/simulate-preload.log"); tansu used ${preload_tansu_cpu}s CPU"
+broker_phase_end
+preload_broker_cpu=$phase_cpu preload_broker_hwm=$phase_hwm
+log "$(tail -n1 "$OUT/simulate-preload.log"); the broker used ${preload_broker_cpu}s CPU"
 
 # ---- 2. bare consumer -----------------------------------------------------------------------
 
 log "bare consumer: reading $EVENTS events"
-tansu_cpu0=$(cpu_s "$TANSU_PID")
+broker_phase_start
 bare_json=$("$BARE" count --brokers "$BROKERS" --topic "$TOPIC" --count "$EVENTS" \
     --timeout-s "$CONSUME_TIMEOUT" --props "$BARE_PROPS" 2>"$OUT/bare.log") || log "bare consumer did not finish (see $OUT/bare.log)"
-bare_tansu_cpu=$(calc "$(cpu_s "$TANSU_PID") - $tansu_cpu0")
+broker_phase_end
+bare_broker_cpu=$phase_cpu bare_broker_hwm=$phase_hwm
 [[ -n $bare_json ]] || die "bare consumer printed nothing"
 echo "$bare_json" >"$OUT/bare.json"
 log "bare: $bare_json"
 
-# ---- 3. daemon throughput -------------------------------------------------------------------
+# ---- 3. kafka-consumer-perf-test ------------------------------------------------------------
+
+# kafka.sh runs the tool's JVM as $JAVA: this wrapper runs the real java as its child and,
+# once it has exited, writes its wall time, CPU seconds and peak RSS (wait4's rusage: the
+# JVM's own, as /proc/self gives the bare consumer's) to E2E_JVM_STATS. `java -version`
+# (kafka.sh's version check) passes straight through.
+JVM_WRAPPER=$OUT/java-rusage
+cat >"$JVM_WRAPPER" <<EOF
+#!$(python3 -c 'import sys; print(sys.executable)')
+import json, os, sys, time
+real = os.environ["E2E_REAL_JAVA"]
+argv = [real] + sys.argv[1:]
+stats = os.environ.get("E2E_JVM_STATS")
+if not stats or sys.argv[1:2] == ["-version"]:
+    os.execv(real, argv)
+t0 = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    os.execv(real, argv)
+_, status, ru = os.wait4(pid, 0)
+with open(stats, "w") as f:
+    json.dump({"wall_s": time.monotonic() - t0, "cpu_user_s": ru.ru_utime,
+               "cpu_sys_s": ru.ru_stime, "cpu_s": ru.ru_utime + ru.ru_stime,
+               "vmhwm_kb": ru.ru_maxrss, "exit_code": os.waitstatus_to_exitcode(status)}, f)
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+EOF
+chmod +x "$JVM_WRAPPER"
+
+log "kafka-consumer-perf-test: reading $EVENTS events"
+rm -f "$OUT/perftest-jvm.json"
+broker_phase_start
+# shellcheck disable=SC2086 # PERFTEST_ARGS: options split on spaces
+JAVA=$JVM_WRAPPER E2E_REAL_JAVA=$REAL_JAVA E2E_JVM_STATS=$OUT/perftest-jvm.json \
+    kafka_tool org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$BROKERS" \
+    --topic "$TOPIC" --messages "$EVENTS" --group "perf-test-e2e-$$" \
+    --timeout "$PERFTEST_TIMEOUT_MS" $PERFTEST_ARGS >"$OUT/perftest.out" 2>"$OUT/perftest.log" ||
+    log "kafka-consumer-perf-test failed (see $OUT/perftest.log)"
+broker_phase_end
+perftest_broker_cpu=$phase_cpu perftest_broker_hwm=$phase_hwm
+[[ -s $OUT/perftest-jvm.json ]] || die "no rusage of the perf test's JVM (see $OUT/perftest.log)"
+# Its one line of stats (under a header naming the columns) and the JVM's rusage, as JSON.
+perftest_json=$(python3 - "$OUT/perftest.out" "$OUT/perftest-jvm.json" "$EVENTS" <<'EOF'
+import json, sys
+lines = [l.strip() for l in open(sys.argv[1]) if l.strip()]
+stats = {}
+for i, l in enumerate(lines[:-1]):
+    if l.startswith("start.time"):
+        stats = dict(zip([h.strip() for h in l.split(",")], [v.strip() for v in lines[i + 1].split(",")]))
+def num(k):
+    try:
+        return float(stats[k])
+    except (KeyError, ValueError):
+        return None
+jvm = json.load(open(sys.argv[2]))
+count = int(num("data.consumed.in.nMsg") or 0)
+fetch_s = (num("fetch.time.ms") or 0) / 1000
+print(json.dumps({
+    "count": count, "complete": count >= int(sys.argv[3]),
+    "elapsed_s": fetch_s,
+    "startup_s": jvm["wall_s"] - fetch_s,
+    "total_s": jvm["wall_s"],
+    "events_per_s": count / fetch_s if fetch_s > 0 else None,
+    "events_per_s_with_join": num("nMsg.sec"),
+    "rebalance_ms": num("rebalance.time.ms"),
+    "mb": num("data.consumed.in.MB"),
+    "cpu_user_s": jvm["cpu_user_s"], "cpu_sys_s": jvm["cpu_sys_s"], "cpu_s": jvm["cpu_s"],
+    "vmhwm_kb": jvm["vmhwm_kb"], "exit_code": jvm["exit_code"], "stats": stats,
+}))
+EOF
+) || die "cannot read the perf test's results (see $OUT/perftest.out)"
+echo "$perftest_json" >"$OUT/perftest.json"
+log "perf-test: $(jq -c 'del(.stats)' <<<"$perftest_json")"
+
+# ---- 4. daemon throughput -------------------------------------------------------------------
 
 log "daemon: reading the same $EVENTS events"
-tansu_cpu0=$(cpu_s "$TANSU_PID")
+broker_phase_start
 t_start=$(now)
 start_daemon "$CFG1" "$OUT/daemon-throughput.log"
 PERF_PID=
 if [[ $PERF != 0 ]]; then
     graph=()
+    # shellcheck disable=SC2054 # one argument, "dwarf,16384"
     [[ $PERF == dwarf ]] && graph=(--call-graph dwarf,16384)
     perf record -e cpu-clock -F 999 "${graph[@]}" -p "$DAEMON_PID" \
         -o "$OUT/perf-daemon.data" >"$OUT/perf-record.log" 2>&1 &
     PERF_PID=$!
     PIDS+=("$PERF_PID")
 fi
-t_first= t_done= consumed=0 scrape_max=0
+t_first='' t_done='' consumed=0 scrape_max=0
 deadline=$(calc "$t_start + $CONSUME_TIMEOUT")
 while :; do
     kill -0 "$DAEMON_PID" 2>/dev/null || die "the daemon exited (see $OUT/daemon-throughput.log)"
@@ -291,7 +435,8 @@ while :; do
 done
 daemon_cpu=$(cpu_s "$DAEMON_PID")
 daemon_hwm=$(hwm_kb "$DAEMON_PID")
-daemon_tansu_cpu=$(calc "$(cpu_s "$TANSU_PID") - $tansu_cpu0")
+broker_phase_end
+daemon_broker_cpu=$phase_cpu daemon_broker_hwm=$phase_hwm
 metrics "$HTTP1" >"$OUT/daemon-throughput.metrics"
 if [[ -n $PERF_PID ]]; then
     kill -INT "$PERF_PID" 2>/dev/null || true
@@ -338,7 +483,7 @@ dead_on_topic=$(on_topic "$dead_emitted" regwatch.dead-letters.throughput)
     log "MISSING OUTPUT: $alerts_on_topic of $alerts_emitted alerts, $dead_on_topic of $dead_emitted dead letters on the topics"
 log "daemon: $consumed events in ${daemon_elapsed_s}s after ${daemon_startup_s}s of start-up, ${daemon_cpu}s CPU, VmHWM ${daemon_hwm} kB, $daemon_errors warnings/errors in its log"
 
-# ---- 4. latency at a steady rate ------------------------------------------------------------
+# ---- 5. latency at a steady rate ------------------------------------------------------------
 
 LTOPIC=e2e.latency.events
 HTTP2=$(free_port)
@@ -370,8 +515,9 @@ for f in latency latency-raw; do
     grep -q '^assigned' "$OUT/$f.log" || die "the $f reader got no partitions (see $OUT/$f.log)"
 done
 daemon_cpu0=$(cpu_s "$DAEMON_PID")
-tansu_cpu0=$(cpu_s "$TANSU_PID")
+broker_phase_start
 t0=$(now)
+# shellcheck disable=SC2086 # SIM_ARGS: options split on spaces
 REGWATCH_LOG=warn "$BIN" simulate --config "$CFG2" --topic "$LTOPIC" --rate "$RATE" \
     --duration "${LAT_SECONDS}s" --seed "$((SEED + 1))" $SIM_ARGS 2>"$OUT/simulate-latency.log" ||
     log "simulate at $RATE/s reported failures (see $OUT/simulate-latency.log)"
@@ -383,7 +529,8 @@ wait "$RAW_PID" || log "raw latency reader saw no event (see $OUT/latency-raw.lo
 sleep 1
 lat_events=$(metrics "$HTTP2" | metric_sum regwatch_events_total)
 lat_daemon_cpu=$(calc "$(cpu_s "$DAEMON_PID") - $daemon_cpu0")
-lat_tansu_cpu=$(calc "$(cpu_s "$TANSU_PID") - $tansu_cpu0")
+broker_phase_end
+lat_broker_cpu=$phase_cpu lat_broker_hwm=$phase_hwm
 lat_hwm=$(hwm_kb "$DAEMON_PID")
 metrics "$HTTP2" >"$OUT/daemon-latency.metrics"
 stop_daemon "$DAEMON_PID"
@@ -393,89 +540,126 @@ lat_json=$(cat "$OUT/latency.json")
 [[ -n $lat_json ]] || lat_json='{}'
 raw_json=$(cat "$OUT/latency-raw.json")
 [[ -n $raw_json ]] || raw_json='{}'
-tansu_hwm=$(hwm_kb "$TANSU_PID")
 
 # ---- summary --------------------------------------------------------------------------------
 
 jq -n \
     --argjson events "$EVENTS" --argjson partitions "$PARTITIONS" \
     --argjson participants "$PARTICIPANTS" --argjson rate "$RATE" \
-    --argjson preload_s "$preload_s" --argjson preload_tansu_cpu "$preload_tansu_cpu" \
-    --argjson bare "$bare_json" --argjson bare_tansu_cpu "$bare_tansu_cpu" \
+    --argjson preload_s "$preload_s" \
+    --argjson preload_broker_cpu "$preload_broker_cpu" --argjson preload_broker_hwm "$preload_broker_hwm" \
+    --argjson bare "$bare_json" \
+    --argjson bare_broker_cpu "$bare_broker_cpu" --argjson bare_broker_hwm "$bare_broker_hwm" \
+    --argjson pt "$perftest_json" \
+    --argjson pt_broker_cpu "$perftest_broker_cpu" --argjson pt_broker_hwm "$perftest_broker_hwm" \
     --argjson consumed "$consumed" --argjson d_startup "$daemon_startup_s" \
     --argjson d_elapsed "$daemon_elapsed_s" --argjson d_total "$daemon_total_s" \
     --argjson d_eps "$daemon_eps" --argjson d_cpu "$daemon_cpu" --argjson d_hwm "$daemon_hwm" \
-    --argjson d_tansu_cpu "$daemon_tansu_cpu" --argjson d_rc "$daemon_rc" \
+    --argjson d_broker_cpu "$daemon_broker_cpu" --argjson d_broker_hwm "$daemon_broker_hwm" \
+    --argjson d_rc "$daemon_rc" \
     --argjson d_errors "$daemon_errors" --argjson scrape_max "$scrape_max" \
     --argjson d_commits "${daemon_commits:-0}" \
     --argjson alerts_emitted "$alerts_emitted" --argjson alerts_on_topic "$alerts_on_topic" \
     --argjson dead_emitted "$dead_emitted" --argjson dead_on_topic "$dead_on_topic" \
     --argjson lat "$lat_json" --argjson raw "$raw_json" --argjson lat_events "$lat_events" --argjson lat_wall "$lat_wall" \
-    --argjson lat_cpu "$lat_daemon_cpu" --argjson lat_tansu_cpu "$lat_tansu_cpu" \
+    --argjson lat_cpu "$lat_daemon_cpu" \
+    --argjson lat_broker_cpu "$lat_broker_cpu" --argjson lat_broker_hwm "$lat_broker_hwm" \
     --argjson lat_hwm "$lat_hwm" --argjson lat_rc "$lat_rc" --argjson lat_errors "$lat_errors" \
-    --argjson tansu_hwm "$tansu_hwm" \
     --arg daemon_props "$DAEMON_PROPS" --arg bare_props "$BARE_PROPS" --arg sim_args "$SIM_ARGS" \
+    --arg perftest_args "$PERFTEST_ARGS" --arg broker_props "$BROKER_PROPS" \
     'def per_m(cpu; n): if n > 0 then cpu * 1000000 / n else null end;
+     def ratio(a; b): if a == null or b == null or b == 0 then null else a / b end;
      ($bare.cpu_s) as $bare_cpu
      | {
         setup: { events: $events, partitions: $partitions, participants: $participants,
-                 broker: "tansu (memory storage)",
+                 broker: "Apache Kafka 4.1 (one KRaft node, scripts/kafka.sh)",
+                 broker_props: $broker_props,
                  daemon_librdkafka: $daemon_props, bare_librdkafka: $bare_props,
-                 simulate_args: $sim_args,
+                 perftest_args: $perftest_args, simulate_args: $sim_args,
                  preload: { seconds: $preload_s, events_per_s: ($events / $preload_s),
-                            tansu_cpu_s: $preload_tansu_cpu } },
+                            broker_cpu_s: $preload_broker_cpu,
+                            broker_peak_rss_kb: $preload_broker_hwm } },
         bare: { events: $bare.count, complete: $bare.complete, elapsed_s: $bare.elapsed_s,
-                startup_s: $bare.startup_s, events_per_s: $bare.events_per_s,
+                startup_s: $bare.startup_s, total_s: $bare.total_s,
+                events_per_s: $bare.events_per_s,
                 cpu_s: $bare_cpu, cpu_s_per_million: per_m($bare_cpu; $bare.count),
                 cores_busy: ($bare_cpu / $bare.total_s),
-                peak_rss_kb: $bare.vmhwm_kb, tansu_cpu_s: $bare_tansu_cpu },
+                peak_rss_kb: $bare.vmhwm_kb,
+                broker_cpu_s: $bare_broker_cpu, broker_peak_rss_kb: $bare_broker_hwm },
+        perftest: { events: $pt.count, complete: $pt.complete, elapsed_s: $pt.elapsed_s,
+                    startup_s: $pt.startup_s, total_s: $pt.total_s,
+                    events_per_s: $pt.events_per_s,
+                    events_per_s_with_join: $pt.events_per_s_with_join,
+                    rebalance_ms: $pt.rebalance_ms,
+                    cpu_s: $pt.cpu_s, cpu_s_per_million: per_m($pt.cpu_s; $pt.count),
+                    cores_busy: ($pt.cpu_s / $pt.total_s),
+                    peak_rss_kb: $pt.vmhwm_kb, exit_code: $pt.exit_code,
+                    broker_cpu_s: $pt_broker_cpu, broker_peak_rss_kb: $pt_broker_hwm,
+                    tool_stats: $pt.stats },
         daemon: { events: $consumed, complete: ($consumed >= $events), elapsed_s: $d_elapsed,
                   startup_s: $d_startup, total_s: $d_total, events_per_s: $d_eps,
                   cpu_s: $d_cpu, cpu_s_per_million: per_m($d_cpu; $consumed),
                   cores_busy: ($d_cpu / $d_total),
-                  peak_rss_kb: $d_hwm, tansu_cpu_s: $d_tansu_cpu, exit_code: $d_rc,
+                  peak_rss_kb: $d_hwm, exit_code: $d_rc,
+                  broker_cpu_s: $d_broker_cpu, broker_peak_rss_kb: $d_broker_hwm,
                   alerts_emitted: $alerts_emitted, alerts_on_topic: $alerts_on_topic,
                   dead_letters_emitted: $dead_emitted, dead_letters_on_topic: $dead_on_topic,
                   log_warnings_errors: $d_errors, slowest_metrics_scrape_s: $scrape_max,
                   offset_commits_until_done: $d_commits },
-        ratios: { throughput: ($d_eps / $bare.events_per_s),
-                  cpu_per_event: (per_m($d_cpu; $consumed) / per_m($bare_cpu; $bare.count)),
-                  throughput_target_min: 0.9, cpu_per_event_target_max: 1.5 },
         latency: { rate: $rate, events: $lat_events, wall_s: $lat_wall,
                    alerts_with_source: ($lat.count // 0),
                    produce_to_alert_ms: $lat.alert_ms, produce_to_receive_ms: $lat.receive_ms,
                    bare_produce_to_receive_ms: $raw.receive_ms,
                    daemon_cpu_s: $lat_cpu, daemon_cpu_s_per_million: per_m($lat_cpu; $lat_events),
-                   daemon_peak_rss_kb: $lat_hwm, tansu_cpu_s: $lat_tansu_cpu,
-                   exit_code: $lat_rc, log_warnings_errors: $lat_errors },
-        tansu_peak_rss_kb: $tansu_hwm
+                   daemon_peak_rss_kb: $lat_hwm,
+                   broker_cpu_s: $lat_broker_cpu, broker_peak_rss_kb: $lat_broker_hwm,
+                   exit_code: $lat_rc, log_warnings_errors: $lat_errors }
       }
-     | .ratios.throughput_ok = (.ratios.throughput >= 0.9)
-     | .ratios.cpu_per_event_ok = (.ratios.cpu_per_event <= 1.5)' >"$RESULTS"
+     | .ratios = {
+         throughput: ratio(.daemon.events_per_s; .bare.events_per_s),
+         cpu_per_event: ratio(.daemon.cpu_s_per_million; .bare.cpu_s_per_million),
+         throughput_target_min: 0.9, cpu_per_event_target_max: 1.5,
+         daemon_vs_perftest_throughput: ratio(.daemon.events_per_s; .perftest.events_per_s),
+         daemon_vs_perftest_cpu_per_event: ratio(.daemon.cpu_s_per_million; .perftest.cpu_s_per_million),
+         perftest_vs_bare_throughput: ratio(.perftest.events_per_s; .bare.events_per_s),
+         perftest_vs_bare_cpu_per_event: ratio(.perftest.cpu_s_per_million; .bare.cpu_s_per_million) }
+     | .ratios.throughput_ok = (.ratios.throughput != null and .ratios.throughput >= 0.9)
+     | .ratios.cpu_per_event_ok = (.ratios.cpu_per_event != null and .ratios.cpu_per_event <= 1.5)' >"$RESULTS"
 
 jq -r '
   def f(x): if x == null then "-" else (x * 100 | round / 100 | tostring) end;
+  def mb(x): if x == null then "-" else (x / 1024 * 10 | round / 10 | tostring) end;
   def p(n): " " * ([n - length, 1] | max) + .;
+  def row(name; r): "  \(name)\(f(r.events_per_s) | p(12))\(f(r.cpu_s_per_million) | p(13))\(mb(r.peak_rss_kb) | p(13))\(f(r.total_s) | p(9))\(f(r.startup_s) | p(12))\(f(r.cores_busy) | p(12))\(f(r.broker_cpu_s) | p(14))\(mb(r.broker_peak_rss_kb) | p(15))";
+  def ms(x): if x == null then "-" else (x | tostring) end;
+  def lrow(name; l): "  \(name)\(ms(l.p50) | p(8))\(ms(l.p90) | p(8))\(ms(l.p99) | p(8))\(ms(l.p999) | p(9))\(ms(l.max) | p(8))\(ms(l.count) | p(10))";
+  def target(ok): if ok then "met" else "MISSED" end;
   "",
   "regwatch end-to-end (\(.setup.events) events, \(.setup.partitions) partitions, \(.setup.participants) participants, \(.setup.broker))",
-  "librdkafka: daemon [\(.setup.daemon_librdkafka)], bare [\(.setup.bare_librdkafka)]",
-  "preload: \(f(.setup.preload.seconds)) s, \(f(.setup.preload.events_per_s)) events/s, tansu CPU \(f(.setup.preload.tansu_cpu_s)) s",
+  "librdkafka: daemon [\(.setup.daemon_librdkafka)], bare [\(.setup.bare_librdkafka)]; perf-test options [\(.setup.perftest_args)]; broker properties [\(.setup.broker_props)]",
+  "preload: \(f(.setup.preload.seconds)) s, \(f(.setup.preload.events_per_s)) events/s, broker CPU \(f(.setup.preload.broker_cpu_s)) s, broker peak RSS \(mb(.setup.preload.broker_peak_rss_kb)) MB",
   "",
-  "                     events/s   CPU s/1M ev   cores busy   peak RSS MB   tansu CPU s   start-up s",
-  "  bare consumer  \(f(.bare.events_per_s) | p(12))   \(f(.bare.cpu_s_per_million) | p(11))   \(f(.bare.cores_busy) | p(10))   \(f(.bare.peak_rss_kb / 1024) | p(11))   \(f(.bare.tansu_cpu_s) | p(11))   \(f(.bare.startup_s) | p(10))",
-  "  daemon         \(f(.daemon.events_per_s) | p(12))   \(f(.daemon.cpu_s_per_million) | p(11))   \(f(.daemon.cores_busy) | p(10))   \(f(.daemon.peak_rss_kb / 1024) | p(11))   \(f(.daemon.tansu_cpu_s) | p(11))   \(f(.daemon.startup_s) | p(10))",
+  "                       events/s  CPU s/1M ev  peak RSS MB   wall s  start-up s  cores busy  broker CPU s  broker RSS MB",
+  row("bare consumer   "; .bare),
+  row("consumer-perf   "; .perftest),
+  row("daemon          "; .daemon),
+  "  (events/s: from the first message (bare), the group assignment (perf-test: fetch.time.ms) or the first restored partition (daemon) to the last; CPU and RSS: the whole process, perf-test JVM start-up included; perf-test events/s with its group join: \(f(.perftest.events_per_s_with_join)))",
   "",
-  "  daemon/bare throughput     \(f(.ratios.throughput))  (target >= 0.9: \(if .ratios.throughput_ok then "met" else "MISSED" end))",
-  "  daemon/bare CPU per event  \(f(.ratios.cpu_per_event))  (target <= 1.5: \(if .ratios.cpu_per_event_ok then "met" else "MISSED" end))",
+  "  daemon/bare throughput          \(f(.ratios.throughput))  (target >= 0.9: \(target(.ratios.throughput_ok)))",
+  "  daemon/bare CPU per event       \(f(.ratios.cpu_per_event))  (target <= 1.5: \(target(.ratios.cpu_per_event_ok)))",
+  "  daemon/perf-test throughput     \(f(.ratios.daemon_vs_perftest_throughput))",
+  "  daemon/perf-test CPU per event  \(f(.ratios.daemon_vs_perftest_cpu_per_event))",
+  "  perf-test/bare throughput       \(f(.ratios.perftest_vs_bare_throughput)), CPU per event \(f(.ratios.perftest_vs_bare_cpu_per_event))",
+  "  bare read \(.bare.events) (complete: \(.bare.complete)); perf-test read \(.perftest.events) (complete: \(.perftest.complete), exit code \(.perftest.exit_code))",
   "  daemon consumed \(.daemon.events) of \(.setup.events), exit code \(.daemon.exit_code), \(.daemon.log_warnings_errors) WARN/ERROR log lines, slowest /metrics scrape \(f(.daemon.slowest_metrics_scrape_s)) s, \(.daemon.offset_commits_until_done) offset commits until done",
   "  alerts emitted \(.daemon.alerts_emitted), on the topic \(.daemon.alerts_on_topic); dead letters \(.daemon.dead_letters_emitted), on the topic \(.daemon.dead_letters_on_topic)",
   "",
-  "latency at \(.latency.rate) events/s (\(.latency.events) events, \(.latency.alerts_with_source) alerts with a source timestamp):",
-  "  produce -> alert produced   p50 \(.latency.produce_to_alert_ms.p50 // "-") ms   p99 \(.latency.produce_to_alert_ms.p99 // "-") ms   max \(.latency.produce_to_alert_ms.max // "-") ms",
-  "  produce -> alert received   p50 \(.latency.produce_to_receive_ms.p50 // "-") ms   p99 \(.latency.produce_to_receive_ms.p99 // "-") ms   max \(.latency.produce_to_receive_ms.max // "-") ms",
-  "  bare: produce -> event received   p50 \(.latency.bare_produce_to_receive_ms.p50 // "-") ms   p99 \(.latency.bare_produce_to_receive_ms.p99 // "-") ms   max \(.latency.bare_produce_to_receive_ms.max // "-") ms",
-  "  daemon CPU \(f(.latency.daemon_cpu_s_per_million)) s/1M events, peak RSS \(f(.latency.daemon_peak_rss_kb / 1024)) MB; tansu CPU \(f(.latency.tansu_cpu_s)) s; exit code \(.latency.exit_code), \(.latency.log_warnings_errors) WARN/ERROR log lines",
-  "tansu peak RSS \(f(.tansu_peak_rss_kb / 1024)) MB",
+  "latency at \(.latency.rate) events/s (\(.latency.events) events in \(f(.latency.wall_s)) s, \(.latency.alerts_with_source) alerts with a source timestamp), ms:",
+  "                                         p50     p90     p99    p99.9     max     count",
+  lrow("daemon: produce -> alert produced  "; .latency.produce_to_alert_ms),
+  lrow("daemon: produce -> alert received  "; .latency.produce_to_receive_ms),
+  lrow("bare:   produce -> event received  "; .latency.bare_produce_to_receive_ms),
+  "  daemon CPU \(f(.latency.daemon_cpu_s_per_million)) s/1M events, peak RSS \(mb(.latency.daemon_peak_rss_kb)) MB; broker CPU \(f(.latency.broker_cpu_s)) s, peak RSS \(mb(.latency.broker_peak_rss_kb)) MB; exit code \(.latency.exit_code), \(.latency.log_warnings_errors) WARN/ERROR log lines",
   "",
-  "results: target/e2e-results.json, logs: target/e2e/"
-' "$RESULTS"
+  "results: \($results), logs: \($out)"
+' --arg results "$RESULTS" --arg out "$OUT/" "$RESULTS"

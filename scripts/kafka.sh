@@ -238,7 +238,11 @@ start() {
       echo "${voters[*]}"
     )"
     local cluster_id
-    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    # base64url of 16 random bytes; one starting with '-' would read as an option.
+    cluster_id=-
+    while [[ "$cluster_id" == -* ]]; do
+      cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    done
     echo "$cluster_id" >"$dir/cluster-id"
     for ((i = 1; i <= nodes; i++)); do
       local n="$dir/node-$i"
