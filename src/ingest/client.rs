@@ -117,6 +117,31 @@ impl ClientContext for Watched {
 #[derive(Default)]
 struct Capture(Mutex<Vec<(Option<RDKafkaErrorCode>, String)>>);
 
+impl Capture {
+    /// The first error that waiting cannot cure: authentication, TLS, a bad setting.
+    fn fatal(&self) -> Option<String> {
+        let errors = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        errors
+            .iter()
+            .find(|(code, _)| {
+                matches!(
+                    code,
+                    Some(RDKafkaErrorCode::Authentication)
+                        | Some(RDKafkaErrorCode::SaslAuthenticationFailed)
+                        | Some(RDKafkaErrorCode::SSL)
+                        | Some(RDKafkaErrorCode::InvalidArgument)
+                        | Some(RDKafkaErrorCode::ClusterAuthorizationFailed)
+                )
+            })
+            .map(|(_, text)| text.clone())
+    }
+
+    fn last(&self) -> Option<String> {
+        let errors = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        errors.last().map(|(_, text)| text.clone())
+    }
+}
+
 impl rdkafka::consumer::ConsumerContext for Capture {}
 
 impl ClientContext for Capture {
@@ -133,34 +158,13 @@ pub fn preflight(k: &KafkaSettings, timeout: Duration) -> anyhow::Result<usize> 
     let consumer: BaseConsumer<Capture> = base(k).create_with_context(Capture::default())?;
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let fatal = |errors: &[(Option<RDKafkaErrorCode>, String)]| {
-            errors
-                .iter()
-                .find(|(code, _)| {
-                    matches!(
-                        code,
-                        Some(RDKafkaErrorCode::Authentication)
-                            | Some(RDKafkaErrorCode::SaslAuthenticationFailed)
-                            | Some(RDKafkaErrorCode::SSL)
-                            | Some(RDKafkaErrorCode::InvalidArgument)
-                            | Some(RDKafkaErrorCode::ClusterAuthorizationFailed)
-                    )
-                })
-                .map(|(_, text)| text.clone())
-        };
         let result = consumer.fetch_metadata(None, Duration::from_millis(1_000));
         // Serves librdkafka's error events (the context records them); a consumer-side
         // error comes back here instead.
         if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
             consumer.context().error(e, "");
         }
-        let errors = consumer
-            .context()
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(why) = fatal(&errors) {
+        if let Some(why) = consumer.context().fatal() {
             anyhow::bail!(
                 "cannot use the Kafka cluster at {} (kafka.brokers, kafka.security): {why}",
                 k.brokers
@@ -170,52 +174,57 @@ pub fn preflight(k: &KafkaSettings, timeout: Duration) -> anyhow::Result<usize> 
             Ok(md) if !md.brokers().is_empty() => return Ok(md.brokers().len()),
             Ok(_) | Err(_) if std::time::Instant::now() < deadline => continue,
             Ok(_) => anyhow::bail!("the Kafka cluster at {} lists no broker", k.brokers),
-            Err(e) => {
-                let last = errors
-                    .last()
-                    .map(|(_, t)| t.as_str())
-                    .unwrap_or("no answer");
-                anyhow::bail!(
-                    "cannot reach the Kafka cluster at {} within {timeout:?} (kafka.brokers): {e}; {last}",
-                    k.brokers
-                )
-            }
+            Err(e) => anyhow::bail!(
+                "cannot reach the Kafka cluster at {} within {timeout:?} (kafka.brokers): {e}; {}",
+                k.brokers,
+                consumer.context().last().as_deref().unwrap_or("no answer")
+            ),
         }
     }
 }
+
+/// The topic configs of the alerts, dead-letter and reminders topics.
+const PLAIN: &[(&str, &str)] = &[("cleanup.policy", "delete")];
 
 /// Creates the alerts, dead-letter, state and reminders topics when missing (the state
 /// topic compacted, with `kafka.state_topic_config`), each with `kafka.replication_factor`
 /// replicas and `kafka.min_insync_replicas`. Existing topics are left as they are, except
 /// that an existing state topic must be compacted.
 pub async fn ensure_topics(k: &KafkaSettings, brokers: usize) -> anyhow::Result<()> {
-    let plain = [("cleanup.policy".to_string(), "delete".to_string())];
+    let admin: AdminClient<DefaultClientContext> = base(k).create()?;
+    let state: Vec<(&str, &str)> = k
+        .state_topic_config
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
     create_topics(
+        &admin,
         k,
         brokers,
         &[
-            (k.alerts_topic.as_str(), &plain[..]),
-            (k.dead_letter_topic.as_str(), &plain[..]),
-            (k.state_topic.as_str(), &k.state_topic_config[..]),
-            (k.reminders_topic.as_str(), &plain[..]),
+            (k.alerts_topic.as_str(), PLAIN),
+            (k.dead_letter_topic.as_str(), PLAIN),
+            (k.state_topic.as_str(), &state),
+            (k.reminders_topic.as_str(), PLAIN),
         ],
     )
     .await?;
-    check_compacted(k).await
+    check_compacted(&admin, k).await
 }
 
 /// Creates one topic (`cleanup.policy=delete`) when missing.
 pub async fn ensure_topic(k: &KafkaSettings, brokers: usize, name: &str) -> anyhow::Result<()> {
-    let plain = [("cleanup.policy".to_string(), "delete".to_string())];
-    create_topics(k, brokers, &[(name, &plain[..])]).await
+    let admin: AdminClient<DefaultClientContext> = base(k).create()?;
+    create_topics(&admin, k, brokers, &[(name, PLAIN)]).await
 }
 
 /// Creates `(name, configs)` topics with `kafka.topic_partitions` partitions and
 /// `kafka.replication_factor` replicas; existing ones are left as they are.
 async fn create_topics(
+    admin: &AdminClient<DefaultClientContext>,
     k: &KafkaSettings,
     brokers: usize,
-    topics: &[(&str, &[(String, String)])],
+    topics: &[(&str, &[(&str, &str)])],
 ) -> anyhow::Result<()> {
     let rf = k.replication_factor;
     if rf as usize > brokers {
@@ -225,22 +234,18 @@ async fn create_topics(
             k.brokers
         );
     }
-    let admin: AdminClient<DefaultClientContext> = base(k).create()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let isr = k.min_insync_replicas.to_string();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, configs)| {
-            let mut t = NewTopic::new(
+            let t = NewTopic::new(
                 name,
                 k.topic_partitions,
                 TopicReplication::Fixed(i32::from(rf)),
             )
             .set("min.insync.replicas", &isr);
-            for (key, value) in configs.iter() {
-                t = t.set(key, value);
-            }
-            t
+            configs.iter().fold(t, |t, (key, value)| t.set(key, value))
         })
         .collect();
     for r in admin.create_topics(new.iter(), &opts).await? {
@@ -257,8 +262,10 @@ async fn create_topics(
 
 /// An existing state topic that is not compacted would grow without end and restore ever
 /// more slowly: refused at start-up.
-async fn check_compacted(k: &KafkaSettings) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base(k).create()?;
+async fn check_compacted(
+    admin: &AdminClient<DefaultClientContext>,
+    k: &KafkaSettings,
+) -> anyhow::Result<()> {
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     let resources = [ResourceSpecifier::Topic(&k.state_topic)];
     for r in admin.describe_configs(&resources, &opts).await? {

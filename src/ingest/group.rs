@@ -159,19 +159,20 @@ fn spawn_supervised(
 }
 
 /// Stops the named workers and waits (blocking) until each has committed or timed out.
-fn stop_workers(workers: &Workers, parts: &[(String, i32)], timeout: Duration, abandon: bool) {
+/// `lost` partitions are fenced first: their workers leave without writing or committing.
+fn stop_workers(workers: &Workers, parts: &[(String, i32)], timeout: Duration, lost: bool) {
     let mut waits = Vec::new();
     {
         let mut map = workers.lock().unwrap_or_else(|p| p.into_inner());
         for key in parts {
             if let Some(h) = map.remove(key) {
-                if abandon {
+                if lost {
                     // Lost: another member may own it already. Fenced before the worker even
                     // reads its stop, so not one more state write or commit goes out.
                     h.fenced.store(true, Ordering::Release);
                 }
                 let (tx, rx) = std::sync::mpsc::channel();
-                if h.stop.send(Stop { reply: tx, abandon }).is_ok() {
+                if h.stop.send(Stop { reply: tx }).is_ok() {
                     waits.push((key.clone(), rx, h));
                 }
             }

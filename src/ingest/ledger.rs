@@ -92,8 +92,9 @@ pub enum Step {
     Nothing,
     /// Produce these state records now, then call [`Ledger::written`].
     Write(Vec<StateWrite>),
-    /// Commit this offset: the snapshot covering it is acknowledged.
-    Commit(i64),
+    /// The snapshot is acknowledged: the flush is done. Commit the offset it covers, if
+    /// there is one not committed yet.
+    Flushed(Option<i64>),
 }
 
 /// The worker's at-least-once bookkeeping.
@@ -201,10 +202,7 @@ impl Ledger {
             }
             Phase::Sending { until, covers } if self.acks.acked_below(until) => {
                 self.phase = Phase::Idle;
-                match covers {
-                    Some(offset) if self.committed != Some(offset) => Step::Commit(offset),
-                    _ => Step::Nothing,
-                }
+                Step::Flushed(covers.filter(|offset| self.committed != Some(*offset)))
             }
             _ => Step::Nothing,
         }
@@ -308,7 +306,7 @@ mod tests {
             "a later record does not stand in for it"
         );
         l.ack(state);
-        assert_eq!(l.step(), Step::Commit(42));
+        assert_eq!(l.step(), Step::Flushed(Some(42)));
         assert!(l.is_idle());
         assert_eq!(
             l.committed(),
@@ -327,7 +325,7 @@ mod tests {
         assert!(l.start_flush(vec![]));
         assert_eq!(l.step(), Step::Write(vec![]));
         l.written();
-        assert_eq!(l.step(), Step::Commit(10));
+        assert_eq!(l.step(), Step::Flushed(Some(10)));
         l.commit_result(10, false);
         assert_eq!(l.committed(), None);
         assert!(
@@ -336,8 +334,19 @@ mod tests {
         );
         assert_eq!(l.step(), Step::Write(vec![]));
         l.written();
-        assert_eq!(l.step(), Step::Commit(10));
+        assert_eq!(l.step(), Step::Flushed(Some(10)));
         l.commit_result(10, true);
+        assert!(
+            l.start_flush(vec![put("k", "v")]),
+            "new state makes a flush"
+        );
+        assert_eq!(l.step(), Step::Write(vec![put("k", "v")]));
+        l.written();
+        assert_eq!(
+            l.step(),
+            Step::Flushed(None),
+            "a flush done with its offset already committed commits nothing"
+        );
         l.commit_result(7, true);
         assert_eq!(
             l.committed(),
@@ -369,7 +378,7 @@ mod tests {
         assert!(!l.start_flush(vec![("i|P|A".to_string(), None)]));
         assert_eq!(l.step(), Step::Nothing);
         l.ack(seqs[1]);
-        assert_eq!(l.step(), Step::Commit(1));
+        assert_eq!(l.step(), Step::Flushed(Some(1)));
         assert!(l.start_flush(vec![("i|P|A".to_string(), None)]));
     }
 

@@ -104,21 +104,16 @@ pub fn read(
         {
             // The latest value of each key wins; an unreadable latest value is skipped,
             // and deleted by the caller.
-            let value = match m.payload() {
-                None => None,
-                Some(bytes) => match serde_json::from_slice::<StateRecord>(bytes) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::warn!(key = record_key, error = %e, "unreadable state record skipped");
-                        unreadable.insert(record_key.to_string());
-                        latest.remove(record_key);
-                        None
-                    }
-                },
-            };
-            if value.is_some() || m.payload().is_none() {
-                unreadable.remove(record_key);
-                latest.insert(record_key.to_string(), value);
+            match m.payload().map(serde_json::from_slice::<StateRecord>) {
+                Some(Err(e)) => {
+                    tracing::warn!(key = record_key, error = %e, "unreadable state record skipped");
+                    latest.remove(record_key);
+                    unreadable.insert(record_key.to_string());
+                }
+                value => {
+                    unreadable.remove(record_key);
+                    latest.insert(record_key.to_string(), value.and_then(Result::ok));
+                }
             }
         }
         if last {

@@ -81,11 +81,10 @@ pub struct IncidentQuery {
     pub reply: mpsc::UnboundedSender<Vec<crate::score::IncidentView>>,
 }
 
-/// Asks a worker to stop; it replies once its offsets are committed. With `abandon` (the
-/// partition was lost: another member may own it already) it writes and commits nothing.
+/// Asks a worker to stop; it replies once its offsets are committed. A worker whose
+/// partition was lost is fenced before it gets this, and then writes and commits nothing.
 pub struct Stop {
     pub reply: std::sync::mpsc::Sender<()>,
-    pub abandon: bool,
 }
 
 /// Pre-resolved metric handles: the hot path only increments.
@@ -302,11 +301,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 s = stop.recv() => {
                     // No more incident queries: the API must not wait for a stopping worker.
                     drop(queries);
-                    if s.as_ref().is_some_and(|s| s.abandon) {
-                        tracing::warn!(topic = %self.topic, partition = self.partition, "partition lost: leaving it without writing or committing");
-                    } else {
-                        self.stop().await;
-                    }
+                    self.stop().await;
                     return s.map(|s| s.reply);
                 }
                 Some((seq, stream, d, sent)) = self.pending.next(), if !self.pending.is_empty() => {
@@ -687,9 +682,11 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     self.ledger.written();
                     self.shared.metrics.state_records.inc_by(n);
                 }
-                Step::Commit(offset) => {
+                Step::Flushed(commit) => {
                     self.shared.metrics.state_flushes.inc();
-                    self.commit(offset, sync).await;
+                    if let Some(offset) = commit {
+                        self.commit(offset, sync).await;
+                    }
                     return;
                 }
             }
