@@ -122,8 +122,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     cfg.kafka.brokers = broker.bootstrap();
     cfg.kafka.group_id = "regwatch-demo".into();
     cfg.kafka.topic_partitions = 3;
-    cfg.kafka.replication_factor = 1;
-    cfg.kafka.min_insync_replicas = 1;
+    cfg.kafka.replication_factor = Some(1);
     cfg.engine.telemetry_gap_ms = 20_000;
     // Supervisors' view: incidents are alerted from `larger` up.
     cfg.engine.min_alert_level = crate::score::Level::Larger;

@@ -445,6 +445,64 @@ mod tests {
     }
 
     #[test]
+    fn replication_and_state_topic_settings() {
+        let p = "[[participants]]\nid = \"A\"\nkind = \"broker\"\n";
+        let load = |kafka: &str| Config::from_toml(&format!("[kafka]\n{kafka}\n{p}"), None, false);
+        let k = Config::from_toml(p, None, false).unwrap().kafka;
+        assert_eq!(
+            (k.replication_factor, k.min_insync_replicas),
+            (None, None),
+            "participants alone: the cluster's defaults"
+        );
+        assert_eq!(
+            k.state_topic_config
+                .iter()
+                .find(|(key, _)| key == "cleanup.policy")
+                .map(|(_, v)| v.as_str()),
+            Some("compact")
+        );
+        let k = load("replication_factor = 3").unwrap().kafka;
+        assert_eq!(
+            (k.replication_factor, k.min_insync_replicas),
+            (Some(3), Some(2))
+        );
+        let k = load("replication_factor = 1").unwrap().kafka;
+        assert_eq!(k.min_insync_replicas, Some(1));
+        for (bad, key) in [
+            ("replication_factor = 0", "kafka.replication_factor"),
+            (
+                "replication_factor = 3\nmin_insync_replicas = 4",
+                "kafka.min_insync_replicas",
+            ),
+            ("min_insync_replicas = 0", "kafka.min_insync_replicas"),
+            (
+                "state_topic_config = [\"cleanup.policy=delete\"]",
+                "kafka.state_topic_config",
+            ),
+            (
+                "state_topic_config = [\"segment.ms\"]",
+                "kafka.state_topic_config",
+            ),
+        ] {
+            let err = load(bad).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        let k = load("state_topic_config = [\"segment.ms=1000\"]")
+            .unwrap()
+            .kafka;
+        let segment: Vec<_> = k
+            .state_topic_config
+            .iter()
+            .filter(|(key, _)| key == "segment.ms")
+            .collect();
+        assert_eq!(
+            segment,
+            [&("segment.ms".to_string(), "1000".to_string())],
+            "overrides the default once"
+        );
+    }
+
+    #[test]
     fn durations() {
         for (text, ms) in [
             ("250ms", Some(250)),

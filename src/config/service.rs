@@ -13,8 +13,8 @@
 //! state_topic = "regwatch.state"         # compacted; regwatch's own durable state
 //! reminders_topic = "regwatch.reminders" # reminders of unresolved incidents (not alerts)
 //! topic_partitions = 12                  # partitions of each topic regwatch creates
-//! replication_factor = 3                 # of each topic regwatch creates (more than the brokers: start-up error)
-//! min_insync_replicas = 2                # of each topic regwatch creates (default: replication_factor - 1, at least 1)
+//! replication_factor = 3                 # of each topic regwatch creates (default: the cluster's default.replication.factor; more than the brokers: start-up error)
+//! min_insync_replicas = 2                # of each topic regwatch creates (default: replication_factor - 1, at least 1; the cluster's default when neither is set)
 //! state_topic_config = ["segment.ms=600000"]   # over the state topic's compaction defaults
 //! create_topics = true                   # create the four topics above if missing
 //! commit_interval = "1s"                 # state flush + offset commit cadence
@@ -136,10 +136,11 @@ pub struct KafkaSettings {
     pub reminders_topic: String,
     pub topic_partitions: i32,
     /// Replication factor of every topic regwatch creates; a cluster with fewer brokers is a
-    /// start-up error.
-    pub replication_factor: i16,
-    /// `min.insync.replicas` of every topic regwatch creates.
-    pub min_insync_replicas: i16,
+    /// start-up error. `None`: the cluster's `default.replication.factor` (as Kafka Streams'
+    /// `replication.factor = -1`), so a configuration of participants alone runs anywhere.
+    pub replication_factor: Option<i16>,
+    /// `min.insync.replicas` of every topic regwatch creates; `None`: the cluster's default.
+    pub min_insync_replicas: Option<i16>,
     /// Topic configs of the state topic when regwatch creates it: the compaction defaults
     /// ([`STATE_TOPIC_DEFAULTS`]) with `kafka.state_topic_config` over them.
     pub state_topic_config: Vec<(String, String)>,
@@ -355,18 +356,22 @@ impl RawKafka {
                 "must be within 1..=10000",
             ));
         }
-        let replication_factor = self.replication_factor.unwrap_or(3);
-        if !(1..=32).contains(&replication_factor) {
+        let replication_factor = self.replication_factor;
+        if replication_factor.is_some_and(|rf| !(1..=32).contains(&rf)) {
             return Err(invalid("kafka.replication_factor", "must be within 1..=32"));
         }
+        // With an explicit replication factor, one replica may be down without stopping writes.
         let min_insync_replicas = self
             .min_insync_replicas
-            .unwrap_or((replication_factor - 1).max(1));
-        if !(1..=replication_factor).contains(&min_insync_replicas) {
-            return Err(invalid(
-                "kafka.min_insync_replicas",
-                format!("must be within 1..={replication_factor} (kafka.replication_factor)"),
-            ));
+            .or(replication_factor.map(|rf| (rf - 1).max(1)));
+        if let Some(isr) = min_insync_replicas {
+            let most = replication_factor.unwrap_or(32);
+            if !(1..=most).contains(&isr) {
+                return Err(invalid(
+                    "kafka.min_insync_replicas",
+                    format!("must be within 1..={most} (kafka.replication_factor)"),
+                ));
+            }
         }
         let mut state_topic_config: Vec<(String, String)> = STATE_TOPIC_DEFAULTS
             .iter()

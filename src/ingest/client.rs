@@ -188,7 +188,7 @@ const PLAIN: &[(&str, &str)] = &[("cleanup.policy", "delete")];
 
 /// Creates the alerts, dead-letter, state and reminders topics when missing (the state
 /// topic compacted, with `kafka.state_topic_config`), each with `kafka.replication_factor`
-/// replicas and `kafka.min_insync_replicas`. Existing topics are left as they are, except
+/// replicas and `kafka.min_insync_replicas` (the cluster's defaults when unset). Existing topics are left as they are, except
 /// that an existing state topic must be compacted.
 pub async fn ensure_topics(k: &KafkaSettings, brokers: usize) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = base(k).create()?;
@@ -226,25 +226,24 @@ async fn create_topics(
     brokers: usize,
     topics: &[(&str, &[(&str, &str)])],
 ) -> anyhow::Result<()> {
-    let rf = k.replication_factor;
-    if rf as usize > brokers {
+    if let Some(rf) = k.replication_factor.filter(|rf| *rf as usize > brokers) {
         anyhow::bail!(
             "kafka.replication_factor is {rf} but the cluster at {} has {brokers} broker(s): \
              lower it (1 for a single test broker) or add brokers",
             k.brokers
         );
     }
+    // -1: the cluster's default.replication.factor.
+    let rf = k.replication_factor.map_or(-1, i32::from);
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let isr = k.min_insync_replicas.to_string();
+    let isr = k.min_insync_replicas.map(|isr| isr.to_string());
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, configs)| {
-            let t = NewTopic::new(
-                name,
-                k.topic_partitions,
-                TopicReplication::Fixed(i32::from(rf)),
-            )
-            .set("min.insync.replicas", &isr);
+            let mut t = NewTopic::new(name, k.topic_partitions, TopicReplication::Fixed(rf));
+            if let Some(isr) = &isr {
+                t = t.set("min.insync.replicas", isr);
+            }
             configs.iter().fold(t, |t, (key, value)| t.set(key, value))
         })
         .collect();
@@ -254,6 +253,12 @@ async fn create_topics(
                 tracing::info!(%topic, partitions = k.topic_partitions, replication_factor = rf, "topic created")
             }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, RDKafkaErrorCode::InvalidReplicationFactor)) => anyhow::bail!(
+                "cannot create topic {topic}: the cluster at {} refused replication factor {} \
+                 (kafka.replication_factor; -1 is the cluster's default.replication.factor)",
+                k.brokers,
+                rf
+            ),
             Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
         }
     }

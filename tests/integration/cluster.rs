@@ -82,7 +82,8 @@ async fn leader_kills_a_daemon_kill_and_a_cluster_outage_lose_no_alert() {
     let cfg_a = write_config(&dir, "a", &text, port_a, &hook);
     let cfg_b = write_config(&dir, "b", &text, port_b, &hook);
     let cfg = Config::load(&cfg_a).unwrap();
-    assert_eq!(cfg.kafka.replication_factor, 3);
+    assert_eq!(cfg.kafka.replication_factor, Some(3));
+    assert_eq!(cfg.kafka.min_insync_replicas, Some(2));
     let kafka = cfg.kafka.clone();
     let started = Instant::now();
 

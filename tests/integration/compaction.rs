@@ -69,13 +69,25 @@ async fn the_state_topic_is_compacted_and_a_restart_restores_the_live_state() {
     let name = "compact";
     let topic = format!("{name}.events");
     broker.create_topic(&topic, 1);
-    let text = config_text(&broker, name, 1).replace(
-        "commit_interval = \"200ms\"",
-        "commit_interval = \"200ms\"\nstate_topic_config = [\"segment.ms=300\", \"min.cleanable.dirty.ratio=0.01\", \"max.compaction.lag.ms=1000\"]",
-    );
+    // No replication factor: the cluster's default (1 on this one broker).
+    let text = config_text(&broker, name, 1)
+        .replace("replication_factor = 1\n", "")
+        .replace(
+            "commit_interval = \"200ms\"",
+            "commit_interval = \"200ms\"\nstate_topic_config = [\"segment.ms=300\", \"min.cleanable.dirty.ratio=0.01\", \"max.compaction.lag.ms=1000\"]",
+        );
+    // More replicas than brokers: a start-up error naming the key, no topic created.
+    let three = text.replace("[kafka]\n", "[kafka]\nreplication_factor = 3\n");
+    let err = match regwatch::app::spawn(Config::from_toml(&three, None, false).unwrap()).await {
+        Ok(_) => panic!("3 replicas on one broker must not start"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("kafka.replication_factor is 3"), "{err}");
     let cfg = Config::from_toml(&text, None, false).expect("config");
+    assert_eq!(cfg.kafka.replication_factor, None);
     let state_topic = cfg.kafka.state_topic.clone();
     let daemon = regwatch::app::spawn(cfg).await.expect("daemon starts");
+    assert_eq!(broker.replicas(&state_topic, 0), 1);
     let addr = daemon.running.http.expect("HTTP endpoint");
     let producer = broker.producer();
     let mut seq = 0;
