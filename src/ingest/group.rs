@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaResult;
 use rdkafka::message::OwnedMessage;
-use rdkafka::{Message, TopicPartitionList};
+use rdkafka::Message;
 use tokio::sync::{mpsc, watch};
 
 use super::worker::{self, Assignment, Shared, Stop};
@@ -30,7 +29,6 @@ use crate::telemetry::Health;
 struct Handle {
     stop: mpsc::UnboundedSender<Stop>,
     stray: mpsc::UnboundedSender<OwnedMessage>,
-    commits: mpsc::UnboundedSender<(i64, bool)>,
     fenced: Arc<AtomicBool>,
     task: tokio::task::AbortHandle,
 }
@@ -81,7 +79,6 @@ impl ConsumerContext for GroupContext {
             };
             let (stop_tx, stop) = mpsc::unbounded_channel();
             let (stray_tx, stray) = mpsc::unbounded_channel();
-            let (commits_tx, commits) = mpsc::unbounded_channel();
             let fenced = Arc::new(AtomicBool::new(false));
             let assignment = Assignment {
                 consumer: consumer.clone(),
@@ -90,7 +87,6 @@ impl ConsumerContext for GroupContext {
                 partition,
                 stop,
                 stray,
-                commits,
                 fenced: fenced.clone(),
             };
             tracing::info!(%topic, partition, "partition assigned");
@@ -101,27 +97,10 @@ impl ConsumerContext for GroupContext {
                 Handle {
                     stop: stop_tx,
                     stray: stray_tx,
-                    commits: commits_tx,
                     fenced,
                     task,
                 },
             );
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(e) = &result {
-            tracing::warn!(error = %e, "offset commit failed");
-        }
-        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        for e in offsets.elements() {
-            let rdkafka::Offset::Offset(offset) = e.offset() else {
-                continue;
-            };
-            if let Some(h) = workers.get(&(e.topic().to_string(), e.partition())) {
-                let ok = result.is_ok() && e.error().is_ok();
-                let _ = h.commits.send((offset, ok));
-            }
         }
     }
 }

@@ -22,6 +22,7 @@ use futures_util::FutureExt;
 use prometheus::IntCounter;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -136,6 +137,11 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     fenced: Arc<AtomicBool>,
     /// State keys to delete at the next flush (records the restore could not use).
     forget: Vec<String>,
+    /// Where the broker's answers to this worker's background commits arrive.
+    commit_results: mpsc::UnboundedSender<(i64, KafkaResult<()>)>,
+    /// A background commit is under way (one at a time, so offsets reach the group
+    /// coordinator in order).
+    committing: bool,
     pending: FuturesUnordered<Tagged>,
     retries: std::collections::VecDeque<Retry>,
     last_flush: Instant,
@@ -158,8 +164,6 @@ pub struct Assignment<C: rdkafka::consumer::ConsumerContext + 'static> {
     /// Messages of this partition that arrived on the consumer's main queue before the
     /// partition queue was split.
     pub stray: mpsc::UnboundedReceiver<OwnedMessage>,
-    /// The broker's answers to this worker's asynchronous commits: (offset, ok).
-    pub commits: mpsc::UnboundedReceiver<(i64, bool)>,
     pub fenced: Arc<AtomicBool>,
 }
 
@@ -175,11 +179,11 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         partition,
         mut stop,
         mut stray,
-        mut commits,
         fenced,
     } = a;
     let metrics = shared.metrics.clone();
     metrics.partitions.inc();
+    let (commit_results, mut commits) = mpsc::unbounded_channel();
     let rules = shared.rules.borrow().clone();
     let mut w = Worker {
         engine: Engine::new(shared.registry.clone(), rules, shared.engine.clone()),
@@ -192,6 +196,8 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         ledger: Ledger::default(),
         fenced,
         forget: Vec::new(),
+        commit_results,
+        committing: false,
         pending: FuturesUnordered::new(),
         retries: std::collections::VecDeque::new(),
         last_flush: Instant::now(),
@@ -282,7 +288,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         queue: &StreamPartitionQueue<C>,
         stop: &mut mpsc::UnboundedReceiver<Stop>,
         stray: &mut mpsc::UnboundedReceiver<OwnedMessage>,
-        commits: &mut mpsc::UnboundedReceiver<(i64, bool)>,
+        commits: &mut mpsc::UnboundedReceiver<(i64, KafkaResult<()>)>,
     ) -> Option<std::sync::mpsc::Sender<()>> {
         let mut rules = self.shared.rules.clone();
         // A reload while this worker was restoring: take it now.
@@ -310,7 +316,10 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     }
                     self.delivered(seq, stream, d).await;
                 }
-                Some((offset, ok)) = commits.recv() => self.committed(offset, ok),
+                Some((offset, result)) = commits.recv() => {
+                    self.committing = false;
+                    self.committed(offset, result);
+                }
                 _ = tick.tick() => self.on_tick().await,
                 Ok(()) = rules.changed() => {
                     let new = rules.borrow_and_update().clone();
@@ -693,10 +702,13 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         }
     }
 
-    /// Commits `offset`. An asynchronous commit counts only when the broker confirms it
-    /// (the group's commit callback reports back through `commits`).
+    /// Commits `offset`. It counts only when the broker confirms it: `sync` waits for the
+    /// answer; otherwise the commit runs in the background and its answer comes back through
+    /// `commit_results` (librdkafka reports no result for an asynchronous manual commit to
+    /// an event-based client, so a fire-and-forget commit could never be confirmed). While
+    /// one is under way no other is started: the next flush asks again.
     async fn commit(&mut self, offset: i64, sync: bool) {
-        if self.check_fence() {
+        if self.check_fence() || (!sync && self.committing) {
             return;
         }
         let mut tpl = TopicPartitionList::new();
@@ -707,33 +719,32 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             return;
         }
         let consumer = self.consumer.clone();
-        let result = if sync {
-            match tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await
-            {
-                Ok(r) => r,
-                Err(_) => Err(rdkafka::error::KafkaError::Canceled),
-            }
+        let commit = move || consumer.commit(&tpl, CommitMode::Sync);
+        if sync {
+            let result = tokio::task::spawn_blocking(commit)
+                .await
+                .unwrap_or(Err(KafkaError::Canceled));
+            self.committed(offset, result);
         } else {
-            consumer.commit(&tpl, CommitMode::Async)
-        };
-        match result {
-            Ok(()) if sync => self.committed(offset, true),
-            Ok(()) => {}
-            Err(e) => {
-                tracing::warn!(topic = %self.topic, partition = self.partition, offset, error = %e, "offset commit failed");
-                self.committed(offset, false);
-            }
+            self.committing = true;
+            let results = self.commit_results.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = results.send((offset, commit()));
+            });
         }
     }
 
     /// The broker's answer to a commit.
-    fn committed(&mut self, offset: i64, ok: bool) {
-        self.ledger.commit_result(offset, ok);
-        let result = if ok { "ok" } else { "error" };
+    fn committed(&mut self, offset: i64, result: KafkaResult<()>) {
+        if let Err(e) = &result {
+            tracing::warn!(topic = %self.topic, partition = self.partition, offset, error = %e, "offset commit failed; the next flush commits again");
+        }
+        self.ledger.commit_result(offset, result.is_ok());
+        let label = if result.is_ok() { "ok" } else { "error" };
         self.shared
             .metrics
             .commits
-            .with_label_values(&[result])
+            .with_label_values(&[label])
             .inc();
     }
 

@@ -408,6 +408,24 @@ async fn events_become_alerts_and_rejects_become_dead_letters() {
     );
     assert_eq!(daemon.counter("rejected", "key_mismatch"), 1);
     assert_eq!(daemon.counter("events", "rejected"), 3);
+    // The running daemon's commits are confirmed by the broker, and once they are, an idle
+    // partition has nothing more to flush or commit.
+    let m = &daemon.0.running.metrics;
+    assert!(m.commits.with_label_values(&["ok"]).get() > 0);
+    assert_eq!(m.commits.with_label_values(&["error"]).get(), 0);
+    let (flushes, commits) = (
+        m.state_flushes.get(),
+        m.commits.with_label_values(&["ok"]).get(),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        (
+            m.state_flushes.get(),
+            m.commits.with_label_values(&["ok"]).get()
+        ),
+        (flushes, commits),
+        "five idle commit intervals flush and commit nothing"
+    );
     daemon.stop().await;
     assert_all_committed(&broker.bootstrap(), name, &format!("{name}.events"), 3);
 }
