@@ -159,3 +159,75 @@ impl Future for Tagged {
         })
     }
 }
+
+/// A record to produce again, with its sequence number.
+pub struct Retry {
+    pub seq: u64,
+    pub stream: Stream,
+    pub record: OwnedRecord,
+    pub not_before: std::time::Instant,
+}
+
+/// Records waiting to be produced again, in sequence order. While any waits, every later
+/// record waits behind it ([`Resend::hold`]), and they go out strictly in order: a record
+/// produced again after a failed delivery is handed to the producer before any record
+/// numbered after it, so it never lands after a later record of the same key.
+#[derive(Default)]
+pub struct Resend(std::collections::BTreeMap<u64, Retry>);
+
+impl Resend {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Queues `r` (a failed record, or a later one held behind a failed one).
+    pub fn hold(&mut self, r: Retry) {
+        self.0.insert(r.seq, r);
+    }
+
+    /// The first record in sequence order, if it is due at `now`; later ones wait for it.
+    pub fn next_due(&mut self, now: std::time::Instant) -> Option<Retry> {
+        let first = self.0.first_entry()?;
+        (first.get().not_before <= now).then(|| first.remove())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn retry(seq: u64, not_before: Instant) -> Retry {
+        Retry {
+            seq,
+            stream: Stream::Alerts,
+            record: OwnedRecord {
+                topic: "t".into(),
+                partition: None,
+                key: b"P".to_vec(),
+                payload: Some(seq.to_string().into_bytes()),
+                headers: OwnedHeaders::new(),
+            },
+            not_before,
+        }
+    }
+
+    #[test]
+    fn records_go_out_again_in_sequence_order_and_later_ones_wait() {
+        let t0 = Instant::now();
+        let mut q = Resend::default();
+        assert!(q.next_due(t0).is_none());
+        // 7 failed and backs off; 9 and 8 were produced after it and are held behind it.
+        q.hold(retry(7, t0 + Duration::from_millis(250)));
+        q.hold(retry(9, t0));
+        q.hold(retry(8, t0));
+        assert!(
+            q.next_due(t0).is_none(),
+            "nothing overtakes the failed record"
+        );
+        let later = t0 + Duration::from_millis(300);
+        let order: Vec<u64> = std::iter::from_fn(|| q.next_due(later).map(|r| r.seq)).collect();
+        assert_eq!(order, [7, 8, 9]);
+        assert!(q.is_empty());
+    }
+}

@@ -29,7 +29,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::ledger::{Ledger, StateWrite, Step};
-use super::output::{self, Delivered, OwnedRecord, Record, Stream, Tagged};
+use super::output::{self, Delivered, OwnedRecord, Record, Resend, Retry, Stream, Tagged};
 use super::state;
 use super::telemetry::{Stage, Telemetry};
 use crate::alert::{Alert, Trigger};
@@ -45,14 +45,6 @@ const BATCH: usize = 256;
 
 /// Wait before producing a failed record again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(250);
-
-/// A record to produce again, with its sequence number.
-struct Retry {
-    seq: u64,
-    stream: Stream,
-    record: OwnedRecord,
-    not_before: Instant,
-}
 
 /// What every worker of one daemon shares (read-only).
 pub struct Shared {
@@ -143,7 +135,7 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     /// coordinator in order).
     committing: bool,
     pending: FuturesUnordered<Tagged>,
-    retries: std::collections::VecDeque<Retry>,
+    retries: Resend,
     last_flush: Instant,
     alerts: Vec<Alert>,
     counters: Counters,
@@ -199,7 +191,7 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         commit_results,
         committing: false,
         pending: FuturesUnordered::new(),
-        retries: std::collections::VecDeque::new(),
+        retries: Resend::default(),
         last_flush: Instant::now(),
         alerts: Vec::new(),
         open_reported: 0,
@@ -545,6 +537,16 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
 
     async fn produce(&mut self, stream: Stream, record: Record<'_>) {
         let seq = self.ledger.issue();
+        if !self.retries.is_empty() {
+            // An earlier record waits to be produced again: this one goes out after it.
+            self.retries.hold(Retry {
+                seq,
+                stream,
+                record: OwnedRecord::of(&record),
+                not_before: Instant::now(),
+            });
+            return;
+        }
         match output::send(&self.shared.producer, &record).await {
             Ok(future) => self.pending.push(Tagged {
                 seq,
@@ -569,7 +571,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             .produce_retries
             .with_label_values(&[stream.as_str()])
             .inc();
-        self.retries.push_back(Retry {
+        self.retries.hold(Retry {
             seq,
             stream,
             record,
@@ -577,17 +579,11 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         });
     }
 
-    /// Produces again the records whose back-off has passed.
+    /// Produces again, in sequence order, the records whose back-off has passed; stops at
+    /// the first that is not due yet or that the producer does not accept.
     async fn retry_due(&mut self) {
         let now = Instant::now();
-        for _ in 0..self.retries.len() {
-            let Some(r) = self.retries.pop_front() else {
-                break;
-            };
-            if r.not_before > now {
-                self.retries.push_back(r);
-                continue;
-            }
+        while let Some(r) = self.retries.next_due(now) {
             match output::send(&self.shared.producer, &r.record.as_record()).await {
                 Ok(future) => self.pending.push(Tagged {
                     seq: r.seq,
@@ -597,10 +593,11 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 }),
                 Err(e) => {
                     tracing::warn!(stream = r.stream.as_str(), error = %e, "record still not accepted by the producer");
-                    self.retries.push_back(Retry {
+                    self.retries.hold(Retry {
                         not_before: now + RETRY_BACKOFF * 4,
                         ..r
                     });
+                    return;
                 }
             }
         }

@@ -92,14 +92,26 @@ listen = "off"
 
     let follower = tail::follower(&kafka, "f.alerts", "fault-check").unwrap();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    // Per participant, the incident numbers in the order their alerts are on the topic.
+    let mut order: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.len() < expected && Instant::now() < deadline {
         if let Some(m) = tail::next(&follower, Duration::from_millis(500)).await {
             let a: Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
-            *seen
-                .entry(a["incident_id"].as_str().unwrap().to_string())
-                .or_default() += 1;
+            let incident = a["incident_id"].as_str().unwrap().to_string();
+            let n = incident.trim_start_matches("I-").parse().unwrap();
+            order
+                .entry(a["participant_id"].as_str().unwrap().to_string())
+                .or_default()
+                .push(n);
+            *seen.entry(incident).or_default() += 1;
         }
+    }
+    for (pid, numbers) in &order {
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "{pid}'s alerts are on the topic in the order they were raised: {numbers:?}"
+        );
     }
     // Wait a little for any duplicate to show up.
     let settle = Instant::now() + Duration::from_secs(2);
