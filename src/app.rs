@@ -86,7 +86,10 @@ pub async fn run(
             .await??
     };
     if k.create_topics {
-        client::ensure_topics(k, brokers).await?;
+        retry_transient("creating regwatch's topics", || {
+            client::ensure_topics(k, brokers)
+        })
+        .await?;
     }
     let state_partitions = partition_count(&config).await?;
     let producer: FutureProducer<client::Watched> =
@@ -140,7 +143,11 @@ pub async fn run(
     let group = Group::start(shared, k.topics.clone(), health.clone())?;
     let outbox = if config.delivery.enabled() {
         if k.create_topics {
-            client::ensure_topic(k, brokers, &config.delivery.dead_letter_topic).await?;
+            let name = &config.delivery.dead_letter_topic;
+            retry_transient("creating the alert dead-letter topic", || {
+                client::ensure_topic(k, brokers, name)
+            })
+            .await?;
         }
         let topics = [k.alerts_topic.as_str(), k.reminders_topic.as_str()];
         Some(Outbox::start(k, &config.delivery, &topics, &metrics)?)
@@ -219,18 +226,52 @@ async fn start_http(
 }
 
 /// The partition count of the state topic (it fixes where each partition's state lives).
+/// Runs a start-up step again while it fails for a transient reason (the client library's
+/// own error: a request timed out, a broker is down or moving leadership), for up to a
+/// minute: a daemon started during a broker failure waits for the cluster instead of
+/// exiting. A refusal that names a setting fails at once.
+async fn retry_transient<F, Fut>(what: &str, mut step: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match step().await {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.downcast_ref::<rdkafka::error::KafkaError>().is_some()
+                    && tokio::time::Instant::now() + backoff < deadline =>
+            {
+                tracing::warn!(error = %e, retry_in = ?backoff, "{what} failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.context(format!("{what} failed"))),
+        }
+    }
+}
+
 async fn partition_count(config: &Config) -> anyhow::Result<i32> {
     let k = config.kafka.clone();
     tokio::task::spawn_blocking(move || {
         let c: BaseConsumer = client::reader(&k).create()?;
         for attempt in 0..30 {
-            let md = c.fetch_metadata(Some(&k.state_topic), Duration::from_secs(5))?;
-            if let Some(t) = md.topics().first() {
-                if t.error().is_none() && !t.partitions().is_empty() {
-                    return Ok(t.partitions().len() as i32);
+            match c.fetch_metadata(Some(&k.state_topic), Duration::from_secs(5)) {
+                Ok(md) => {
+                    if let Some(t) = md.topics().first() {
+                        if t.error().is_none() && !t.partitions().is_empty() {
+                            return Ok(t.partitions().len() as i32);
+                        }
+                    }
+                    tracing::info!(topic = %k.state_topic, attempt, "waiting for the state topic");
+                }
+                // A broker failing over: asked again.
+                Err(e) => {
+                    tracing::warn!(topic = %k.state_topic, attempt, error = %e, "state topic metadata unavailable")
                 }
             }
-            tracing::info!(topic = %k.state_topic, attempt, "waiting for the state topic");
             std::thread::sleep(Duration::from_millis(500));
         }
         anyhow::bail!(
