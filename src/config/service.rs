@@ -16,6 +16,7 @@
 //! replication_factor = 3                 # of each topic regwatch creates (default: the cluster's default.replication.factor; more than the brokers: start-up error)
 //! min_insync_replicas = 2                # of each topic regwatch creates (default: replication_factor - 1, at least 1; the cluster's default when neither is set)
 //! state_topic_config = ["segment.ms=600000"]   # over the state topic's compaction defaults
+//! transactional_state = true             # snapshots + offsets in one transaction per partition (fences old owners)
 //! create_topics = true                   # create the four topics above if missing
 //! commit_interval = "1s"                 # state flush + offset commit cadence
 //! fetch_queue_kbytes = 16384             # prefetch bound per partition (queued.max.messages.kbytes)
@@ -144,6 +145,9 @@ pub struct KafkaSettings {
     /// Topic configs of the state topic when regwatch creates it: the compaction defaults
     /// ([`STATE_TOPIC_DEFAULTS`]) with `kafka.state_topic_config` over them.
     pub state_topic_config: Vec<(String, String)>,
+    /// State snapshots and offset commits go through a transactional producer per partition,
+    /// which fences a previous owner (see `ingest::txn`).
+    pub transactional_state: bool,
     pub create_topics: bool,
     pub commit_interval_ms: i64,
     pub fetch_queue_kbytes: u32,
@@ -189,6 +193,7 @@ pub(super) struct RawKafka {
     min_insync_replicas: Option<i16>,
     #[serde(default)]
     state_topic_config: Vec<String>,
+    transactional_state: Option<bool>,
     create_topics: Option<bool>,
     commit_interval: Option<String>,
     fetch_queue_kbytes: Option<u32>,
@@ -255,8 +260,9 @@ pub(super) struct RawHttp {
 }
 
 /// librdkafka properties regwatch sets itself: overriding them would break its guarantees.
-const MANAGED: [&str; 10] = [
+const MANAGED: [&str; 11] = [
     "bootstrap.servers",
+    "transactional.id",
     "group.id",
     "enable.auto.commit",
     "enable.auto.offset.store",
@@ -429,6 +435,7 @@ impl RawKafka {
             replication_factor,
             min_insync_replicas,
             state_topic_config,
+            transactional_state: self.transactional_state.unwrap_or(true),
             create_topics: self.create_topics.unwrap_or(true),
             commit_interval_ms,
             fetch_queue_kbytes: self.fetch_queue_kbytes.unwrap_or(16_384),

@@ -108,7 +108,9 @@ impl ClientContext for Watched {
             self.health
                 .fail(format!("fatal producer error: {error}: {reason}"));
         } else {
-            tracing::warn!(error = %error, reason, "kafka client error");
+            // Transient (a broker down, a connection reset): the broker probe, /readyz and
+            // regwatch_broker_up report outages; librdkafka retries on its own.
+            tracing::debug!(error = %error, reason, "kafka client error");
         }
     }
 }

@@ -208,6 +208,14 @@ impl Ledger {
         }
     }
 
+    /// The offset the snapshot handed out by [`Step::Write`] covers, until it is written.
+    pub fn writing_covers(&self) -> Option<i64> {
+        match self.phase {
+            Phase::Writing { covers } => covers,
+            _ => None,
+        }
+    }
+
     /// The records of the last [`Step::Write`] are produced (numbered).
     pub fn written(&mut self) {
         if let Phase::Writing { covers } = self.phase {
@@ -291,6 +299,7 @@ mod tests {
         assert_eq!(l.step(), Step::Nothing, "the alert is not acknowledged yet");
         l.ack(alert);
         assert_eq!(l.step(), Step::Write(vec![put("k", "1")]));
+        assert_eq!(l.writing_covers(), Some(42));
         let state = l.issue();
         l.written();
         let later_alert = l.issue();

@@ -11,4 +11,5 @@ pub mod output;
 pub mod state;
 pub mod tail;
 pub mod telemetry;
+pub mod txn;
 pub mod worker;

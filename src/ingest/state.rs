@@ -54,11 +54,48 @@ pub struct Loaded {
     pub unreadable: Vec<String>,
 }
 
+/// The end a restore reads to, and the partition's start. The end is the high watermark
+/// when the restore begins; reading `read_committed` (snapshots are transactions, see
+/// `txn.rs`), only offsets below the last stable offset are readable, which stays below that
+/// watermark while a transaction open at that instant is still open: another source
+/// partition's snapshot being written, or one a crashed owner left open, aborted when its
+/// transactional id is initialised again (at that partition's takeover) or after
+/// `transaction.timeout.ms`. So this waits, within the restore's deadline, until the last
+/// stable offset reaches the watermark.
+fn stable_end(
+    k: &KafkaSettings,
+    reader: &BaseConsumer,
+    sp: i32,
+    deadline: Instant,
+) -> anyhow::Result<(i64, i64)> {
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let probe: BaseConsumer = client::reader(k)
+        .set("isolation.level", "read_uncommitted")
+        .create()?;
+    let (_, watermark) = probe.fetch_watermarks(&k.state_topic, sp, left())?;
+    loop {
+        // A read_committed client's watermark query answers the last stable offset.
+        let (low, stable) = reader.fetch_watermarks(&k.state_topic, sp, left())?;
+        if stable >= watermark {
+            return Ok((low, stable));
+        }
+        if left().is_zero() {
+            anyhow::bail!(
+                "state partition {}/{sp}: a transaction left open keeps offsets {stable}..{watermark} \
+                 unreadable (it ends when its owner's partition is taken over, or after \
+                 transaction.timeout.ms)",
+                k.state_topic
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Reads the latest state of one source partition (blocking; run it off the async runtime).
 ///
 /// The restore ends: it reads the state partition from its start to the high watermark
-/// taken when it began (or to the partition's end, which librdkafka reports as EOF) and
-/// stops there. Records written after that instant belong to a later owner's flushes, which
+/// taken when it began, once every transaction open then has ended ([`stable_end`]), and
+/// stops there (at that offset, or at the partition's end, which librdkafka reports as EOF). Records written after that instant belong to a later owner's flushes, which
 /// this worker cannot have made: it owns the partition now and writes only after the
 /// restore.
 pub fn read(
@@ -71,7 +108,7 @@ pub fn read(
     let deadline = Instant::now() + timeout;
     let sp = state_partition(topic, partition, state_partitions);
     let reader: BaseConsumer = client::reader(k).create()?;
-    let (low, high) = reader.fetch_watermarks(&k.state_topic, sp, timeout)?;
+    let (low, high) = stable_end(k, &reader, sp, deadline)?;
     let mut loaded = Loaded::default();
     if high <= low {
         return Ok(loaded);

@@ -22,7 +22,6 @@ use futures_util::FutureExt;
 use prometheus::IntCounter;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -32,6 +31,7 @@ use super::ledger::{Ledger, StateWrite, Step};
 use super::output::{self, Delivered, OwnedRecord, Record, Resend, Retry, Stream, Tagged};
 use super::state;
 use super::telemetry::{Stage, Telemetry};
+use super::txn::{StateTxn, TxnError};
 use crate::alert::{Alert, Trigger};
 use crate::config::KafkaSettings;
 use crate::decode::{check_key, decode, Reject};
@@ -129,11 +129,17 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     fenced: Arc<AtomicBool>,
     /// State keys to delete at the next flush (records the restore could not use).
     forget: Vec<String>,
-    /// Where the broker's answers to this worker's background commits arrive.
-    commit_results: mpsc::UnboundedSender<(i64, KafkaResult<()>)>,
-    /// A background commit is under way (one at a time, so offsets reach the group
-    /// coordinator in order).
-    committing: bool,
+    /// The transactional writer of this partition's snapshots and offsets
+    /// (`kafka.transactional_state`), set up before the restore.
+    txn: Option<Arc<StateTxn>>,
+    /// Where blocking work done in the background (commits, snapshot transactions) reports.
+    background_tx: mpsc::UnboundedSender<Background>,
+    background: mpsc::UnboundedReceiver<Background>,
+    /// A background commit or snapshot transaction is under way (one at a time, so offsets
+    /// reach the group coordinator in order).
+    busy: bool,
+    /// A snapshot whose transaction was aborted, to write again after a back-off.
+    unwritten: Option<(Vec<StateWrite>, Instant)>,
     pending: FuturesUnordered<Tagged>,
     retries: Resend,
     last_flush: Instant,
@@ -143,6 +149,14 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     telemetry: Telemetry,
     /// Record timestamp of the last message read (for the lag in seconds).
     last_message_ms: i64,
+}
+
+/// Blocking work the worker ran in the background, done.
+enum Background {
+    /// A commit of this offset, and the broker's answer.
+    Committed(i64, Result<(), TxnError>),
+    /// A snapshot's transaction (records and the offset it covers), and how it ended.
+    Snapshot(Vec<StateWrite>, Result<(), TxnError>),
 }
 
 /// What the consumer group hands a new worker: its partition, and the channels through
@@ -175,7 +189,7 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
     } = a;
     let metrics = shared.metrics.clone();
     metrics.partitions.inc();
-    let (commit_results, mut commits) = mpsc::unbounded_channel();
+    let (background_tx, background) = mpsc::unbounded_channel();
     let rules = shared.rules.borrow().clone();
     let mut w = Worker {
         engine: Engine::new(shared.registry.clone(), rules, shared.engine.clone()),
@@ -188,8 +202,11 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         ledger: Ledger::default(),
         fenced,
         forget: Vec::new(),
-        commit_results,
-        committing: false,
+        txn: None,
+        background_tx,
+        background,
+        busy: false,
+        unwritten: None,
         pending: FuturesUnordered::new(),
         retries: Resend::default(),
         last_flush: Instant::now(),
@@ -202,7 +219,7 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
     metrics.restoring.dec();
     let reply = match restored {
         Err(reply) => reply,
-        Ok(()) => w.run(&queue, &mut stop, &mut stray, &mut commits).await,
+        Ok(()) => w.run(&queue, &mut stop, &mut stray).await,
     };
     w.shared.metrics.open_incidents.sub(w.open_reported);
     w.telemetry.withdraw(&w.topic, w.partition);
@@ -227,15 +244,26 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 self.topic.clone(),
                 self.partition,
             );
+            let need_txn = k.transactional_state && self.txn.is_none();
             let read = tokio::task::spawn_blocking(move || {
-                state::read(&k, sp, &topic, partition, Duration::from_secs(30))
+                // The previous owner is fenced first: what it left open is aborted before
+                // the state is read (read_committed), and it can write nothing more.
+                let txn = match need_txn {
+                    true => Some(StateTxn::init(&k, &topic, partition)?),
+                    false => None,
+                };
+                let loaded = state::read(&k, sp, &topic, partition, Duration::from_secs(30))?;
+                anyhow::Ok((txn, loaded))
             });
             let result = tokio::select! {
                 s = stop.recv() => return Err(s.map(|s| s.reply)),
                 r = read => r,
             };
             match result {
-                Ok(Ok(loaded)) => {
+                Ok(Ok((txn, loaded))) => {
+                    if let Some(txn) = txn {
+                        self.txn = Some(Arc::new(txn));
+                    }
                     let n = loaded.records.len();
                     let unreadable = loaded.unreadable.len();
                     let summary = self.engine.restore(wall_now(), loaded.records);
@@ -280,7 +308,6 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         queue: &StreamPartitionQueue<C>,
         stop: &mut mpsc::UnboundedReceiver<Stop>,
         stray: &mut mpsc::UnboundedReceiver<OwnedMessage>,
-        commits: &mut mpsc::UnboundedReceiver<(i64, KafkaResult<()>)>,
     ) -> Option<std::sync::mpsc::Sender<()>> {
         let mut rules = self.shared.rules.clone();
         // A reload while this worker was restoring: take it now.
@@ -308,10 +335,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     }
                     self.delivered(seq, stream, d).await;
                 }
-                Some((offset, result)) = commits.recv() => {
-                    self.committing = false;
-                    self.committed(offset, result);
-                }
+                Some(done) = self.background.recv() => self.finished(done).await,
                 _ = tick.tick() => self.on_tick().await,
                 Ok(()) = rules.changed() => {
                     let new = rules.borrow_and_update().clone();
@@ -353,6 +377,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     async fn on_tick(&mut self) {
         if !self.retries.is_empty() {
             self.retry_due().await;
+        }
+        if self.unwritten.is_some() {
+            self.write_unwritten(false).await;
         }
         self.engine.advance_to(wall_now(), &mut self.alerts);
         self.emit_alerts(None).await;
@@ -667,12 +694,14 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         loop {
             match self.ledger.step() {
                 Step::Nothing => return,
+                Step::Write(records) if self.txn.is_some() => {
+                    // Written with the offset it covers in one transaction; the flush goes
+                    // on when the transaction has ended (`finished`).
+                    self.write_snapshot(records, sync).await;
+                    return;
+                }
                 Step::Write(records) => {
-                    let sp = state::state_partition(
-                        &self.topic,
-                        self.partition,
-                        self.shared.state_partitions,
-                    );
+                    let sp = self.state_partition();
                     let n = records.len() as u64;
                     let shared = self.shared.clone();
                     for (key, value) in &records {
@@ -690,8 +719,11 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 }
                 Step::Flushed(commit) => {
                     self.shared.metrics.state_flushes.inc();
-                    if let Some(offset) = commit {
-                        self.commit(offset, sync).await;
+                    match commit {
+                        // Committed by the snapshot's own transaction.
+                        Some(offset) if self.txn.is_some() => self.committed(offset, Ok(())),
+                        Some(offset) => self.commit(offset, sync).await,
+                        None => {}
                     }
                     return;
                 }
@@ -699,13 +731,137 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         }
     }
 
+    fn state_partition(&self) -> i32 {
+        state::state_partition(&self.topic, self.partition, self.shared.state_partitions)
+    }
+
+    /// Writes a snapshot and commits the offset it covers in one transaction, in the
+    /// background (or, with `sync`, waiting for it).
+    async fn write_snapshot(&mut self, records: Vec<StateWrite>, sync: bool) {
+        let Some(txn) = self.txn.clone() else { return };
+        let covers = self.ledger.writing_covers();
+        let group = self.consumer.group_metadata();
+        let (state_topic, sp) = (
+            self.shared.kafka.state_topic.clone(),
+            self.state_partition(),
+        );
+        let topic = self.topic.clone();
+        let partition = self.partition;
+        let job = move || {
+            let result = txn.write(
+                &state_topic,
+                sp,
+                &records,
+                (&topic, partition),
+                covers,
+                group.as_ref(),
+            );
+            Background::Snapshot(records, result)
+        };
+        self.run_blocking(job, sync).await;
+    }
+
+    /// Runs blocking work off the runtime, one at a time; its end comes to `finished`,
+    /// at once with `sync`, otherwise through `background`.
+    async fn run_blocking(
+        &mut self,
+        job: impl FnOnce() -> Background + Send + 'static,
+        sync: bool,
+    ) {
+        if sync {
+            if let Ok(done) = tokio::task::spawn_blocking(job).await {
+                Box::pin(self.finished(done)).await;
+            }
+        } else {
+            self.busy = true;
+            let tx = self.background_tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send(job());
+            });
+        }
+    }
+
+    /// Blocking work done in the background has ended.
+    async fn finished(&mut self, done: Background) {
+        self.busy = false;
+        match done {
+            Background::Committed(offset, result) => self.committed(offset, result),
+            Background::Snapshot(records, Ok(())) => {
+                self.ledger.written();
+                self.shared
+                    .metrics
+                    .state_records
+                    .inc_by(records.len() as u64);
+                self.progress_flush(false).await;
+            }
+            Background::Snapshot(records, Err(TxnError::Retry(why))) => {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %why, "state snapshot transaction aborted; writing it again");
+                self.shared
+                    .metrics
+                    .produce_retries
+                    .with_label_values(&[Stream::State.as_str()])
+                    .inc();
+                self.unwritten = Some((records, Instant::now() + RETRY_BACKOFF));
+            }
+            Background::Snapshot(_, Err(TxnError::Fenced(why))) => self.fenced_by_owner(&why),
+        }
+    }
+
+    /// The broker refused this worker's transaction: a newer owner holds the partition.
+    fn fenced_by_owner(&mut self, why: &str) {
+        tracing::error!(topic = %self.topic, partition = self.partition, error = %why, "fenced by a newer owner of the partition: no more state writes or commits from this worker");
+        self.shared
+            .metrics
+            .worker_failures
+            .with_label_values(&["fenced"])
+            .inc();
+        self.ledger.fence();
+    }
+
+    /// Writes again a snapshot whose transaction was aborted, once its back-off has passed.
+    async fn write_unwritten(&mut self, sync: bool) {
+        if self.busy || self.check_fence() {
+            return;
+        }
+        if let Some((records, not_before)) = self.unwritten.take() {
+            if not_before > Instant::now() && !sync {
+                self.unwritten = Some((records, not_before));
+                return;
+            }
+            self.write_snapshot(records, sync).await;
+        }
+    }
+
     /// Commits `offset`. It counts only when the broker confirms it: `sync` waits for the
     /// answer; otherwise the commit runs in the background and its answer comes back through
-    /// `commit_results` (librdkafka reports no result for an asynchronous manual commit to
-    /// an event-based client, so a fire-and-forget commit could never be confirmed). While
-    /// one is under way no other is started: the next flush asks again.
+    /// `background` (librdkafka reports no result for an asynchronous manual commit to an
+    /// event-based client, so a fire-and-forget commit could never be confirmed). While
+    /// other background work is under way none is started: the next flush asks again. With
+    /// transactional state the offset goes in a transaction of its own.
     async fn commit(&mut self, offset: i64, sync: bool) {
-        if self.check_fence() || (!sync && self.committing) {
+        if self.check_fence() || (!sync && self.busy) {
+            return;
+        }
+        if let Some(txn) = self.txn.clone() {
+            let group = self.consumer.group_metadata();
+            let (state_topic, sp) = (
+                self.shared.kafka.state_topic.clone(),
+                self.state_partition(),
+            );
+            let topic = self.topic.clone();
+            let partition = self.partition;
+            let job = move || {
+                let result = txn.write(
+                    &state_topic,
+                    sp,
+                    &[],
+                    (&topic, partition),
+                    Some(offset),
+                    group.as_ref(),
+                );
+                Background::Committed(offset, result)
+            };
+            self.run_blocking(job, sync).await;
             return;
         }
         let mut tpl = TopicPartitionList::new();
@@ -716,25 +872,21 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             return;
         }
         let consumer = self.consumer.clone();
-        let commit = move || consumer.commit(&tpl, CommitMode::Sync);
-        if sync {
-            let result = tokio::task::spawn_blocking(commit)
-                .await
-                .unwrap_or(Err(KafkaError::Canceled));
-            self.committed(offset, result);
-        } else {
-            self.committing = true;
-            let results = self.commit_results.clone();
-            tokio::task::spawn_blocking(move || {
-                let _ = results.send((offset, commit()));
-            });
-        }
+        let job = move || {
+            let result = consumer.commit(&tpl, CommitMode::Sync);
+            Background::Committed(offset, result.map_err(|e| TxnError::Retry(e.to_string())))
+        };
+        self.run_blocking(job, sync).await;
     }
 
     /// The broker's answer to a commit.
-    fn committed(&mut self, offset: i64, result: KafkaResult<()>) {
-        if let Err(e) = &result {
-            tracing::warn!(topic = %self.topic, partition = self.partition, offset, error = %e, "offset commit failed; the next flush commits again");
+    fn committed(&mut self, offset: i64, result: Result<(), TxnError>) {
+        match &result {
+            Ok(()) => {}
+            Err(TxnError::Retry(e)) => {
+                tracing::warn!(topic = %self.topic, partition = self.partition, offset, error = %e, "offset commit failed; the next flush commits again")
+            }
+            Err(TxnError::Fenced(why)) => self.fenced_by_owner(why),
         }
         self.ledger.commit_result(offset, result.is_ok());
         let label = if result.is_ok() { "ok" } else { "error" };
@@ -777,6 +929,10 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 }
                 _ = tokio::time::sleep(RETRY_BACKOFF), if !self.retries.is_empty() => {
                     self.retry_due().await;
+                }
+                Some(done) = self.background.recv(), if self.busy => self.finished(done).await,
+                _ = tokio::time::sleep(RETRY_BACKOFF), if self.unwritten.is_some() => {
+                    self.write_unwritten(true).await;
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::error!(topic = %self.topic, partition = self.partition, in_flight = self.ledger.in_flight(), "stop timed out before every record was acknowledged; the next owner reprocesses from the last committed offset");

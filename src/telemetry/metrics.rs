@@ -575,7 +575,7 @@ impl Metrics {
             worker_failures: counter_vec(
                 &registry,
                 "regwatch_worker_failures_total",
-                "Partition workers that panicked and producers that hit a fatal error, by cause.",
+                "Partition workers that panicked or were fenced by a newer owner, and fatal producer errors, by cause.",
                 &["cause"],
             ),
             commits: counter_vec(
@@ -596,7 +596,7 @@ impl Metrics {
         for r in Reject::CODES {
             m.rejected.with_label_values(&[r]);
         }
-        for c in ["panic", "producer_fatal"] {
+        for c in ["panic", "producer_fatal", "fenced"] {
             m.worker_failures.with_label_values(&[c]);
         }
         for t in ["incident", "telemetry_gap"] {

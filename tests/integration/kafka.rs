@@ -235,6 +235,18 @@ fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
 /// Committed offsets of `group` are the end of every partition of `topic`: every event was
 /// handled and everything it caused acknowledged.
 pub(crate) fn assert_all_committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) {
+    if let Err(why) = all_committed(bootstrap, group, topic, partitions) {
+        panic!("{why}");
+    }
+}
+
+/// Whether the committed offsets of `group` are the end of every partition of `topic`.
+pub(crate) fn all_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), String> {
     let c: BaseConsumer = rdkafka::config::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -259,8 +271,11 @@ pub(crate) fn assert_all_committed(bootstrap: &str, group: &str, topic: &str, pa
             Offset::Offset(o) => o == end,
             _ => end == 0,
         };
-        assert!(ok, "partition {p}: committed {got:?}, end {end}");
+        if !ok {
+            return Err(format!("partition {p}: committed {got:?}, end {end}"));
+        }
     }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ mod cluster;
 mod compaction;
 mod dashboards;
 mod faults;
+mod fencing;
 mod grid;
 mod kafka;
 mod lifecycle;

@@ -215,6 +215,13 @@ fn records_of_unknown_participants_are_skipped_with_a_reason() {
         .skipped
         .iter()
         .all(|s| s.contains("no longer registered")));
+    let mut forgotten = summary.forgotten.clone();
+    forgotten.sort();
+    assert_eq!(
+        forgotten,
+        ["i|1|P|I", "p|P"],
+        "their records are to be deleted"
+    );
 }
 
 fn reminding() -> EngineSettings {

@@ -23,8 +23,8 @@ use sha2::Sha256;
 
 use crate::broker::{produce, Broker};
 use crate::kafka::{
-    assert_all_committed, collect, config_text, ids, oracle, payload, run_binary, unsafe_kill,
-    workload,
+    all_committed, assert_all_committed, collect, config_text, ids, oracle, payload, run_binary,
+    unsafe_kill, workload,
 };
 
 /// One request a receiver got.
@@ -758,6 +758,13 @@ async fn a_daemon_killed_during_a_receiver_outage_delivers_everything_after_rest
         !std::fs::read_to_string(&log).unwrap().contains(&hook.url()),
         "the receiver URL is never logged"
     );
+    // Killed once its events are graded and committed with their state: what the outbox
+    // delivers after the restart are the same alert records, read again from the topic.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(why) = all_committed(&broker.bootstrap(), name, &topic, 3) {
+        assert!(Instant::now() < deadline, "events never committed: {why}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     unsafe_kill(&mut first.0);
     assert!(hook.got().is_empty());
 
