@@ -143,7 +143,7 @@ pub struct KafkaSettings {
     /// `min.insync.replicas` of every topic regwatch creates; `None`: the cluster's default.
     pub min_insync_replicas: Option<i16>,
     /// Topic configs of the state topic when regwatch creates it: the compaction defaults
-    /// ([`STATE_TOPIC_DEFAULTS`]) with `kafka.state_topic_config` over them.
+    /// (`STATE_TOPIC_DEFAULTS`) with `kafka.state_topic_config` over them.
     pub state_topic_config: Vec<(String, String)>,
     /// State snapshots and offset commits go through a transactional producer per partition,
     /// which fences a previous owner (see `ingest::txn`).

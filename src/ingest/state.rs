@@ -9,8 +9,9 @@
 //! partition of a compacted topic.
 //!
 //! Consistency with offsets: a worker takes a snapshot of what changed, waits until every
-//! alert and dead letter produced before it is acknowledged, writes the snapshot, and only
-//! when that is acknowledged commits the offset the snapshot covers. Restoring the state and
+//! alert and dead letter produced before it is acknowledged, then writes the snapshot and
+//! commits the offset it covers in one transaction (`txn.rs`; or, without transactions,
+//! commits once the snapshot is acknowledged). Restores read committed records only. Restoring the state and
 //! resuming from the committed offset therefore loses nothing; events after the offset are
 //! processed again, which grading absorbs (cumulative maxima, alerts only on transitions).
 
@@ -94,7 +95,7 @@ fn stable_end(
 /// Reads the latest state of one source partition (blocking; run it off the async runtime).
 ///
 /// The restore ends: it reads the state partition from its start to the high watermark
-/// taken when it began, once every transaction open then has ended ([`stable_end`]), and
+/// taken when it began, once every transaction open then has ended (`stable_end`), and
 /// stops there (at that offset, or at the partition's end, which librdkafka reports as EOF). Records written after that instant belong to a later owner's flushes, which
 /// this worker cannot have made: it owns the partition now and writes only after the
 /// restore.

@@ -5,10 +5,12 @@
 //! of its partition) and calls one method per input. No lock is taken per event: the engine
 //! belongs to this task alone.
 //!
-//! At least once: every alert, reminder and dead letter is numbered ([`Acks`]); a state flush
-//! waits for all earlier records to be acknowledged, is written, and once acknowledged the
-//! offset it covers is committed (see `state.rs`). A stop (revocation or shutdown) drains
-//! deliveries, writes a last flush and commits synchronously.
+//! At least once: every alert, reminder and dead letter is numbered (`ledger.rs`); a state
+//! flush waits for all earlier records to be acknowledged, then is written with the offset
+//! it covers in one transaction (`txn.rs`; without `kafka.transactional_state`: written, and
+//! once acknowledged the offset is committed). Blocking work (transactions, commits) runs in
+//! the background, one piece at a time, and reports back. A stop (revocation or shutdown)
+//! drains deliveries, writes a last flush and commits synchronously.
 //!
 //! Reminders the engine emits (trigger `reminder`) go to `kafka.reminders_topic`, never to
 //! the alerts topic, and are not counted in `regwatch_alerts_total`.
