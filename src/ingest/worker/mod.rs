@@ -1,0 +1,501 @@
+//! A partition worker: the single owner of one event partition's engine state.
+//!
+//! It restores the partition's state from the state topic, then runs one `select!` over a
+//! closed set of inputs (a stop request, delivery acknowledgements, the clock tick, messages
+//! of its partition) and calls one method per input. No lock is taken per event: the engine
+//! belongs to this task alone.
+//!
+//! At least once: every alert, reminder and dead letter is numbered (`ledger.rs`); a state
+//! flush waits for all earlier records to be acknowledged, then is written with the offset
+//! it covers in one transaction (`txn.rs`; without `kafka.transactional_state`: written, and
+//! once acknowledged the offset is committed). Blocking work (transactions, commits) runs in
+//! the background, one piece at a time, and reports back. A stop (revocation or shutdown)
+//! drains deliveries, writes a last flush and commits synchronously.
+//!
+//! Reminders the engine emits (trigger `reminder`) go to `kafka.reminders_topic`, never to
+//! the alerts topic, and are not counted in `regwatch_alerts_total`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
+use prometheus::IntCounter;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use super::ledger::{Ledger, StateWrite, Step};
+use super::output::{self, Delivered, OwnedRecord, Record, Resend, Retry, Stream, Tagged};
+use super::state;
+use super::telemetry::{Stage, Telemetry};
+use super::txn::{StateTxn, TxnError};
+use crate::alert::{Alert, Trigger};
+use crate::config::KafkaSettings;
+use crate::decode::{check_key, decode, Reject};
+use crate::registry::Registry;
+use crate::score::{Engine, EngineSettings, Outcome, Rules, StateChange};
+use crate::telemetry::Metrics;
+use crate::time::wall_now;
+
+mod emit;
+mod flush;
+
+/// Messages taken from the partition queue in one go when they are already fetched.
+const BATCH: usize = 256;
+
+/// Wait before producing a failed record again.
+const RETRY_BACKOFF: Duration = Duration::from_millis(250);
+
+/// What every worker of one daemon shares (read-only).
+pub struct Shared {
+    pub kafka: KafkaSettings,
+    pub engine: EngineSettings,
+    pub registry: Arc<Registry>,
+    /// The rules in force; a reload sends new ones and every worker regrades its open
+    /// incidents under them (`Engine::set_rules`).
+    pub rules: tokio::sync::watch::Receiver<Arc<Rules>>,
+    /// Questions from the incident API; every worker answers for its own partition.
+    pub queries: tokio::sync::broadcast::Sender<IncidentQuery>,
+    pub producer: FutureProducer<super::client::Watched>,
+    pub metrics: Arc<Metrics>,
+    /// Where a fatal failure is reported (the daemon then stops and exits non-zero).
+    pub health: Arc<crate::telemetry::Health>,
+    pub state_partitions: i32,
+    pub tick: Duration,
+    /// How long a stop may take to drain, flush and commit.
+    pub stop_timeout: Duration,
+}
+
+/// A question from the incident API: the open incidents of this worker's engine that match.
+#[derive(Clone)]
+pub struct IncidentQuery {
+    pub participant: Option<String>,
+    pub min_level: crate::score::Level,
+    pub reply: mpsc::UnboundedSender<Vec<crate::score::IncidentView>>,
+}
+
+/// Asks a worker to stop; it replies once its offsets are committed. A worker whose
+/// partition was lost is fenced before it gets this, and then writes and commits nothing.
+pub struct Stop {
+    pub reply: std::sync::mpsc::Sender<()>,
+}
+
+/// Pre-resolved metric handles: the hot path only increments.
+struct Counters {
+    graded: IntCounter,
+    heartbeat: IntCounter,
+    duplicate: IntCounter,
+    after_resolution: IntCounter,
+    rejected: IntCounter,
+    /// By position in `Reject::CODES`.
+    reasons: Vec<IntCounter>,
+    /// incident firing, incident resolved, gap firing, gap resolved.
+    alerts: [IntCounter; 4],
+}
+
+impl Counters {
+    fn new(m: &Metrics) -> Counters {
+        let e = |o: &str| m.events.with_label_values(&[o]);
+        Counters {
+            graded: e("graded"),
+            heartbeat: e("heartbeat"),
+            duplicate: e("duplicate"),
+            after_resolution: e("after_resolution"),
+            rejected: e("rejected"),
+            reasons: Reject::CODES
+                .iter()
+                .map(|c| m.rejected.with_label_values(&[c]))
+                .collect(),
+            alerts: [
+                ("incident", "firing"),
+                ("incident", "resolved"),
+                ("telemetry_gap", "firing"),
+                ("telemetry_gap", "resolved"),
+            ]
+            .map(|(t, st)| m.alerts.with_label_values(&[t, st])),
+        }
+    }
+}
+
+struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
+    shared: Arc<Shared>,
+    consumer: Arc<StreamConsumer<C>>,
+    topic: String,
+    partition: i32,
+    engine: Engine,
+    ledger: Ledger,
+    /// Set by the consumer group when the partition is lost or its stop timed out: from then
+    /// on this worker writes no state and commits no offset.
+    fenced: Arc<AtomicBool>,
+    /// State keys to delete at the next flush (records the restore could not use).
+    forget: Vec<String>,
+    /// The transactional writer of this partition's snapshots and offsets
+    /// (`kafka.transactional_state`), set up before the restore.
+    txn: Option<Arc<StateTxn>>,
+    /// Where blocking work done in the background (commits, snapshot transactions) reports.
+    background_tx: mpsc::UnboundedSender<Background>,
+    background: mpsc::UnboundedReceiver<Background>,
+    /// A background commit or snapshot transaction is under way (one at a time, so offsets
+    /// reach the group coordinator in order).
+    busy: bool,
+    /// A snapshot whose transaction was aborted, to write again after a back-off.
+    unwritten: Option<(Vec<StateWrite>, Instant)>,
+    pending: FuturesUnordered<Tagged>,
+    retries: Resend,
+    last_flush: Instant,
+    alerts: Vec<Alert>,
+    counters: Counters,
+    open_reported: i64,
+    telemetry: Telemetry,
+    /// Record timestamp of the last message read (for the lag in seconds).
+    last_message_ms: i64,
+}
+
+/// Blocking work the worker ran in the background, done.
+enum Background {
+    /// A commit of this offset, and the broker's answer.
+    Committed(i64, Result<(), TxnError>),
+    /// A snapshot's transaction (records and the offset it covers), and how it ended.
+    Snapshot(Vec<StateWrite>, Result<(), TxnError>),
+}
+
+/// What the consumer group hands a new worker: its partition, and the channels through
+/// which the group talks to it.
+pub struct Assignment<C: rdkafka::consumer::ConsumerContext + 'static> {
+    pub consumer: Arc<StreamConsumer<C>>,
+    pub queue: StreamPartitionQueue<C>,
+    pub topic: String,
+    pub partition: i32,
+    pub stop: mpsc::UnboundedReceiver<Stop>,
+    /// Messages of this partition that arrived on the consumer's main queue before the
+    /// partition queue was split.
+    pub stray: mpsc::UnboundedReceiver<OwnedMessage>,
+    pub fenced: Arc<AtomicBool>,
+}
+
+/// Runs a worker until it is stopped.
+pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
+    shared: Arc<Shared>,
+    a: Assignment<C>,
+) {
+    let Assignment {
+        consumer,
+        queue,
+        topic,
+        partition,
+        mut stop,
+        mut stray,
+        fenced,
+    } = a;
+    let metrics = shared.metrics.clone();
+    metrics.partitions.inc();
+    let (background_tx, background) = mpsc::unbounded_channel();
+    let rules = shared.rules.borrow().clone();
+    let mut w = Worker {
+        engine: Engine::new(shared.registry.clone(), rules, shared.engine.clone()),
+        counters: Counters::new(&metrics),
+        telemetry: Telemetry::new(&metrics, &shared.registry),
+        shared,
+        consumer,
+        topic,
+        partition,
+        ledger: Ledger::default(),
+        fenced,
+        forget: Vec::new(),
+        txn: None,
+        background_tx,
+        background,
+        busy: false,
+        unwritten: None,
+        pending: FuturesUnordered::new(),
+        retries: Resend::default(),
+        last_flush: Instant::now(),
+        alerts: Vec::new(),
+        open_reported: 0,
+        last_message_ms: 0,
+    };
+    metrics.restoring.inc();
+    let restored = w.restore(&mut stop).await;
+    metrics.restoring.dec();
+    let reply = match restored {
+        Err(reply) => reply,
+        Ok(()) => w.run(&queue, &mut stop, &mut stray).await,
+    };
+    w.shared.metrics.open_incidents.sub(w.open_reported);
+    w.telemetry.withdraw(&w.topic, w.partition);
+    metrics.partitions.dec();
+    if let Some(reply) = reply {
+        let _ = reply.send(());
+    }
+}
+
+impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
+    /// Loads the partition's state, retrying until it succeeds or a stop arrives (then the
+    /// stop's reply is returned as the error).
+    async fn restore(
+        &mut self,
+        stop: &mut mpsc::UnboundedReceiver<Stop>,
+    ) -> Result<(), Option<std::sync::mpsc::Sender<()>>> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let (k, sp, topic, partition) = (
+                self.shared.kafka.clone(),
+                self.shared.state_partitions,
+                self.topic.clone(),
+                self.partition,
+            );
+            let need_txn = k.transactional_state && self.txn.is_none();
+            let read = tokio::task::spawn_blocking(move || {
+                // The previous owner is fenced first: what it left open is aborted before
+                // the state is read (read_committed), and it can write nothing more.
+                let txn = match need_txn {
+                    true => Some(StateTxn::init(&k, &topic, partition)?),
+                    false => None,
+                };
+                let loaded = state::read(&k, sp, &topic, partition, Duration::from_secs(30))?;
+                anyhow::Ok((txn, loaded))
+            });
+            let result = tokio::select! {
+                s = stop.recv() => return Err(s.map(|s| s.reply)),
+                r = read => r,
+            };
+            match result {
+                Ok(Ok((txn, loaded))) => {
+                    if let Some(txn) = txn {
+                        self.txn = Some(Arc::new(txn));
+                    }
+                    let n = loaded.records.len();
+                    let unreadable = loaded.unreadable.len();
+                    let summary = self.engine.restore(wall_now(), loaded.records);
+                    self.shared.metrics.state_restored.inc_by(n as u64);
+                    for problem in &summary.skipped {
+                        tracing::warn!(topic = %self.topic, partition = self.partition, %problem, "state record skipped");
+                    }
+                    // What can never be restored is deleted, so compaction forgets it too.
+                    self.forget = loaded.unreadable;
+                    self.forget.extend(summary.forgotten);
+                    tracing::info!(
+                        topic = %self.topic,
+                        partition = self.partition,
+                        incidents = summary.incidents,
+                        participants = summary.participants,
+                        unreadable,
+                        forgotten = self.forget.len(),
+                        "partition state restored"
+                    );
+                    self.report_open();
+                    return Ok(());
+                }
+                Ok(Err(e)) => {
+                    self.shared.metrics.restore_failures.inc();
+                    tracing::error!(topic = %self.topic, partition = self.partition, error = %e, retry_in = ?backoff, "state restore failed; the partition is not consumed until it succeeds")
+                }
+                Err(e) => {
+                    self.shared.metrics.restore_failures.inc();
+                    tracing::error!(error = %e, retry_in = ?backoff, "state restore task failed")
+                }
+            }
+            tokio::select! {
+                s = stop.recv() => return Err(s.map(|s| s.reply)),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn run(
+        &mut self,
+        queue: &StreamPartitionQueue<C>,
+        stop: &mut mpsc::UnboundedReceiver<Stop>,
+        stray: &mut mpsc::UnboundedReceiver<OwnedMessage>,
+    ) -> Option<std::sync::mpsc::Sender<()>> {
+        let mut rules = self.shared.rules.clone();
+        // A reload while this worker was restoring: take it now.
+        let current = rules.borrow_and_update().clone();
+        if !Arc::ptr_eq(self.engine.rules(), &current) {
+            self.take_rules(current).await;
+        }
+        let mut queries = self.shared.queries.subscribe();
+        let mut tick = tokio::time::interval(self.shared.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let max_in_flight = self.shared.kafka.max_in_flight_events;
+        loop {
+            let room = self.ledger.in_flight() < max_in_flight;
+            tokio::select! {
+                biased;
+                s = stop.recv() => {
+                    // No more incident queries: the API must not wait for a stopping worker.
+                    drop(queries);
+                    self.stop().await;
+                    return s.map(|s| s.reply);
+                }
+                Some((seq, stream, d, sent)) = self.pending.next(), if !self.pending.is_empty() => {
+                    if stream == Stream::Alerts && matches!(d, Delivered::Acked) {
+                        self.telemetry.record(Stage::Handoff, sent.elapsed());
+                    }
+                    self.delivered(seq, stream, d).await;
+                }
+                Some(done) = self.background.recv() => self.finished(done).await,
+                _ = tick.tick() => self.on_tick().await,
+                Ok(()) = rules.changed() => {
+                    let new = rules.borrow_and_update().clone();
+                    self.take_rules(new).await;
+                }
+                Ok(q) = queries.recv() => {
+                    let found = self.engine.incident_views(q.participant.as_deref(), q.min_level);
+                    let _ = q.reply.send(found);
+                }
+                Some(m) = stray.recv(), if room => self.on_message(&m).await,
+                m = queue.recv(), if room => {
+                    match m {
+                        Ok(m) => self.on_message(&m).await,
+                        Err(e) => tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "consume error"),
+                    }
+                    // Take what is already fetched without a round through `select!`.
+                    for _ in 0..BATCH {
+                        if self.ledger.in_flight() >= max_in_flight {
+                            break;
+                        }
+                        match queue.recv().now_or_never() {
+                            Some(Ok(m)) => self.on_message(&m).await,
+                            _ => break,
+                        }
+                    }
+                }
+            }
+            self.progress_flush(false).await;
+        }
+    }
+
+    /// Regrades the open incidents under reloaded rules and sends what that raised.
+    async fn take_rules(&mut self, rules: Arc<Rules>) {
+        self.engine.set_rules(rules, &mut self.alerts);
+        tracing::info!(topic = %self.topic, partition = self.partition, alerts = self.alerts.len(), "rules reloaded: open incidents regraded");
+        self.emit_alerts(None).await;
+    }
+
+    async fn on_tick(&mut self) {
+        if !self.retries.is_empty() {
+            self.retry_due().await;
+        }
+        if self.unwritten.is_some() {
+            self.write_unwritten(false).await;
+        }
+        self.engine.advance_to(wall_now(), &mut self.alerts);
+        self.emit_alerts(None).await;
+        self.report_open();
+        if self.ledger.is_idle()
+            && self.last_flush.elapsed().as_millis() as i64 >= self.shared.kafka.commit_interval_ms
+        {
+            self.start_flush();
+        }
+    }
+
+    async fn on_message<M: Message>(&mut self, m: &M) {
+        // Yield to the runtime now and then: a partition queue with a backlog is always
+        // ready, and must not starve this task's other inputs or the other tasks.
+        tokio::task::consume_budget().await;
+        self.engine.advance_to(wall_now(), &mut self.alerts);
+        // Borrowed, not cloned: an `Arc` clone per event is a contended atomic shared by all
+        // workers.
+        let registry = &*self.shared.registry;
+        let max = self.shared.engine.max_event_bytes;
+        let t0 = Instant::now();
+        let result = match m.payload() {
+            None => Err(Reject::NotJson),
+            Some(bytes) => decode(bytes, registry, max).and_then(|event| {
+                let t1 = Instant::now();
+                self.telemetry.record(Stage::Decode, t1 - t0);
+                check_key(m.key(), &registry.get(event.participant).id)?;
+                let outcome = self.engine.apply(&event, &mut self.alerts);
+                self.telemetry.record(Stage::Score, t1.elapsed());
+                outcome.map(|o| (event.participant, event.kind, o))
+            }),
+        };
+        match result {
+            Ok((p, kind, outcome)) => {
+                match outcome {
+                    Outcome::Graded => self.counters.graded.inc(),
+                    Outcome::Heartbeat => self.counters.heartbeat.inc(),
+                    Outcome::Duplicate => self.counters.duplicate.inc(),
+                    Outcome::AfterResolution => self.counters.after_resolution.inc(),
+                }
+                self.telemetry.event(p, kind, outcome);
+            }
+            Err(reject) => self.reject(m, &reject).await,
+        }
+        let written = m.timestamp().to_millis();
+        if let Some(ms) = written {
+            self.last_message_ms = ms;
+        }
+        self.emit_alerts(written).await;
+        self.ledger.processed(m.offset());
+    }
+
+    /// Messages and seconds behind the partition's high watermark (librdkafka's cached
+    /// figure from the last fetch: no request is made).
+    fn report_lag(&mut self) {
+        let Some((low, high)) =
+            cached_watermarks(self.consumer.client(), &self.topic, self.partition)
+        else {
+            return;
+        };
+        // Nothing read or committed yet: the log starts at `low` (retention trims it).
+        let position = self
+            .ledger
+            .next_offset()
+            .or(self.ledger.committed())
+            .unwrap_or(low)
+            .max(low);
+        let behind = (high - position).max(0);
+        let seconds = if behind > 0 && self.last_message_ms > 0 {
+            (wall_now().millis() - self.last_message_ms).max(0) as f64 / 1000.0
+        } else {
+            0.0
+        };
+        self.telemetry
+            .lag(&self.topic, self.partition, behind, seconds);
+    }
+
+    fn report_open(&mut self) {
+        self.telemetry.publish(&self.engine);
+        self.report_lag();
+        let open = self.engine.open_incidents() as i64;
+        if open != self.open_reported {
+            self.shared
+                .metrics
+                .open_incidents
+                .add(open - self.open_reported);
+            self.open_reported = open;
+        }
+    }
+}
+
+/// The partition's low and high watermarks as librdkafka last saw them in a fetch response
+/// (`rd_kafka_get_watermark_offsets`: no request is made, unlike `fetch_watermarks`).
+fn cached_watermarks<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is live for the borrow of `client`; the topic is a valid
+    // NUL-terminated string; low and high are valid out-pointers.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            client.native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some((low.max(0), high))
+}
