@@ -18,6 +18,7 @@
 #                                            # (BARE_PROPS: for the bare client)
 #   PERFTEST_ARGS="--fetch-size 4194304" bash benches/e2e.sh  # more ConsumerPerformance options
 #   KAFKA_TOML='fetch_queue_kbytes = 4096' bash benches/e2e.sh   # more daemon [kafka] keys
+#   COMMIT_INTERVAL=5s bash benches/e2e.sh  # the daemon's kafka.commit_interval (default 1s)
 #   BROKER_PROPS="num.io.threads=4" bash benches/e2e.sh   # more broker properties (comma-separated)
 #   BUILD=0 bash benches/e2e.sh              # use the binaries already built, do not run cargo
 #
@@ -74,6 +75,7 @@ PERFTEST_TIMEOUT_MS=${PERFTEST_TIMEOUT_MS:-60000}  # its --timeout (the longest 
 BROKER_PROPS=${BROKER_PROPS:-}          # comma-separated extra broker properties
 SIM_ARGS=${SIM_ARGS:-}                  # more `regwatch simulate` options (the event mix)
 KAFKA_TOML=${KAFKA_TOML:-}              # more lines for the daemon's [kafka] table
+COMMIT_INTERVAL=${COMMIT_INTERVAL:-1s}  # the daemon's kafka.commit_interval
 if [[ -n $CLIENT_PROPS ]]; then
     DAEMON_PROPS="$CLIENT_PROPS${DAEMON_PROPS:+,$DAEMON_PROPS}"
     BARE_PROPS="$CLIENT_PROPS${BARE_PROPS:+,$BARE_PROPS}"
@@ -250,7 +252,7 @@ state_topic = "regwatch.state.$4"
 topic_partitions = $PARTITIONS
 replication_factor = 1
 create_topics = true
-commit_interval = "1s"
+commit_interval = "$COMMIT_INTERVAL"
 librdkafka = [$(props_toml "$DAEMON_PROPS")]
 $KAFKA_TOML
 

@@ -95,27 +95,40 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     /// Writes a snapshot and commits the offset it covers in one transaction, in the
     /// background (or, with `sync`, waiting for it).
     pub(super) async fn write_snapshot(&mut self, records: Vec<StateWrite>, sync: bool) {
-        let Some(txn) = self.txn.clone() else { return };
         let covers = self.ledger.writing_covers();
-        let group = self.consumer.group_metadata();
-        let (state_topic, sp) = (
-            self.shared.kafka.state_topic.clone(),
-            self.state_partition(),
-        );
+        if let Some(txn) = self.txn_job(records, covers) {
+            self.run_blocking(move || Background::Snapshot(txn()), sync)
+                .await;
+        }
+    }
+
+    /// The transaction that writes `records` and commits `offset`, as blocking work that
+    /// hands the records back with its outcome.
+    fn txn_job(
+        &self,
+        records: Vec<StateWrite>,
+        offset: Option<i64>,
+    ) -> Option<impl FnOnce() -> (Vec<StateWrite>, Result<(), TxnError>) + Send + 'static> {
+        let txn = self.txn.clone()?;
+        // Asking for the group metadata is a synchronous call into librdkafka's main
+        // thread: made in the blocking job, never on the worker's event loop.
+        let consumer = self.consumer.clone();
+        let state_topic = self.shared.kafka.state_topic.clone();
+        let sp = self.state_partition();
         let topic = self.topic.clone();
         let partition = self.partition;
-        let job = move || {
+        Some(move || {
+            let group = consumer.group_metadata();
             let result = txn.write(
                 &state_topic,
                 sp,
                 &records,
                 (&topic, partition),
-                covers,
+                offset,
                 group.as_ref(),
             );
-            Background::Snapshot(records, result)
-        };
-        self.run_blocking(job, sync).await;
+            (records, result)
+        })
     }
 
     /// Runs blocking work off the runtime, one at a time; its end comes to `finished`,
@@ -143,7 +156,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         self.busy = false;
         match done {
             Background::Committed(offset, result) => self.committed(offset, result),
-            Background::Snapshot(records, Ok(())) => {
+            Background::Snapshot((records, Ok(()))) => {
                 self.ledger.written();
                 self.shared
                     .metrics
@@ -151,7 +164,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     .inc_by(records.len() as u64);
                 self.progress_flush(false).await;
             }
-            Background::Snapshot(records, Err(TxnError::Retry(why))) => {
+            Background::Snapshot((records, Err(TxnError::Retry(why)))) => {
                 tracing::warn!(topic = %self.topic, partition = self.partition, error = %why, "state snapshot transaction aborted; writing it again");
                 self.shared
                     .metrics
@@ -160,7 +173,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     .inc();
                 self.unwritten = Some((records, Instant::now() + RETRY_BACKOFF));
             }
-            Background::Snapshot(_, Err(TxnError::Fenced(why))) => self.fenced_by_owner(&why),
+            Background::Snapshot((_, Err(TxnError::Fenced(why)))) => self.fenced_by_owner(&why),
         }
     }
 
@@ -199,26 +212,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         if self.check_fence() || (!sync && self.busy) {
             return;
         }
-        if let Some(txn) = self.txn.clone() {
-            let group = self.consumer.group_metadata();
-            let (state_topic, sp) = (
-                self.shared.kafka.state_topic.clone(),
-                self.state_partition(),
-            );
-            let topic = self.topic.clone();
-            let partition = self.partition;
-            let job = move || {
-                let result = txn.write(
-                    &state_topic,
-                    sp,
-                    &[],
-                    (&topic, partition),
-                    Some(offset),
-                    group.as_ref(),
-                );
-                Background::Committed(offset, result)
-            };
-            self.run_blocking(job, sync).await;
+        if let Some(txn) = self.txn_job(Vec::new(), Some(offset)) {
+            self.run_blocking(move || Background::Committed(offset, txn().1), sync)
+                .await;
             return;
         }
         let mut tpl = TopicPartitionList::new();

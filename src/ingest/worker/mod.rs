@@ -160,8 +160,8 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
 enum Background {
     /// A commit of this offset, and the broker's answer.
     Committed(i64, Result<(), TxnError>),
-    /// A snapshot's transaction (records and the offset it covers), and how it ended.
-    Snapshot(Vec<StateWrite>, Result<(), TxnError>),
+    /// A snapshot's transaction: its records, and how it ended.
+    Snapshot((Vec<StateWrite>, Result<(), TxnError>)),
 }
 
 /// What the consumer group hands a new worker: its partition, and the channels through
@@ -325,7 +325,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let max_in_flight = self.shared.kafka.max_in_flight_events;
         loop {
-            let room = self.ledger.in_flight() < max_in_flight;
+            // A fenced worker reads no more: what it would grade could never be committed;
+            // the group revokes the partition from it.
+            let room = self.ledger.in_flight() < max_in_flight && !self.ledger.is_fenced();
             tokio::select! {
                 biased;
                 s = stop.recv() => {
