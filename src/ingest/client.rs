@@ -275,22 +275,31 @@ async fn check_compacted(
 ) -> anyhow::Result<()> {
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     let resources = [ResourceSpecifier::Topic(&k.state_topic)];
-    for r in admin.describe_configs(&resources, &opts).await? {
-        let Ok(resource) = r else { continue };
-        let policy = resource
-            .get("cleanup.policy")
-            .and_then(|e| e.value.clone())
-            .unwrap_or_default();
-        if !policy.split(',').any(|p| p.trim() == "compact") {
-            anyhow::bail!(
+    // A topic just created may be described before its configs are known to the broker
+    // asked: an answer without a policy is asked again, for a few seconds.
+    for _ in 0..50 {
+        let policy = admin
+            .describe_configs(&resources, &opts)
+            .await?
+            .into_iter()
+            .flatten()
+            .find_map(|resource| resource.get("cleanup.policy").and_then(|e| e.value.clone()))
+            .filter(|p| !p.is_empty());
+        match policy {
+            Some(p) if p.split(',').any(|p| p.trim() == "compact") => return Ok(()),
+            Some(policy) => anyhow::bail!(
                 "the state topic {} has cleanup.policy={policy}: it must be compacted \
                  (kafka-configs --alter --entity-type topics --entity-name {} --add-config cleanup.policy=compact)",
                 k.state_topic,
                 k.state_topic
-            );
+            ),
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-    Ok(())
+    anyhow::bail!(
+        "the cleanup.policy of the state topic {} could not be read",
+        k.state_topic
+    )
 }
 
 #[cfg(test)]

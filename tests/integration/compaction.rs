@@ -83,6 +83,21 @@ async fn the_state_topic_is_compacted_and_a_restart_restores_the_live_state() {
         Err(e) => format!("{e:#}"),
     };
     assert!(err.contains("kafka.replication_factor is 3"), "{err}");
+    // An existing state topic that is not compacted is refused, naming the fix.
+    broker.create_topic_with("deleting.state", 1, 1, &[("cleanup.policy", "delete")]);
+    let deleting = text.replace(
+        &format!("state_topic = \"{name}.state\""),
+        "state_topic = \"deleting.state\"",
+    );
+    assert_ne!(deleting, text);
+    let err = match regwatch::app::spawn(Config::from_toml(&deleting, None, false).unwrap()).await {
+        Ok(_) => panic!("a state topic that is not compacted must be refused"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("cleanup.policy=delete") && err.contains("must be compacted"),
+        "{err}"
+    );
     let cfg = Config::from_toml(&text, None, false).expect("config");
     assert_eq!(cfg.kafka.replication_factor, None);
     let state_topic = cfg.kafka.state_topic.clone();
