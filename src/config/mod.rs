@@ -12,6 +12,7 @@
 //! dedup_window = 16384             # recent events remembered to drop duplicates
 //! resolved_retention = "24h"        # how long a resolved incident is kept
 //! telemetry_gap = "5m"              # silence that raises a telemetry_gap alert ("off" = never)
+//! liveness_retention = "7d"         # a partition forgets a participant silent this long ("off")
 //! max_event_bytes = 65536           # largest accepted message (the contract's limit)
 //!
 //! [rules]
@@ -187,6 +188,7 @@ struct RawEngine {
     dedup_window: Option<usize>,
     resolved_retention: Option<String>,
     telemetry_gap: Option<String>,
+    liveness_retention: Option<String>,
     max_event_bytes: Option<usize>,
 }
 
@@ -204,6 +206,10 @@ struct RawAlerts {
     reminder_interval: Option<String>,
     reminder_min_level: Option<String>,
 }
+
+/// How long a partition keeps watching a silent participant when the configuration does not
+/// say: a week, past any weekend or holiday (the daemon's default; replay watches everyone).
+pub const DEFAULT_LIVENESS_RETENTION_MS: i64 = 7 * 24 * 60 * 60_000;
 
 /// The configuration's reminder interval when none is given (`EngineSettings::default()`,
 /// which replay and the tests build on, has reminders off).
@@ -278,6 +284,11 @@ impl RawConfig {
                 "engine.telemetry_gap",
                 e.telemetry_gap,
                 d.telemetry_gap_ms,
+            )?,
+            liveness_retention_ms: duration_or(
+                "engine.liveness_retention",
+                e.liveness_retention,
+                DEFAULT_LIVENESS_RETENTION_MS,
             )?,
             min_alert_level: level_setting(
                 "alerts.min_level",

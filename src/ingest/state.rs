@@ -4,7 +4,8 @@
 //!
 //! Layout: key `<source topic>|<source partition>|<record key>` (record keys are
 //! `i|<participant>|<incident>` and `p|<participant>`), value the JSON of a
-//! [`StateRecord`], or a tombstone for an evicted incident. All records of one source
+//! [`StateRecord`], or a tombstone for what the engine forgot (an evicted incident, a
+//! participant's liveness past its retention, records that can never load again). All records of one source
 //! partition go to one state partition, chosen by a stable hash, so a restore reads one
 //! partition of a compacted topic.
 //!

@@ -67,6 +67,8 @@ pub struct Telemetry {
     /// What this worker has published so far.
     published: Census,
     published_participants: Vec<ParticipantCensus>,
+    /// The engine's `liveness_forgotten` already counted.
+    published_forgotten: u64,
     /// `(type, level)` alert counters, incident then telemetry_gap, by level rank.
     alerts: Vec<IntCounter>,
     reminders: IntCounter,
@@ -119,6 +121,7 @@ impl Telemetry {
                 })
                 .collect(),
             published_participants: vec![ParticipantCensus::default(); participants.len()],
+            published_forgotten: 0,
             participants,
             published: Census::default(),
             alerts,
@@ -194,6 +197,12 @@ impl Telemetry {
             self.metrics.supervision.silent.add(silent);
         }
         self.published = census.clone();
+        let forgotten = engine.stats().liveness_forgotten;
+        self.metrics
+            .supervision
+            .liveness_forgotten
+            .inc_by(forgotten.saturating_sub(self.published_forgotten));
+        self.published_forgotten = forgotten;
         for (i, g) in self.participants.iter().enumerate() {
             let now = engine.participant_census(ParticipantIdx(i as u32));
             let before = &mut self.published_participants[i];

@@ -41,7 +41,10 @@ use super::incident::{Emitted, Incident};
 use super::level::{Exemption, Grade, Level};
 use super::liveness::Liveness;
 use super::rules::Rules;
-use super::state::{IncidentRecord, ParticipantRecord, StateChange, StateRecord, STATE_VERSION};
+use super::state::{
+    incident_key, participant_key, IncidentRecord, ParticipantRecord, StateChange, StateRecord,
+    STATE_VERSION,
+};
 use super::timers::{Deadlines, Due, Evictions, Slot};
 use crate::alert::{Alert, AlertStatus, Trigger};
 use crate::decode::Reject;
@@ -81,6 +84,11 @@ pub struct EngineSettings {
     pub reminder_interval_ms: i64,
     /// Reminders start once an open, alerted incident reaches this level.
     pub reminder_min_level: Level,
+    /// A participant reported silent and not heard for this long (milliseconds since it was
+    /// last heard) is forgotten: no longer watched, its liveness deleted from the state, until
+    /// it is heard again. A partition's engine stops watching participants whose messages now
+    /// go elsewhere. 0 keeps them forever; ignored with `watch_all_from_start`.
+    pub liveness_retention_ms: i64,
 }
 
 impl Default for EngineSettings {
@@ -98,6 +106,7 @@ impl Default for EngineSettings {
             track_changes: false,
             reminder_interval_ms: 0,
             reminder_min_level: Level::Major,
+            liveness_retention_ms: 0,
         }
     }
 }
@@ -124,6 +133,8 @@ pub struct EngineStats {
     pub duplicates: u64,
     pub after_resolution: u64,
     pub telemetry_gaps: u64,
+    /// Silent participants forgotten after the liveness retention.
+    pub liveness_forgotten: u64,
 }
 
 /// What an engine holds now, kept up to date on every transition (never by scanning), for
@@ -198,6 +209,8 @@ struct Changes {
     incidents: Vec<Slot>,
     participants: Vec<ParticipantIdx>,
     evicted: Vec<(ParticipantIdx, Box<str>)>,
+    /// Participants whose liveness was forgotten.
+    forgotten: Vec<ParticipantIdx>,
 }
 
 impl Engine {
@@ -396,6 +409,7 @@ impl Engine {
                     self.escalate(due, out);
                 }
                 Next::Gap(p, since, at) => self.gap(p, since, at, out),
+                Next::Forget(p, _) => self.forget_liveness(p),
                 Next::Remind(due) => {
                     self.reminders.pop();
                     self.remind(due, now, out);
@@ -429,6 +443,15 @@ impl Engine {
                 let at = since.plus_millis(self.settings.telemetry_gap_ms.saturating_add(1));
                 if best.is_none_or(|b| at < b.at()) {
                     best = Some(Next::Gap(p, since, at));
+                }
+            }
+        }
+        let retention = self.settings.liveness_retention_ms;
+        if retention > 0 && !self.settings.watch_all_from_start {
+            if let Some((p, since)) = self.liveness.as_ref().and_then(Liveness::longest_silent) {
+                let at = since.plus_millis(retention);
+                if best.is_none_or(|b| at < b.at()) {
+                    best = Some(Next::Forget(p, at));
                 }
             }
         }
@@ -471,7 +494,8 @@ impl Engine {
         // LIVENESS_PERSIST_MS: a restored `heard_at` is at most that stale, and the state
         // topic is not rewritten for every heartbeat.
         let ps = &mut self.participants[p.get()];
-        if gap_ended.is_some() || now.millis() - ps.persisted_heard.millis() >= LIVENESS_PERSIST_MS
+        if gap_ended.is_some()
+            || now.millis().saturating_sub(ps.persisted_heard.millis()) >= LIVENESS_PERSIST_MS
         {
             ps.persisted_heard = now;
             self.participant_changed(p);
@@ -491,6 +515,21 @@ impl Engine {
         if self.settings.track_changes && !inc.dirty {
             inc.dirty = true;
             self.changes.incidents.push(slot);
+        }
+    }
+
+    /// Stops watching a participant silent past the liveness retention; its record is
+    /// deleted with the next flush. The gap it fired stays as it was: nothing resolves it.
+    fn forget_liveness(&mut self, p: ParticipantIdx) {
+        if let Some(l) = self.liveness.as_mut() {
+            l.forget(p);
+        }
+        self.census.silent = self.census.silent.saturating_sub(1);
+        self.stats.liveness_forgotten += 1;
+        let ps = &mut self.participants[p.get()];
+        ps.persisted_heard = Timestamp(i64::MIN);
+        if self.settings.track_changes {
+            self.changes.forgotten.push(p);
         }
     }
 
@@ -789,13 +828,21 @@ impl Engine {
     pub fn take_changes(&mut self) -> Vec<StateChange> {
         let changes = std::mem::take(&mut self.changes);
         let mut out = Vec::with_capacity(
-            changes.evicted.len() + changes.incidents.len() + changes.participants.len(),
+            changes.evicted.len()
+                + changes.forgotten.len()
+                + changes.incidents.len()
+                + changes.participants.len(),
         );
         for (p, incident_id) in changes.evicted {
-            out.push(StateChange::Evicted {
-                participant_id: self.registry.get(p).id.to_string(),
-                incident_id: incident_id.into(),
-            });
+            out.push(StateChange::Deleted(incident_key(
+                &self.registry.get(p).id,
+                &incident_id,
+            )));
+        }
+        for p in changes.forgotten {
+            out.push(StateChange::Deleted(participant_key(
+                &self.registry.get(p).id,
+            )));
         }
         for slot in changes.incidents {
             let inc = &mut self.slab[slot as usize];
@@ -1069,13 +1116,15 @@ enum Next {
     Gap(ParticipantIdx, Timestamp, Timestamp),
     Remind(Due),
     Evict(Due),
+    /// A silent participant's liveness passed its retention.
+    Forget(ParticipantIdx, Timestamp),
 }
 
 impl Next {
     fn at(&self) -> Timestamp {
         match self {
             Next::Escalate(d) | Next::Remind(d) | Next::Evict(d) => d.at,
-            Next::Gap(_, _, at) => *at,
+            Next::Gap(_, _, at) | Next::Forget(_, at) => *at,
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! One record per incident (key: participant + incident id, see [`incident_key`]) and one per watched participant
 //! (its liveness). The engine marks what changed; [`crate::score::Engine::take_changes`] hands
-//! out the latest state of each changed key once, and an evicted incident as a tombstone.
+//! out the latest state of each changed key once, and a tombstone for what it forgot.
 //! Records are plain serde structs, serialised as JSON: readable with any Kafka tool. Fields
 //! added later (the reminder schedule) default when absent, so older records still load.
 
@@ -82,11 +82,9 @@ pub struct ParticipantRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub enum StateChange {
     Put(StateRecord),
-    /// The incident was evicted: its key should be deleted (a tombstone).
-    Evicted {
-        participant_id: String,
-        incident_id: String,
-    },
+    /// The record of this key (an evicted incident, a forgotten participant's liveness)
+    /// should be deleted: a tombstone.
+    Deleted(String),
 }
 
 impl StateRecord {

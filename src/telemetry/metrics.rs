@@ -51,6 +51,7 @@ pub struct SupervisionMetrics {
     pub reminders: IntCounter,
     pub gaps: IntCounterVec,
     pub silent: IntGauge,
+    pub liveness_forgotten: IntCounter,
 }
 
 /// What operators watch: stage latency, lag, build and configuration, reloads, the broker.
@@ -389,6 +390,11 @@ impl SupervisionMetrics {
                 r,
                 "regwatch_silent_participants",
                 "Participants silent now (a telemetry gap is firing).",
+            ),
+            liveness_forgotten: counter(
+                r,
+                "regwatch_liveness_forgotten_total",
+                "Silent participants a partition stopped watching after engine.liveness_retention.",
             ),
         }
     }

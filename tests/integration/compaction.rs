@@ -1,6 +1,7 @@
 //! The state topic on a real broker: compacted for real while the daemon runs (superseded
 //! records are gone once the log cleaner has acted), a restart restores exactly the live
-//! state, and the state of a participant removed from the registry is deleted (tombstones).
+//! state, and the state of a participant removed from the registry, or silent past the
+//! liveness retention, is deleted (tombstones).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -198,10 +199,12 @@ async fn the_state_topic_is_compacted_and_a_restart_restores_the_live_state() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let log = state_log(&broker, &state_topic, parts);
-        let latest: BTreeMap<&str, bool> = log.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        let p2: Vec<_> = latest.iter().filter(|(k, _)| k.contains("|P2")).collect();
+        let p2: Vec<_> = latest(&log)
+            .into_iter()
+            .filter(|(k, _)| k.contains("|P2"))
+            .collect();
         assert!(!p2.is_empty(), "P2 had state");
-        if p2.iter().all(|(_, live)| !**live) {
+        if p2.iter().all(|(_, live)| !*live) {
             break;
         }
         assert!(
@@ -249,4 +252,73 @@ fn strip(incidents: &[Value]) -> Vec<Value> {
             i
         })
         .collect()
+}
+
+/// The latest value of each key of the state topic: true while live, false once deleted.
+fn latest(log: &[(String, bool)]) -> BTreeMap<&str, bool> {
+    log.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_silent_past_the_liveness_retention_is_deleted_from_the_state() {
+    let broker = Broker::start();
+    let name = "forget";
+    let topic = format!("{name}.events");
+    broker.create_topic(&topic, 1);
+    let text = config_text(&broker, name, 1).replace(
+        "telemetry_gap = \"off\"",
+        "telemetry_gap = \"1s\"\nliveness_retention = \"4s\"",
+    );
+    let cfg = Config::from_toml(&text, None, false).expect("config");
+    let state_topic = cfg.kafka.state_topic.clone();
+    let parts = cfg.kafka.topic_partitions;
+    let daemon = regwatch::app::spawn(cfg).await.expect("daemon starts");
+    let addr = daemon.running.http.expect("HTTP endpoint");
+    let producer = broker.producer();
+    let mut seq = 0;
+    let beat = event(
+        json!({"participant_id": "P1", "kind": "heartbeat"}),
+        &mut seq,
+    );
+    produce(&producer, &topic, &[beat]).await;
+    let key = "|p|P1";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen_live = false;
+    loop {
+        let log = state_log(&broker, &state_topic, parts);
+        let p1: Vec<bool> = latest(&log)
+            .iter()
+            .filter(|(k, _)| k.ends_with(key))
+            .map(|(_, v)| *v)
+            .collect();
+        seen_live |= p1 == [true];
+        if seen_live && p1 == [false] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "P1's liveness was never deleted (live seen: {seen_live}): {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("regwatch_liveness_forgotten_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("regwatch_silent_participants 0\n"),
+        "the forgotten participant is no longer counted silent"
+    );
+    // The gap fired once, before the participant was forgotten; nothing resolved it.
+    assert!(
+        metrics.contains("regwatch_telemetry_gaps_total{participant=\"P1\"} 1\n"),
+        "{metrics}"
+    );
+    daemon.stop().await.expect("clean stop");
 }

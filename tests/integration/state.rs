@@ -21,13 +21,18 @@ fn settings() -> EngineSettings {
     }
 }
 
+fn engine_registry() -> Arc<Registry> {
+    Arc::new(
+        Registry::new(vec![
+            participant("P", ParticipantKind::Broker, 2_500_000),
+            participant("Q", ParticipantKind::FuturesExchange, 0),
+        ])
+        .unwrap(),
+    )
+}
+
 fn engine() -> Engine {
-    let registry = Registry::new(vec![
-        participant("P", ParticipantKind::Broker, 2_500_000),
-        participant("Q", ParticipantKind::FuturesExchange, 0),
-    ])
-    .unwrap();
-    Engine::new(Arc::new(registry), Arc::new(default_rules()), settings())
+    Engine::new(engine_registry(), Arc::new(default_rules()), settings())
 }
 
 /// A compacted topic: latest record per key, tombstones delete.
@@ -45,14 +50,8 @@ impl Compacted {
                     assert_eq!(back, r);
                     self.0.insert(r.key(), back);
                 }
-                StateChange::Evicted {
-                    participant_id,
-                    incident_id,
-                } => {
-                    self.0.remove(&regwatch::score::incident_key(
-                        &participant_id,
-                        &incident_id,
-                    ));
+                StateChange::Deleted(key) => {
+                    self.0.remove(&key);
                 }
             }
         }
@@ -189,6 +188,63 @@ fn evicted_incidents_become_tombstones_and_changes_are_handed_out_once() {
         !store.0.contains_key("i|P|I"),
         "evicted: deleted from the state"
     );
+    assert!(store.0.contains_key("p|P"));
+}
+
+#[test]
+fn a_participant_silent_past_the_liveness_retention_is_forgotten_with_a_tombstone() {
+    let forgetting = || {
+        Engine::new(
+            engine_registry(),
+            Arc::new(default_rules()),
+            EngineSettings {
+                liveness_retention_ms: 60 * 60_000,
+                ..settings()
+            },
+        )
+    };
+    let mut a = forgetting();
+    let mut store = Compacted::default();
+    let mut out = Vec::new();
+    a.advance_to(at(0.0), &mut out);
+    send(&mut a, heartbeat("P", 0.0), &mut out);
+    store.apply(a.take_changes());
+    assert!(store.0.contains_key("p|P"));
+
+    a.advance_to(at(6.0), &mut out);
+    assert_eq!(out.len(), 1, "the gap fired: {out:?}");
+    assert_eq!(a.census().silent, 1);
+    store.apply(a.take_changes());
+    a.advance_to(at(59.9), &mut out);
+    assert!(
+        store.0.contains_key("p|P"),
+        "still watched before the retention"
+    );
+    assert_eq!(a.census().silent, 1);
+
+    // An hour after it was last heard: forgotten, its record deleted, no alert.
+    a.advance_to(at(60.1), &mut out);
+    assert_eq!(out.len(), 1, "forgetting alerts nothing: {out:?}");
+    assert_eq!(a.census().silent, 0);
+    assert_eq!(a.stats().liveness_forgotten, 1);
+    store.apply(a.take_changes());
+    assert!(
+        !store.0.contains_key("p|P"),
+        "liveness deleted from the state"
+    );
+
+    // A restored engine does not watch it; heard again, it is watched anew (no gap ended).
+    let mut b = forgetting();
+    b.restore(at(61.0), store.0.values().cloned().collect());
+    b.advance_to(at(200.0), &mut out);
+    assert_eq!(out.len(), 1, "nobody watched, nothing fires");
+    send(&mut a, heartbeat("P", 70.0), &mut out);
+    assert_eq!(
+        out.len(),
+        1,
+        "a forgotten participant's first message ends no gap"
+    );
+    store.apply(a.take_changes());
     assert!(store.0.contains_key("p|P"));
 }
 

@@ -19,16 +19,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 let value = serde_json::to_vec(&r).unwrap_or_default();
                 (format!("{prefix}{}", r.key()), Some(value))
             }
-            StateChange::Evicted {
-                participant_id,
-                incident_id,
-            } => (
-                format!(
-                    "{prefix}{}",
-                    crate::score::incident_key(&participant_id, &incident_id)
-                ),
-                None,
-            ),
+            StateChange::Deleted(key) => (format!("{prefix}{key}"), None),
         }));
         self.ledger.start_flush(records);
     }
