@@ -1,0 +1,244 @@
+//! Persistence: handing out what changed as state records and tombstones, and restoring an
+//! engine from them (this instance after a crash, or a partition's next owner).
+
+use super::*;
+
+impl Engine {
+    pub(super) fn incident_changed(&mut self, slot: Slot) {
+        let inc = &mut self.slab[slot as usize];
+        if self.settings.track_changes && !inc.dirty {
+            inc.dirty = true;
+            self.changes.incidents.push(slot);
+        }
+    }
+
+    /// Hands out, once, the latest state of everything that changed since the last call:
+    /// tombstones of evicted incidents first (a key may be evicted and then reused), then
+    /// incidents, then participants' liveness. Empty unless `track_changes` is set.
+    pub fn take_changes(&mut self) -> Vec<StateChange> {
+        let changes = std::mem::take(&mut self.changes);
+        let mut out = Vec::with_capacity(
+            changes.evicted.len()
+                + changes.forgotten.len()
+                + changes.incidents.len()
+                + changes.participants.len(),
+        );
+        for (p, incident_id) in changes.evicted {
+            out.push(StateChange::Deleted(incident_key(
+                &self.registry.get(p).id,
+                &incident_id,
+            )));
+        }
+        for p in changes.forgotten {
+            out.push(StateChange::Deleted(participant_key(
+                &self.registry.get(p).id,
+            )));
+        }
+        for slot in changes.incidents {
+            let inc = &mut self.slab[slot as usize];
+            // A slot can be listed twice (evicted, then reused); hand out each state once.
+            if inc.dirty && inc.live {
+                let pid = &self.registry.get(inc.participant).id;
+                out.push(StateChange::Put(StateRecord::Incident(Box::new(
+                    IncidentRecord::from_incident(pid, inc),
+                ))));
+            }
+            inc.dirty = false;
+        }
+        for p in changes.participants {
+            self.participants[p.get()].dirty = false;
+            if let Some((heard_at, silent)) = self.liveness.as_ref().and_then(|l| l.state(p)) {
+                out.push(StateChange::Put(StateRecord::Participant(
+                    ParticipantRecord {
+                        v: STATE_VERSION,
+                        participant_id: self.registry.get(p).id.to_string(),
+                        heard_at_ms: heard_at.millis(),
+                        silent,
+                    },
+                )));
+            }
+        }
+        out
+    }
+
+    /// Loads state handed out by [`Engine::take_changes`] (by this or another instance) into
+    /// a fresh engine, with the clock at `now`. Later records of a key replace earlier ones.
+    /// Open incidents get their deadlines and reminder schedules back: one that passed while
+    /// nobody owned the incident fires on the next [`Engine::advance_to`], with its own time
+    /// as `at`.
+    pub fn restore(&mut self, now: Timestamp, records: Vec<StateRecord>) -> RestoreSummary {
+        let mut summary = RestoreSummary::default();
+        if self.clock.is_none() {
+            self.advance_to(now, &mut Vec::new());
+        }
+        let mut latest: HashMap<String, StateRecord> = HashMap::new();
+        for r in records {
+            latest.insert(r.key(), r);
+        }
+        let mut keys: Vec<String> = latest.keys().cloned().collect();
+        keys.sort();
+        let mut liveness = Vec::new();
+        let mut evictions = Vec::new();
+        for key in keys {
+            let Some(record) = latest.remove(&key) else {
+                continue;
+            };
+            match record {
+                StateRecord::Incident(r) => match self.restore_incident(&r) {
+                    Ok(Some(due)) => {
+                        evictions.push(due);
+                        summary.incidents += 1;
+                    }
+                    Ok(None) => summary.incidents += 1,
+                    Err(problem) => {
+                        if problem.forget {
+                            summary.forgotten.push(key.clone());
+                        }
+                        summary.skipped.push(format!("{key}: {}", problem.text));
+                    }
+                },
+                StateRecord::Participant(r) => match self.registry.lookup(&r.participant_id) {
+                    Some(p) => {
+                        liveness.push((p, Timestamp(r.heard_at_ms), r.silent));
+                        summary.participants += 1;
+                    }
+                    None => {
+                        summary.forgotten.push(key.clone());
+                        summary
+                            .skipped
+                            .push(format!("{key}: participant no longer registered"));
+                    }
+                },
+            }
+        }
+        if let Some(l) = self.liveness.as_mut() {
+            l.restore(&mut liveness);
+        }
+        self.recount();
+        evictions.sort();
+        for due in evictions {
+            self.evictions.push(due);
+        }
+        summary
+    }
+
+    /// Rebuilds one incident; returns its eviction if it is resolved.
+    pub(super) fn restore_incident(&mut self, r: &IncidentRecord) -> Result<Option<Due>, Skipped> {
+        let p = self.registry.lookup(&r.participant_id).ok_or(Skipped {
+            text: "participant no longer registered".into(),
+            forget: true,
+        })?;
+        // A record of another state version (written by a newer regwatch) is kept.
+        let parts = r.parts().map_err(|text| Skipped {
+            text,
+            forget: r.v == STATE_VERSION,
+        })?;
+        if self.in_use >= self.settings.max_incidents {
+            // Kept on the topic: a larger `max_incidents` restores it.
+            return Err(Skipped {
+                text: format!(
+                    "engine capacity of {} incidents reached",
+                    self.settings.max_incidents
+                ),
+                forget: false,
+            });
+        }
+        let (slot, generation) = self.alloc_slot();
+        let mut inc = Incident::placeholder();
+        inc.live = true;
+        inc.generation = generation;
+        inc.participant = p;
+        inc.incident_id = r.incident_id.as_str().into();
+        inc.kind = parts.kind;
+        inc.category = parts.category;
+        inc.system = parts.system;
+        inc.scope = parts.scope;
+        inc.record_type = parts.record_type;
+        inc.started_at = Timestamp(r.started_at_ms);
+        inc.first_reported_at = Timestamp(r.first_reported_at_ms);
+        inc.last_report_at = Timestamp(r.last_report_at_ms);
+        inc.resolved_at = r.resolved_at_ms.map(Timestamp);
+        if r.reasons.iter().any(|v| !v.is_empty()) {
+            inc.reasons = Some(Box::new(r.reasons.clone()));
+        }
+        inc.figures = parts.figures;
+        inc.peak_minutes = r.peak_minutes;
+        inc.grade = parts.grade;
+        inc.ineligible = self.rules.exemption(parts.grade) == Exemption::Ineligible;
+        inc.lost_counted = inc.ineligible;
+        inc.scores = r.scores;
+        inc.emitted = parts.emitted;
+        inc.reminder_anchor = r.reminder_anchor_ms.map(Timestamp);
+        inc.reminders_sent = r.reminders_sent;
+        let participant = self.registry.get(p);
+        let held_at = inc
+            .started_at
+            .plus_millis((r.peak_minutes * MS_PER_MINUTE as f64).round() as i64);
+        inc.applicable = self.rules.applicable(&inc.subject(participant, held_at));
+        let ps = &mut self.participants[p.get()];
+        ps.incidents.insert(inc.incident_id.clone(), slot);
+        self.in_use += 1;
+        let eviction = if inc.resolved_at.is_some() {
+            // Kept a full retention from the restore: the engine clock at resolution is not
+            // recorded, and evictions must stay in clock order.
+            let restored_at = self.clock.unwrap_or_default();
+            Some(Due {
+                at: restored_at.plus_millis(self.settings.retention_ms),
+                slot,
+                generation,
+            })
+        } else {
+            ps.open += 1;
+            self.open += 1;
+            None
+        };
+        let open = inc.is_open();
+        let anchored = inc.reminder_anchor.is_some();
+        let deadline = open
+            .then(|| {
+                self.rules
+                    .assess(
+                        &inc.subject(participant, held_at),
+                        inc.applicable,
+                        inc.grade,
+                    )
+                    .due_after_start_ms
+                    .map(|ms| inc.started_at.plus_millis(ms))
+            })
+            .flatten();
+        self.slab[slot as usize] = inc;
+        self.schedule_deadline(slot, deadline);
+        if open {
+            if anchored {
+                self.schedule_reminder(slot);
+            } else if let Some(now) = self.clock {
+                // A record without an anchor (reminders were off, or did not exist yet).
+                self.anchor_reminders(slot, now);
+                if self.slab[slot as usize].reminder_anchor.is_some() {
+                    self.incident_changed(slot);
+                }
+            }
+        }
+        Ok(eviction)
+    }
+}
+
+/// What `Engine::restore` loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    pub incidents: usize,
+    pub participants: usize,
+    /// Records that could not be loaded, with the reason (e.g. a participant removed from
+    /// the registry since).
+    pub skipped: Vec<String>,
+    /// Keys of skipped records that can never be loaded (their participant left the
+    /// registry, or the record is malformed): the caller deletes them (tombstones), so the
+    /// compacted state topic forgets them too.
+    pub forgotten: Vec<String>,
+}
+
+/// Why a state record was not restored, and whether it can ever be.
+pub(super) struct Skipped {
+    text: String,
+    forget: bool,
+}
