@@ -3,6 +3,7 @@
 //! letters, state) and restoring state when a partition is taken over.
 
 pub mod client;
+pub mod clock;
 pub mod group;
 pub mod ledger;
 pub mod load;

@@ -219,11 +219,21 @@ impl Telemetry {
     }
 
     /// This partition's lag.
-    pub fn lag(&mut self, topic: &str, partition: i32, messages: i64, seconds: f64) {
+    pub fn lag(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        messages: i64,
+        seconds: f64,
+        clock_lag: f64,
+    ) {
         let p = partition.to_string();
         let o = &self.metrics.ops;
         o.lag_messages.with_label_values(&[topic, &p]).set(messages);
         o.lag_seconds.with_label_values(&[topic, &p]).set(seconds);
+        o.clock_lag_seconds
+            .with_label_values(&[topic, &p])
+            .set(clock_lag);
         self.lag_written = true;
     }
 
@@ -249,6 +259,7 @@ impl Telemetry {
             let o = &self.metrics.ops;
             let _ = o.lag_messages.remove_label_values(&[topic, &p]);
             let _ = o.lag_seconds.remove_label_values(&[topic, &p]);
+            let _ = o.clock_lag_seconds.remove_label_values(&[topic, &p]);
         }
     }
 }

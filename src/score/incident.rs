@@ -72,6 +72,9 @@ pub struct Incident {
     pub reminders_sent: u32,
     /// When the next reminder is due (what the reminder heap's live entry says); not persisted.
     pub next_reminder: Option<Timestamp>,
+    /// A resolved incident: the engine time its retention ends and it is evicted. Persisted,
+    /// so a restored incident keeps the retention it had.
+    pub evict_at: Option<Timestamp>,
     /// Changed since the state was last handed out (`Engine::take_changes`).
     pub dirty: bool,
 }
@@ -127,6 +130,7 @@ impl Incident {
             reminder_anchor: None,
             reminders_sent: 0,
             next_reminder: None,
+            evict_at: None,
             dirty: false,
         }
     }

@@ -28,6 +28,6 @@ pub use grade::{AxisReport, Reason, Subject, FLOOR_RULE};
 pub use level::{Axis, Exemption, Grade, Level};
 pub use rules::{Condition, Metric, Op, Rule, Rules, RulesError, DEFAULT_RULES};
 pub use state::{
-    incident_key, participant_key, EmittedRecord, IncidentRecord, ParticipantRecord, StateChange,
-    StateRecord, STATE_VERSION,
+    incident_key, participant_key, ClockRecord, EmittedRecord, IncidentRecord, ParticipantRecord,
+    StateChange, StateRecord, CLOCK_KEY, STATE_VERSION,
 };

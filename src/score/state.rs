@@ -23,6 +23,15 @@ pub const STATE_VERSION: u32 = 1;
 pub enum StateRecord {
     Incident(Box<IncidentRecord>),
     Participant(ParticipantRecord),
+    /// The partition's engine clock when the snapshot was taken: a restore starts there, so
+    /// regwatch's own downtime is never graded as time that passed.
+    Clock(ClockRecord),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClockRecord {
+    pub v: u32,
+    pub at_ms: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,6 +66,10 @@ pub struct IncidentRecord {
     /// Reminders emitted so far (the last k).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reminders_sent: u32,
+    /// A resolved incident: the engine time (ms) its retention ends. Absent in records
+    /// written before it was kept (such an incident is kept a full retention from the restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evict_at_ms: Option<i64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -93,9 +106,25 @@ impl StateRecord {
         match self {
             StateRecord::Incident(r) => incident_key(&r.participant_id, &r.incident_id),
             StateRecord::Participant(r) => participant_key(&r.participant_id),
+            StateRecord::Clock(_) => CLOCK_KEY.to_string(),
+        }
+    }
+
+    /// The latest engine instant the record knows of (a restore without a clock record
+    /// starts at the latest of these).
+    pub fn latest_instant(&self) -> i64 {
+        match self {
+            StateRecord::Incident(r) => r
+                .last_report_at_ms
+                .max(r.resolved_at_ms.unwrap_or(i64::MIN)),
+            StateRecord::Participant(r) => r.heard_at_ms,
+            StateRecord::Clock(r) => r.at_ms,
         }
     }
 }
+
+/// The key of the partition's clock record.
+pub const CLOCK_KEY: &str = "c";
 
 /// `i|<length of the participant id>|<participant id>|<incident id>`: the length keeps keys
 /// apart when ids contain `|`.
@@ -139,6 +168,7 @@ impl IncidentRecord {
             }),
             reminder_anchor_ms: inc.reminder_anchor.map(Timestamp::millis),
             reminders_sent: inc.reminders_sent,
+            evict_at_ms: inc.evict_at.map(Timestamp::millis),
         }
     }
 

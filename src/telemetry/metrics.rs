@@ -60,6 +60,10 @@ pub struct OpsMetrics {
     pub stage_quantiles: GaugeVec,
     pub lag_messages: IntGaugeVec,
     pub lag_seconds: GaugeVec,
+    /// Wall time minus the partition's engine clock, per owned partition.
+    pub clock_lag_seconds: GaugeVec,
+    /// Record timestamps that ran backwards, lay in the future or were missing, by kind.
+    pub record_time_anomalies: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub config_info: IntGaugeVec,
     pub config_loaded_at: IntGauge,
@@ -432,6 +436,18 @@ impl OpsMetrics {
                 "Age of the last message read while behind (0 when caught up), per owned partition.",
                 &["topic", "partition"],
             ),
+            clock_lag_seconds: float_gauge_vec(
+                r,
+                "regwatch_partition_clock_lag_seconds",
+                "Wall time minus the partition's event-time clock (how far behind the instant its incidents are graded at is), per owned partition.",
+                &["topic", "partition"],
+            ),
+            record_time_anomalies: counter_vec(
+                r,
+                "regwatch_record_timestamp_anomalies_total",
+                "Record timestamps that ran backwards (clock kept), lay more than 10 s in the future or were missing (wall time used).",
+                &["kind"],
+            ),
             build_info: gauge_vec(
                 r,
                 "regwatch_build_info",
@@ -596,6 +612,9 @@ impl Metrics {
             registry,
         };
         // Pre-create every label value so dashboards see zeros, not gaps.
+        for kind in ["backwards", "future", "missing"] {
+            m.ops.record_time_anomalies.with_label_values(&[kind]);
+        }
         for o in OUTCOMES {
             m.events.with_label_values(&[o]);
         }

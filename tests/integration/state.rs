@@ -97,7 +97,8 @@ fn a_restored_engine_escalates_and_alerts_exactly_like_the_original() {
     // A new owner restores at minute 2 but is only ticked again at minute 40: the deadlines
     // that passed meanwhile fire at their own times, with the same ids.
     let mut b = engine();
-    let summary = b.restore(at(2.0), store.0.values().cloned().collect());
+    b.advance_to(at(2.0), &mut Vec::new());
+    let summary = b.restore(store.0.values().cloned().collect());
     assert_eq!(
         (
             summary.incidents,
@@ -141,7 +142,8 @@ fn a_restored_engine_does_not_repeat_alerts_already_sent() {
     store.apply(a.take_changes());
 
     let mut b = engine();
-    b.restore(at(1.0), store.0.values().cloned().collect());
+    b.advance_to(at(1.0), &mut Vec::new());
+    b.restore(store.0.values().cloned().collect());
     let mut out_b = Vec::new();
     // The same report again (a redelivery after the crash): nothing new to say.
     send(
@@ -174,13 +176,28 @@ fn evicted_incidents_become_tombstones_and_changes_are_handed_out_once() {
     assert!(store.0.contains_key(&key) && store.0.contains_key("p|P"));
     assert!(a.take_changes().is_empty(), "nothing changed since");
 
-    // A restored resolved incident is kept a full retention from the restore.
+    // A restored resolved incident keeps the retention it had (an hour from its resolution),
+    // not a fresh one from the restore.
     let mut b = engine();
-    b.restore(at(30.0), store.0.values().cloned().collect());
-    b.advance_to(at(89.0), &mut Vec::new());
+    b.advance_to(at(30.0), &mut Vec::new());
+    b.restore(store.0.values().cloned().collect());
+    b.advance_to(at(59.9), &mut Vec::new());
     assert_eq!(b.incidents_held(), 1);
-    b.advance_to(at(91.0), &mut Vec::new());
+    b.advance_to(at(60.1), &mut Vec::new());
     assert_eq!(b.incidents_held(), 0);
+    // Restored again without a clock of its own: it starts at the state's clock, and the
+    // retention still ends an hour after the resolution.
+    let mut c = engine();
+    c.restore(store.0.values().cloned().collect());
+    assert_eq!(
+        c.clock(),
+        Some(at(0.0)),
+        "the clock the state was saved with"
+    );
+    c.advance_to(at(59.9), &mut Vec::new());
+    assert_eq!(c.incidents_held(), 1);
+    c.advance_to(at(60.1), &mut Vec::new());
+    assert_eq!(c.incidents_held(), 0);
 
     a.advance_to(at(61.0), &mut out);
     store.apply(a.take_changes());
@@ -235,7 +252,8 @@ fn a_participant_silent_past_the_liveness_retention_is_forgotten_with_a_tombston
 
     // A restored engine does not watch it; heard again, it is watched anew (no gap ended).
     let mut b = forgetting();
-    b.restore(at(61.0), store.0.values().cloned().collect());
+    b.advance_to(at(61.0), &mut Vec::new());
+    b.restore(store.0.values().cloned().collect());
     b.advance_to(at(200.0), &mut out);
     assert_eq!(out.len(), 1, "nobody watched, nothing fires");
     send(&mut a, heartbeat("P", 70.0), &mut out);
@@ -264,7 +282,8 @@ fn records_of_unknown_participants_are_skipped_with_a_reason() {
     store.apply(a.take_changes());
     let registry = Registry::new(vec![participant("Q", ParticipantKind::Broker, 0)]).unwrap();
     let mut b = Engine::new(Arc::new(registry), Arc::new(default_rules()), settings());
-    let summary = b.restore(at(1.0), store.0.values().cloned().collect());
+    b.advance_to(at(1.0), &mut Vec::new());
+    let summary = b.restore(store.0.values().cloned().collect());
     assert_eq!(summary.incidents, 0);
     assert_eq!(summary.skipped.len(), 2, "{:?}", summary.skipped);
     assert!(summary
@@ -344,7 +363,8 @@ fn a_restored_engine_keeps_the_reminder_schedule_ks_and_ids() {
     // The new owner restores at minute 200: reminder 2 (due at 150, while nobody owned the
     // incident) fires at its own time, then 3 and 4, with the original's ks and ids.
     let mut b = reminding_engine();
-    let summary = b.restore(at(200.0), store.0.values().cloned().collect());
+    b.advance_to(at(200.0), &mut Vec::new());
+    let summary = b.restore(store.0.values().cloned().collect());
     assert_eq!(summary.incidents, 1);
     let mut out_b = Vec::new();
     b.advance_to(at(300.0), &mut out_b);
@@ -384,7 +404,8 @@ fn a_state_record_without_reminder_fields_loads_and_is_anchored_at_the_restore()
     assert!(!text.contains("reminder"), "{text}");
 
     let mut b = reminding_engine();
-    b.restore(at(50.0), store.0.values().cloned().collect());
+    b.advance_to(at(50.0), &mut Vec::new());
+    b.restore(store.0.values().cloned().collect());
     let mut out_b = Vec::new();
     b.advance_to(at(109.0), &mut out_b);
     assert!(out_b.is_empty(), "{out_b:?}");

@@ -29,6 +29,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use super::clock::{Anomaly, PartitionClock};
 use super::ledger::{Ledger, StateWrite, Step};
 use super::output::{self, Delivered, OwnedRecord, Record, Resend, Retry, Stream, Tagged};
 use super::state;
@@ -96,6 +97,8 @@ struct Counters {
     reasons: Vec<IntCounter>,
     /// incident firing, incident resolved, gap firing, gap resolved.
     alerts: [IntCounter; 4],
+    /// By position in `Anomaly::ALL`.
+    anomalies: [IntCounter; 3],
 }
 
 impl Counters {
@@ -118,6 +121,8 @@ impl Counters {
                 ("telemetry_gap", "resolved"),
             ]
             .map(|(t, st)| m.alerts.with_label_values(&[t, st])),
+            anomalies: Anomaly::ALL
+                .map(|a| m.ops.record_time_anomalies.with_label_values(&[a.as_str()])),
         }
     }
 }
@@ -154,6 +159,13 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     telemetry: Telemetry,
     /// Record timestamp of the last message read (for the lag in seconds).
     last_message_ms: i64,
+    /// The partition's event-time clock: the engine's time.
+    clock: PartitionClock,
+    /// The topic as librdkafka takes it (for the cached watermarks).
+    topic_c: std::ffi::CString,
+    /// The group's committed offset when the partition was taken over: where reading
+    /// starts, the position until a message is read (`None`: none committed, from the start).
+    start_offset: Option<i64>,
 }
 
 /// Blocking work the worker ran in the background, done.
@@ -196,6 +208,7 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
     metrics.partitions.inc();
     let (background_tx, background) = mpsc::unbounded_channel();
     let rules = shared.rules.borrow().clone();
+    let topic_c = std::ffi::CString::new(topic.as_str()).unwrap_or_default();
     let mut w = Worker {
         engine: Engine::new(shared.registry.clone(), rules, shared.engine.clone()),
         counters: Counters::new(&metrics),
@@ -218,6 +231,9 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         alerts: Vec::new(),
         open_reported: 0,
         last_message_ms: 0,
+        clock: PartitionClock::default(),
+        topic_c,
+        start_offset: None,
     };
     metrics.restoring.inc();
     let restored = w.restore(&mut stop).await;
@@ -250,6 +266,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 self.partition,
             );
             let need_txn = k.transactional_state && self.txn.is_none();
+            let consumer = self.consumer.clone();
             let read = tokio::task::spawn_blocking(move || {
                 // The previous owner is fenced first: what it left open is aborted before
                 // the state is read (read_committed), and it can write nothing more.
@@ -258,20 +275,22 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     false => None,
                 };
                 let loaded = state::read(&k, sp, &topic, partition, Duration::from_secs(30))?;
-                anyhow::Ok((txn, loaded))
+                let start = committed_offset(&*consumer, &topic, partition)?;
+                anyhow::Ok((txn, loaded, start))
             });
             let result = tokio::select! {
                 s = stop.recv() => return Err(s.map(|s| s.reply)),
                 r = read => r,
             };
             match result {
-                Ok(Ok((txn, loaded))) => {
+                Ok(Ok((txn, loaded, start))) => {
+                    self.start_offset = start;
                     if let Some(txn) = txn {
                         self.txn = Some(Arc::new(txn));
                     }
                     let n = loaded.records.len();
                     let unreadable = loaded.unreadable.len();
-                    let summary = self.engine.restore(wall_now(), loaded.records);
+                    let summary = self.engine.restore(loaded.records);
                     self.shared.metrics.state_restored.inc_by(n as u64);
                     for problem in &summary.skipped {
                         tracing::warn!(topic = %self.topic, partition = self.partition, %problem, "state record skipped");
@@ -368,6 +387,11 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                             _ => break,
                         }
                     }
+                    // Caught up with what was fetched: the clock follows wall time again.
+                    self.follow_clock();
+                    if !self.alerts.is_empty() {
+                        self.emit_alerts(None).await;
+                    }
                 }
             }
             self.progress_flush(false).await;
@@ -388,7 +412,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         if self.unwritten.is_some() {
             self.write_unwritten(false).await;
         }
-        self.engine.advance_to(wall_now(), &mut self.alerts);
+        self.follow_clock();
         self.emit_alerts(None).await;
         self.report_open();
         if self.ledger.is_idle()
@@ -402,7 +426,12 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         // Yield to the runtime now and then: a partition queue with a backlog is always
         // ready, and must not starve this task's other inputs or the other tasks.
         tokio::task::consume_budget().await;
-        self.engine.advance_to(wall_now(), &mut self.alerts);
+        // The record's own time first: a backlog is graded as it happened.
+        let (at, anomaly) = self.clock.record(m.timestamp().to_millis(), wall_now());
+        if let Some(a) = anomaly {
+            self.counters.anomalies[a as usize].inc();
+        }
+        self.engine.advance_to(at, &mut self.alerts);
         // Borrowed, not cloned: an `Arc` clone per event is a contended atomic shared by all
         // workers.
         let registry = &*self.shared.registry;
@@ -439,29 +468,48 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         self.ledger.processed(m.offset());
     }
 
-    /// Messages and seconds behind the partition's high watermark (librdkafka's cached
-    /// figure from the last fetch: no request is made).
-    fn report_lag(&mut self) {
-        let Some((low, high)) =
-            cached_watermarks(self.consumer.client(), &self.topic, self.partition)
-        else {
-            return;
-        };
+    /// The consumer's position in the partition and the high watermark, as librdkafka last
+    /// saw it in a fetch response (no request is made); `None` before the first fetch.
+    fn position(&self) -> Option<(i64, i64)> {
+        let (low, high) = cached_watermarks(self.consumer.client(), &self.topic_c, self.partition)?;
         // Nothing read or committed yet: the log starts at `low` (retention trims it).
         let position = self
             .ledger
             .next_offset()
             .or(self.ledger.committed())
+            .or(self.start_offset)
             .unwrap_or(low)
             .max(low);
+        Some((position, high))
+    }
+
+    /// Moves the engine clock to the partition clock: wall time once the consumer has read
+    /// up to the high watermark, else the newest record time consumed. Not knowing the
+    /// watermark yet (no fetch answered since the partition was assigned) counts as behind.
+    fn follow_clock(&mut self) {
+        let caught_up = self.position().is_some_and(|(pos, high)| pos >= high);
+        if let Some(now) = self.clock.now(caught_up, wall_now()) {
+            self.engine.advance_to(now, &mut self.alerts);
+        }
+    }
+
+    /// Messages and seconds behind the partition's high watermark, and how far the
+    /// partition's clock is behind wall time.
+    fn report_lag(&mut self) {
+        let Some((position, high)) = self.position() else {
+            return;
+        };
         let behind = (high - position).max(0);
         let seconds = if behind > 0 && self.last_message_ms > 0 {
             (wall_now().millis() - self.last_message_ms).max(0) as f64 / 1000.0
         } else {
             0.0
         };
+        let clock_lag = self.engine.clock().map_or(0.0, |c| {
+            (wall_now().millis() - c.millis()).max(0) as f64 / 1000.0
+        });
         self.telemetry
-            .lag(&self.topic, self.partition, behind, seconds);
+            .lag(&self.topic, self.partition, behind, seconds, clock_lag);
     }
 
     fn report_open(&mut self) {
@@ -478,14 +526,30 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     }
 }
 
+/// The group's committed offset of a partition (blocking: asks the group coordinator).
+fn committed_offset<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<Option<i64>> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(committed
+        .find_partition(topic, partition)
+        .and_then(|e| match e.offset() {
+            Offset::Offset(n) => Some(n),
+            _ => None,
+        }))
+}
+
 /// The partition's low and high watermarks as librdkafka last saw them in a fetch response
 /// (`rd_kafka_get_watermark_offsets`: no request is made, unlike `fetch_watermarks`).
 fn cached_watermarks<C: rdkafka::ClientContext>(
     client: &rdkafka::client::Client<C>,
-    topic: &str,
+    topic: &std::ffi::CStr,
     partition: i32,
 ) -> Option<(i64, i64)> {
-    let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is live for the borrow of `client`; the topic is a valid
     // NUL-terminated string; low and high are valid out-pointers.

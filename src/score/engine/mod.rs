@@ -42,8 +42,8 @@ use super::level::{Exemption, Grade, Level};
 use super::liveness::Liveness;
 use super::rules::Rules;
 use super::state::{
-    incident_key, participant_key, IncidentRecord, ParticipantRecord, StateChange, StateRecord,
-    STATE_VERSION,
+    incident_key, participant_key, ClockRecord, IncidentRecord, ParticipantRecord, StateChange,
+    StateRecord, STATE_VERSION,
 };
 use super::timers::{Deadlines, Due, Evictions, Slot};
 use crate::alert::{Alert, AlertStatus, Trigger};
@@ -191,6 +191,8 @@ pub struct Engine {
     liveness: Option<Liveness>,
     dedup: Dedup,
     changes: Changes,
+    /// The clock last handed out as a state record.
+    clock_persisted: Option<Timestamp>,
     stats: EngineStats,
     census: Census,
 }
@@ -225,6 +227,7 @@ impl Engine {
             liveness: None,
             dedup: Dedup::new(settings.dedup_window),
             changes: Changes::default(),
+            clock_persisted: None,
             stats: EngineStats::default(),
             census: Census::default(),
             settings,

@@ -14,7 +14,7 @@ impl Engine {
 
     /// Hands out, once, the latest state of everything that changed since the last call:
     /// tombstones of evicted incidents first (a key may be evicted and then reused), then
-    /// incidents, then participants' liveness. Empty unless `track_changes` is set.
+    /// incidents, then participants' liveness, then the clock if it moved. Empty unless `track_changes` is set.
     pub fn take_changes(&mut self) -> Vec<StateChange> {
         let changes = std::mem::take(&mut self.changes);
         let mut out = Vec::with_capacity(
@@ -58,18 +58,44 @@ impl Engine {
                 )));
             }
         }
+        // The clock goes with other changes: a restore needs the instant its state was graded
+        // to, and state that did not change since its last record needs no newer one (a
+        // deadline that falls due changes its incident).
+        if !out.is_empty() && self.clock != self.clock_persisted {
+            if let Some(at) = self.clock {
+                out.push(StateChange::Put(StateRecord::Clock(ClockRecord {
+                    v: STATE_VERSION,
+                    at_ms: at.millis(),
+                })));
+            }
+            self.clock_persisted = self.clock;
+        }
         out
     }
 
     /// Loads state handed out by [`Engine::take_changes`] (by this or another instance) into
-    /// a fresh engine, with the clock at `now`. Later records of a key replace earlier ones.
-    /// Open incidents get their deadlines and reminder schedules back: one that passed while
-    /// nobody owned the incident fires on the next [`Engine::advance_to`], with its own time
-    /// as `at`.
-    pub fn restore(&mut self, now: Timestamp, records: Vec<StateRecord>) -> RestoreSummary {
+    /// a fresh engine. Later records of a key replace earlier ones. An engine without a clock
+    /// starts at the clock the state was saved with (or, in state without a clock record, at
+    /// the latest instant it holds): the time regwatch itself was down is not time that
+    /// passed for the incidents; the caller moves the clock on from there. Open incidents get
+    /// their deadlines and reminder schedules back, resolved ones the rest of their
+    /// retention: one that falls due before the clock moves on fires on the next
+    /// [`Engine::advance_to`], with its own time as `at`.
+    pub fn restore(&mut self, records: Vec<StateRecord>) -> RestoreSummary {
         let mut summary = RestoreSummary::default();
         if self.clock.is_none() {
-            self.advance_to(now, &mut Vec::new());
+            let saved = records
+                .iter()
+                .rev()
+                .find_map(|r| match r {
+                    StateRecord::Clock(c) => Some(c.at_ms),
+                    _ => None,
+                })
+                .or_else(|| records.iter().map(StateRecord::latest_instant).max());
+            if let Some(at) = saved {
+                self.advance_to(Timestamp(at), &mut Vec::new());
+                self.clock_persisted = self.clock;
+            }
         }
         let mut latest: HashMap<String, StateRecord> = HashMap::new();
         for r in records {
@@ -97,6 +123,7 @@ impl Engine {
                         summary.skipped.push(format!("{key}: {}", problem.text));
                     }
                 },
+                StateRecord::Clock(_) => {}
                 StateRecord::Participant(r) => match self.registry.lookup(&r.participant_id) {
                     Some(p) => {
                         liveness.push((p, Timestamp(r.heard_at_ms), r.silent));
@@ -179,11 +206,16 @@ impl Engine {
         ps.incidents.insert(inc.incident_id.clone(), slot);
         self.in_use += 1;
         let eviction = if inc.resolved_at.is_some() {
-            // Kept a full retention from the restore: the engine clock at resolution is not
-            // recorded, and evictions must stay in clock order.
-            let restored_at = self.clock.unwrap_or_default();
+            // The retention it had; a record without one is kept a full retention from the
+            // restore.
+            let at = r.evict_at_ms.map(Timestamp).unwrap_or_else(|| {
+                self.clock
+                    .unwrap_or_default()
+                    .plus_millis(self.settings.retention_ms)
+            });
+            inc.evict_at = Some(at);
             Some(Due {
-                at: restored_at.plus_millis(self.settings.retention_ms),
+                at,
                 slot,
                 generation,
             })

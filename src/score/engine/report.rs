@@ -164,8 +164,10 @@ impl Engine {
         ps.open = ps.open.saturating_sub(1);
         self.open = self.open.saturating_sub(1);
         self.stats.incidents_resolved += 1;
+        let evict_at = at.plus_millis(self.settings.retention_ms);
+        self.slab[slot as usize].evict_at = Some(evict_at);
         self.evictions.push(Due {
-            at: at.plus_millis(self.settings.retention_ms),
+            at: evict_at,
             slot,
             generation,
         });
