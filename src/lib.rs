@@ -18,6 +18,7 @@
 //!   validated into [`config::Config`], including the participant [`registry`].
 //! - [`decode`]: the only module that knows the wire format; bytes -> [`decode::Event`] or a
 //!   [`decode::Reject`] with a reason from a closed set.
+//! - [`calendar`]: market calendars as data: an outage's trading minutes and their deadlines.
 //! - [`score`]: the pure engine: the grid as data ([`score::Rules`]), incident state, clock,
 //!   deadlines, transitions.
 //! - [`alert`]: the alert shape of CONTRACT.md section 3 and its deterministic ids.
@@ -43,6 +44,7 @@
 
 pub mod alert;
 pub mod app;
+pub mod calendar;
 pub mod config;
 pub mod decode;
 pub mod delivery;
