@@ -1,6 +1,7 @@
 //! The integration test binary: the engine and the binary, end to end, with real files.
 
 mod api;
+mod backlog;
 mod broker;
 mod cli;
 mod cluster;
