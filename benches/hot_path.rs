@@ -152,6 +152,7 @@ fn participants(n: usize, rng: &mut Rng) -> Vec<Participant> {
                 name: format!("{city} {} No. {i}", kind.as_str()).into(),
                 kind,
                 effective_customers: customers,
+                calendar: kind.default_calendar().into(),
             }
         })
         .collect()

@@ -119,6 +119,8 @@ pub async fn run(
         hangup,
         RulesSource {
             path: config.rules_path.clone(),
+            calendars: config.calendars_path.clone(),
+            registry: Arc::new(config.registry.clone()),
             watch: Duration::from_millis(config.rules_watch_ms.max(0) as u64),
             config_digest: config.digest.clone(),
         },
@@ -290,6 +292,10 @@ type Hangup = ();
 /// Where the reloader reads rules from and how it watches them.
 struct RulesSource {
     path: Option<std::path::PathBuf>,
+    /// The market calendars file, reloaded with the rules (`None`: the built-in ones).
+    calendars: Option<std::path::PathBuf>,
+    /// Every participant's calendar must exist in a reloaded calendars file.
+    registry: Arc<crate::registry::Registry>,
     /// Poll the file this often for a change of content (zero: only on SIGHUP or request).
     watch: Duration,
     config_digest: String,
@@ -312,7 +318,15 @@ async fn reload_rules(
     mut requests: tokio::sync::mpsc::UnboundedReceiver<()>,
     metrics: Arc<Metrics>,
 ) {
-    let mut current = rules.borrow().digest().to_string();
+    // The digest of the files' text when they were last loaded (at start-up: now).
+    let read = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .as_deref()
+            .map(crate::score::Rules::text_digest)
+            .unwrap_or_default()
+    };
+    let mut seen = format!("{}{}", read(&source.path), read(&source.calendars));
     // The content of the last file refused by the watch: refused (and counted) once.
     let mut refused: Option<String> = None;
     let mut watch = (!source.watch.is_zero()).then(|| {
@@ -346,13 +360,20 @@ async fn reload_rules(
             _ = hup => Why::Asked,
             () = tick => Why::Watch,
         };
-        let Some(path) = &source.path else {
-            tracing::warn!("rules reload asked for, but no rules.path is configured (built-in grid): nothing to reload");
+        if source.path.is_none() && source.calendars.is_none() {
+            tracing::warn!("rules reload asked for, but neither rules.path nor rules.calendars is configured (built-in grid and calendars): nothing to reload");
             continue;
-        };
-        let file = path.clone();
-        let read = tokio::task::spawn_blocking(move || std::fs::read_to_string(file)).await;
-        let text = match read.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
+        }
+        let files = (source.path.clone(), source.calendars.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            let read = |p: Option<std::path::PathBuf>| {
+                p.map(|p| std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display())))
+                    .transpose()
+            };
+            Ok::<_, String>((read(files.0)?, read(files.1)?))
+        })
+        .await;
+        let (rules_text, calendars_text) = match read.unwrap_or_else(|e| Err(e.to_string())) {
             Ok(t) => t,
             Err(e) => {
                 if why == Why::Asked || refused.as_deref() != Some("<unreadable>") {
@@ -361,24 +382,40 @@ async fn reload_rules(
                         .rules_reloads
                         .with_label_values(&["error"])
                         .inc();
-                    tracing::error!(path = %path.display(), error = %e, "rules file unreadable; the rules in force stay");
+                    tracing::error!(error = %e, "rules or calendars file unreadable; the rules in force stay");
                     refused = Some("<unreadable>".into());
                 }
                 continue;
             }
         };
-        let text_digest = crate::score::Rules::text_digest(&text);
-        if why == Why::Watch && (text_digest == current || refused.as_ref() == Some(&text_digest)) {
+        // What the files say now: the rules' digest, then the calendars'.
+        let text_digest = format!(
+            "{}{}",
+            rules_text
+                .as_deref()
+                .map(crate::score::Rules::text_digest)
+                .unwrap_or_default(),
+            calendars_text
+                .as_deref()
+                .map(crate::score::Rules::text_digest)
+                .unwrap_or_default()
+        );
+        if why == Why::Watch && (text_digest == seen || refused.as_ref() == Some(&text_digest)) {
             continue;
         }
-        match crate::score::Rules::compile(&text) {
+        match compile_rules(&source, &rules, rules_text, calendars_text) {
             Ok(new) => {
-                current = new.digest().to_string();
+                seen = text_digest;
                 refused = None;
-                metrics.ops.set_config(&source.config_digest, &current);
+                let digest = new.digest().to_string();
+                metrics.ops.set_config(&source.config_digest, &digest);
                 rules.send_replace(Arc::new(new));
                 metrics.ops.rules_reloads.with_label_values(&["ok"]).inc();
-                tracing::info!(path = %path.display(), rules_sha256 = %&current[..12], watch = why == Why::Watch, "rules reloaded");
+                let shown = |p: &Option<std::path::PathBuf>| {
+                    p.as_ref()
+                        .map_or("built-in".to_string(), |p| p.display().to_string())
+                };
+                tracing::info!(rules_sha256 = %&digest[..12], path = %shown(&source.path), calendars = %shown(&source.calendars), watch = why == Why::Watch, "rules reloaded");
             }
             Err(e) => {
                 refused = Some(text_digest);
@@ -387,10 +424,34 @@ async fn reload_rules(
                     .rules_reloads
                     .with_label_values(&["error"])
                     .inc();
-                tracing::error!(path = %path.display(), error = %e, "rules reload refused; the rules in force stay");
+                tracing::error!(error = %e, "rules reload refused; the rules in force stay");
             }
         }
     }
+}
+
+/// The rules and calendars a reload read, validated: a file not configured keeps what is in
+/// force; every participant's calendar must exist.
+fn compile_rules(
+    source: &RulesSource,
+    current: &tokio::sync::watch::Sender<Arc<crate::score::Rules>>,
+    rules_text: Option<String>,
+    calendars_text: Option<String>,
+) -> Result<crate::score::Rules, String> {
+    let in_force = current.borrow().clone();
+    let rules = match rules_text {
+        Some(t) => crate::score::Rules::compile(&t).map_err(|e| e.to_string())?,
+        None => (*in_force).clone(),
+    };
+    let calendars = match (calendars_text, &source.calendars) {
+        (Some(t), Some(p)) => Arc::new(
+            crate::calendar::Calendars::from_toml(&t, &p.display().to_string())
+                .map_err(|e| e.to_string())?,
+        ),
+        _ => in_force.calendars().clone(),
+    };
+    crate::config::check_calendars(&source.registry, &calendars)?;
+    Ok(rules.with_calendars(calendars))
 }
 
 /// Asks the broker for metadata every 5 s: `regwatch_broker_up` (and readiness) say whether

@@ -47,6 +47,16 @@ impl ParticipantKind {
     pub fn parse(s: &str) -> Option<ParticipantKind> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
+
+    /// The market calendar of a participant of this kind unless the registry names one
+    /// (CONTRACT.md section 2): futures exchanges and futures brokers trade on `cn-futures`,
+    /// everyone else on `cn-stock`.
+    pub fn default_calendar(self) -> &'static str {
+        match self {
+            ParticipantKind::FuturesExchange | ParticipantKind::FuturesBroker => "cn-futures",
+            _ => "cn-stock",
+        }
+    }
 }
 
 impl crate::decode::Word for ParticipantKind {
@@ -77,6 +87,8 @@ pub struct Participant {
     pub name: Box<str>,
     pub kind: ParticipantKind,
     pub effective_customers: u64,
+    /// The name of the participant's market calendar (`trading_minutes`).
+    pub calendar: Box<str>,
 }
 
 #[derive(Clone, Debug, Default)]

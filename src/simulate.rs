@@ -274,6 +274,7 @@ mod tests {
                     name: format!("P {i}").into(),
                     kind: ParticipantKind::ALL[i % 7],
                     effective_customers: 1000 * i as u64,
+                    calendar: ParticipantKind::ALL[i % 7].default_calendar().into(),
                 })
                 .collect(),
         )

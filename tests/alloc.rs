@@ -128,6 +128,7 @@ fn registry_participants() -> Vec<Participant> {
         name: id.into(),
         kind,
         effective_customers: customers,
+        calendar: kind.default_calendar().into(),
     })
     .collect()
 }

@@ -109,6 +109,13 @@ pub struct Alert {
     /// Service duration at `at` (or at resolution), in minutes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_minutes: Option<f64>,
+    /// The part of the service duration inside the sessions of the participant's market
+    /// calendar, in minutes (what the grid counts on trading and market-data systems).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trading_minutes: Option<f64>,
+    /// The market calendar `trading_minutes` was counted in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<String>,
     /// The `event_id` of the report that caused the transition; absent for clock-driven ones.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,

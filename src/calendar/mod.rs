@@ -115,6 +115,14 @@ impl Calendars {
             .expect("the built-in calendars parse (tested)")
     }
 
+    /// The built-in calendars, built once per process and shared.
+    pub fn shared_builtin() -> std::sync::Arc<Calendars> {
+        static BUILTIN: std::sync::OnceLock<std::sync::Arc<Calendars>> = std::sync::OnceLock::new();
+        BUILTIN
+            .get_or_init(|| std::sync::Arc::new(Calendars::builtin()))
+            .clone()
+    }
+
     /// Parses and validates a calendar file; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Calendars, CalendarError> {
         let parsed = file::parse(text).map_err(|r| CalendarError {

@@ -17,6 +17,7 @@
 //!
 //! [rules]
 //! path = "rules.toml"               # relative to this file; default: the built-in grid
+//! calendars = "calendars.toml"      # market calendars (trading_minutes); default: built in
 //! watch = "10s"                     # reload when the file's content changes; default "off"
 //!                                   # (SIGHUP reloads either way)
 //!
@@ -36,6 +37,7 @@ mod delivery;
 mod service;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -47,6 +49,7 @@ pub use service::{
     TopicSelection,
 };
 
+use crate::calendar::Calendars;
 use crate::decode::MAX_EVENT_BYTES;
 use crate::registry::{Participant, ParticipantKind, Registry};
 use crate::score::{ClockMode, EngineSettings, Level, Rules, RulesError};
@@ -90,6 +93,9 @@ pub struct Config {
     pub rules_path: Option<PathBuf>,
     /// How often the rules file is checked for a change of content (0: never; SIGHUP only).
     pub rules_watch_ms: i64,
+    /// Where the market calendars came from (`None`: the built-in ones); reloaded with the
+    /// rules.
+    pub calendars_path: Option<PathBuf>,
     pub registry: Registry,
     pub kafka: KafkaSettings,
     pub daemon: DaemonSettings,
@@ -197,6 +203,7 @@ struct RawEngine {
 struct RawRulesRef {
     path: Option<PathBuf>,
     watch: Option<String>,
+    calendars: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -237,6 +244,7 @@ struct RawParticipant {
     kind: ParticipantKind,
     #[serde(default)]
     effective_customers: u64,
+    calendar: Option<String>,
 }
 
 impl RawConfig {
@@ -317,10 +325,14 @@ impl RawConfig {
             _ => p,
         });
         let rules_watch_ms = duration_or("rules.watch", self.rules.watch, 0)?;
-        if rules_watch_ms > 0 && rules_path.is_none() {
+        let calendars_path = self.rules.calendars.map(|p| match base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p,
+        });
+        if rules_watch_ms > 0 && rules_path.is_none() && calendars_path.is_none() {
             return Err(invalid(
                 "rules.watch",
-                "needs rules.path (the built-in grid never changes)",
+                "needs rules.path or rules.calendars (the built-in grid and calendars never change)",
             ));
         }
         if (1..1_000).contains(&rules_watch_ms) {
@@ -330,17 +342,31 @@ impl RawConfig {
             Some(p) => Rules::load(p)?,
             None => Rules::default_grid(),
         };
+        let rules = match &calendars_path {
+            Some(p) => rules.with_calendars(Arc::new(
+                Calendars::load(p).map_err(|e| invalid("rules.calendars", e.to_string()))?,
+            )),
+            None => rules,
+        };
         let participants = self
             .participants
             .into_iter()
             .map(|p| Participant {
                 name: p.name.unwrap_or_else(|| p.id.clone()).into(),
+                calendar: p
+                    .calendar
+                    .unwrap_or_else(|| p.kind.default_calendar().to_string())
+                    .into(),
                 id: p.id.into(),
                 kind: p.kind,
                 effective_customers: p.effective_customers,
             })
             .collect();
         let registry = Registry::new(participants).map_err(|e| {
+            let (key, problem) = e.split_once(": ").unwrap_or(("participants", e.as_str()));
+            invalid(key, problem)
+        })?;
+        check_calendars(&registry, rules.calendars()).map_err(|e| {
             let (key, problem) = e.split_once(": ").unwrap_or(("participants", e.as_str()));
             invalid(key, problem)
         })?;
@@ -352,6 +378,7 @@ impl RawConfig {
             rules,
             rules_path,
             rules_watch_ms,
+            calendars_path,
             registry,
             kafka,
             daemon: self.daemon.validate()?,
@@ -381,6 +408,24 @@ fn within(
 /// The longest duration any setting takes: a year (longer ones are typos, and would
 /// overflow clock arithmetic).
 const MAX_DURATION_MS: i64 = 366 * 86_400_000;
+
+/// Every participant's calendar exists in `calendars`; the error names the participant
+/// (`participants[3].calendar: unknown calendar ...`).
+pub fn check_calendars(registry: &Registry, calendars: &Calendars) -> Result<(), String> {
+    for (i, p) in registry.iter() {
+        if calendars.id(&p.calendar).is_none() {
+            let known: Vec<&str> = calendars.names().collect();
+            return Err(format!(
+                "participants[{}].calendar: unknown calendar {:?} of participant {:?} (known: {})",
+                i.get(),
+                p.calendar,
+                p.id,
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
 
 pub(crate) fn duration_or(key: &str, v: Option<String>, default: i64) -> Result<i64, ConfigError> {
     let Some(s) = v else {
@@ -435,6 +480,81 @@ pub fn parse_duration_ms(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn participants_trade_on_the_calendar_of_their_kind_or_the_one_named() {
+        let p = "[[participants]]\nid = \"F\"\nkind = \"futures_broker\"\n[[participants]]\nid = \"B\"\nkind = \"broker\"\n";
+        let cfg = Config::from_toml(p, None, false).unwrap();
+        let calendars: Vec<&str> = cfg.registry.iter().map(|(_, p)| &*p.calendar).collect();
+        assert_eq!(calendars, ["cn-futures", "cn-stock"]);
+        let named = p.replace(
+            "kind = \"broker\"\n",
+            "kind = \"broker\"\ncalendar = \"cn-futures\"\n",
+        );
+        let cfg = Config::from_toml(&named, None, false).unwrap();
+        assert_eq!(
+            &*cfg.registry.iter().nth(1).unwrap().1.calendar,
+            "cn-futures"
+        );
+        // An unknown calendar names the participant, the calendar and the known ones.
+        let unknown = p.replace(
+            "kind = \"broker\"\n",
+            "kind = \"broker\"\ncalendar = \"nyse\"\n",
+        );
+        let err = Config::from_toml(&unknown, None, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("participants[1].calendar")
+                && err.contains("\"nyse\"")
+                && err.contains("cn-stock, cn-futures"),
+            "{err}"
+        );
+        // A calendars file of the operator's: its calendars, or a clear error naming it.
+        let dir = std::env::temp_dir().join(format!("regwatch-cal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("calendars.toml");
+        std::fs::write(&file, "[[calendar]]\nname = \"x\"\nutc_offset = \"+08:00\"\nsessions = [\"09:00-11:70\"]\nclosures = \"none\"\n").unwrap();
+        let with = |extra: &str| {
+            format!(
+                "[rules]\ncalendars = {:?}\n{extra}",
+                file.display().to_string()
+            )
+        };
+        let err = Config::from_toml(&with(p), None, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rules.calendars")
+                && err.contains("calendars.toml")
+                && err.contains("11:70"),
+            "{err}"
+        );
+        let always = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/always.toml");
+        std::fs::copy(always, &file).unwrap();
+        let err = Config::from_toml(&with(p), None, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown calendar \"cn-futures\""),
+            "the defaults are not there: {err}"
+        );
+        let own = p
+            .replace(
+                "kind = \"futures_broker\"\n",
+                "kind = \"futures_broker\"\ncalendar = \"always\"\n",
+            )
+            .replace(
+                "kind = \"broker\"\n",
+                "kind = \"broker\"\ncalendar = \"always\"\n",
+            );
+        let cfg = Config::from_toml(&with(&own), None, false).unwrap();
+        assert_eq!(
+            cfg.rules.calendars().names().collect::<Vec<_>>(),
+            ["always"]
+        );
+        assert_eq!(cfg.calendars_path.as_deref(), Some(file.as_path()));
+    }
 
     #[test]
     fn rules_watch_needs_a_file_and_a_sane_period() {

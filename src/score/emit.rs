@@ -23,9 +23,11 @@ pub fn incident_alert(
     at: Timestamp,
     event_id: Option<&str>,
 ) -> Alert {
-    let subject = inc.subject(p, at);
+    let subject = inc.subject(p, rules, at);
     let mut axes = Axis::ALL.map(|axis| rules.explain(axis, &subject, inc.grade.get(axis)));
     let duration = (subject.minutes * 1000.0).round() / 1000.0;
+    let trading = (subject.trading_minutes * 1000.0).round() / 1000.0;
+    let calendar = subject.calendar.name().to_string();
     for axis in Axis::ALL {
         let i = axis.index();
         let report = &mut axes[i];
@@ -73,6 +75,8 @@ pub fn incident_alert(
         started_at: Some(inc.started_at),
         resolved_at: inc.resolved_at,
         duration_minutes: Some(duration),
+        trading_minutes: Some(trading),
+        calendar: Some(calendar),
         event_id: event_id.map(str::to_string),
         last_heard_at: None,
         reminder: None,
@@ -122,6 +126,8 @@ pub fn gap_alert(
         duration_minutes: Some(
             ((at.millis() - silent_since.millis()) as f64 / 60.0).round() / 1000.0,
         ),
+        trading_minutes: None,
+        calendar: None,
         event_id: None,
         last_heard_at: Some(silent_since),
         reminder: None,
@@ -217,6 +223,9 @@ fn axes_summary(s: &mut String, a: &Alert) {
                 ", {}: {} {} {} {}",
                 r.rule, r.metric, r.observed, r.op, r.threshold
             );
+            if let Some(basis) = &r.basis {
+                let _ = write!(s, " ({basis})");
+            }
         }
     }
 }
@@ -285,6 +294,9 @@ pub struct IncidentView {
     pub first_reported_at: Timestamp,
     pub last_report_at: Timestamp,
     pub duration_minutes: f64,
+    /// The part of it inside the sessions of `calendar`.
+    pub trading_minutes: f64,
+    pub calendar: String,
     /// The latest alert sent for it (absent while below `alerts.min_level`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_alert_id: Option<String>,
@@ -325,6 +337,8 @@ pub fn incident_view(
         first_reported_at: inc.first_reported_at,
         last_report_at: inc.last_report_at,
         duration_minutes: a.duration_minutes.unwrap_or_default(),
+        trading_minutes: a.trading_minutes.unwrap_or_default(),
+        calendar: a.calendar.unwrap_or_default(),
         last_alert_id: latest_alert_id(p, inc),
         reminders_sent: inc.reminders_sent,
         summary: a.summary,

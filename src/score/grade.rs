@@ -22,9 +22,10 @@
 
 use super::level::{Axis, Exemption, Grade, Level};
 use super::rules::{Condition, Filter, Metric, Op, Rule, Rules};
+use crate::calendar::Calendar;
 use crate::decode::{Category, EventKind, Figure, Figures, RecordType, Scope, System, Word};
 use crate::registry::ParticipantKind;
-use crate::time::MS_PER_MINUTE;
+use crate::time::{Timestamp, MS_PER_MINUTE};
 
 /// Everything a rule can look at, for one incident at one instant.
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +38,13 @@ pub struct Subject<'a> {
     pub record_type: RecordType,
     pub figures: &'a Figures,
     pub minutes: f64,
+    /// The part of `minutes` inside the sessions of `calendar`.
+    pub trading_minutes: f64,
     pub effective_customers: f64,
+    /// The participant's market calendar, and when the incident started (deadlines of
+    /// `trading_minutes` conditions are instants of that calendar).
+    pub calendar: &'a Calendar,
+    pub started_at: Timestamp,
 }
 
 impl Subject<'_> {
@@ -46,6 +53,7 @@ impl Subject<'_> {
             Metric::Figure(f) => self.figures.value(f),
             Metric::Abs(f) => self.figures.value(f).abs(),
             Metric::Minutes => self.minutes.max(0.0),
+            Metric::TradingMinutes => self.trading_minutes.max(0.0),
             Metric::UnitsPct => match self.figures.get(Figure::AffectedUnitsPct) {
                 Some(v) => v,
                 None if self.scope == Scope::Full => 100.0,
@@ -105,6 +113,9 @@ pub struct Reason {
     pub op: String,
     pub threshold: f64,
     pub cite: String,
+    /// For `trading_minutes`: which minutes were counted ("sessions of cn-stock").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis: Option<String>,
 }
 
 /// One axis of an alert: level, 0..100 score and the reasons.
@@ -126,12 +137,12 @@ const FLOOR_CITE: &str =
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Applicable([u64; 2]);
 
-/// A grading at one instant: the levels the figures justify, and the delay after
-/// `started_at` at which elapsed time alone would justify a higher one.
+/// A grading at one instant: the levels the figures justify, and the instant at which
+/// elapsed time alone (wall-clock or trading minutes) would justify a higher one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Assessment {
     pub grade: Grade,
-    pub due_after_start_ms: Option<i64>,
+    pub due: Option<Timestamp>,
 }
 
 impl Rules {
@@ -148,15 +159,16 @@ impl Rules {
 
     /// Grades the subject with one walk over its applicable rules, highest level first: the
     /// first rule that holds gives the level; the rules above it whose only unmet conditions
-    /// are `minutes >= t` (or `> t`) give the deadline, if they are above `held` too.
+    /// are `minutes >= t` (or `> t`, or the same of `trading_minutes`) give the deadline,
+    /// if they are above `held` too.
     pub fn assess(&self, s: &Subject, applicable: Applicable, held: Grade) -> Assessment {
         let mut grade = Grade::default();
-        let mut due: Option<i64> = None;
+        let mut due: Option<Timestamp> = None;
         for axis in Axis::ALL {
             let rules = self.of(axis);
             let mut level = s.floor(axis);
-            // Earliest time-only delay per level, for the rules above the one that holds.
-            let mut by_level: [Option<i64>; 5] = [None; 5];
+            // Earliest time-only deadline per level, for the rules above the one that holds.
+            let mut by_level: [Option<Timestamp>; 5] = [None; 5];
             let mut mask = applicable.0[axis.index()];
             while mask != 0 {
                 let r = &rules[mask.trailing_zeros() as usize];
@@ -166,26 +178,23 @@ impl Rules {
                         level = r.level;
                         break;
                     }
-                    Delay::After(ms) => {
+                    Delay::At(at) => {
                         let slot = &mut by_level[r.level as usize];
-                        *slot = Some(slot.map_or(ms, |d| d.min(ms)));
+                        *slot = Some(slot.map_or(at, |d| d.min(at)));
                     }
                     Delay::Never => {}
                 }
             }
             let above = level.max(held.get(axis)) as usize + 1;
-            for ms in by_level.iter().skip(above).flatten() {
-                due = Some(due.map_or(*ms, |d| d.min(*ms)));
+            for at in by_level.iter().skip(above).flatten() {
+                due = Some(due.map_or(*at, |d| d.min(*at)));
             }
             match axis {
                 Axis::InvestorLoss => grade.investor_loss = level,
                 Axis::MarketOrder => grade.market_order = level,
             }
         }
-        Assessment {
-            grade,
-            due_after_start_ms: due,
-        }
+        Assessment { grade, due }
     }
 
     pub fn exemption(&self, g: Grade) -> Exemption {
@@ -205,15 +214,19 @@ impl Rules {
         let mut reasons = Vec::new();
         for r in self.of(axis).iter().filter(|r| r.level == level) {
             if s.matches(r) {
-                reasons.extend(r.all.iter().map(|c| Reason {
-                    rule: r.id.to_string(),
-                    level: r.level,
-                    metric: c.metric.name().to_string(),
-                    observed: shown(c.metric, s.metric(c.metric)),
-                    op: c.op.as_str().to_string(),
-                    threshold: c.threshold,
-                    cite: r.cite.to_string(),
-                }));
+                reasons.extend(
+                    r.all.iter().map(|c| Reason {
+                        rule: r.id.to_string(),
+                        level: r.level,
+                        metric: c.metric.name().to_string(),
+                        observed: shown(c.metric, s.metric(c.metric)),
+                        op: c.op.as_str().to_string(),
+                        threshold: c.threshold,
+                        cite: r.cite.to_string(),
+                        basis: (c.metric == Metric::TradingMinutes)
+                            .then(|| s.calendar.basis().to_string()),
+                    }),
+                );
             }
         }
         if reasons.is_empty() && level == Level::General {
@@ -258,32 +271,41 @@ impl Rules {
 enum Delay {
     /// Every condition holds now.
     Holds,
-    /// Only `minutes` conditions are unmet; they hold this long after `started_at`.
-    After(i64),
+    /// Only duration conditions are unmet; they all hold from this instant on.
+    At(Timestamp),
     /// Some other condition is unmet: time alone will not make the rule hold.
     Never,
 }
 
 fn time_only_delay(s: &Subject, r: &Rule) -> Delay {
     let mut holds = true;
-    let mut due_ms: Option<i64> = None;
+    let mut due: Option<Timestamp> = None;
     for c in &r.all {
         if s.satisfies(c) {
             continue;
         }
         holds = false;
-        let ms = match (c.metric, c.op) {
-            (Metric::Minutes, Op::Ge) => (c.threshold * MS_PER_MINUTE as f64).ceil() as i64,
-            (Metric::Minutes, Op::Gt) => {
-                ((c.threshold * MS_PER_MINUTE as f64).floor() as i64).saturating_add(1)
-            }
+        // The duration (ms) that satisfies the condition.
+        let ms = match c.op {
+            Op::Ge => (c.threshold * MS_PER_MINUTE as f64).ceil() as i64,
+            Op::Gt => ((c.threshold * MS_PER_MINUTE as f64).floor() as i64).saturating_add(1),
             _ => return Delay::Never,
         };
-        due_ms = Some(due_ms.map_or(ms, |d| d.max(ms)));
+        let at = match c.metric {
+            Metric::Minutes => s.started_at.plus_millis(ms),
+            // Skips breaks, nights, weekends and holidays; beyond the calendar's range the
+            // rule never holds by time alone.
+            Metric::TradingMinutes => match s.calendar.after_trading_ms(s.started_at, ms) {
+                Some(at) => at,
+                None => return Delay::Never,
+            },
+            _ => return Delay::Never,
+        };
+        due = Some(due.map_or(at, |d| d.max(at)));
     }
-    match (holds, due_ms) {
+    match (holds, due) {
         (true, _) => Delay::Holds,
-        (false, Some(ms)) => Delay::After(ms),
+        (false, Some(at)) => Delay::At(at),
         (false, None) => Delay::Never,
     }
 }
@@ -307,7 +329,7 @@ fn least_ratio(s: &Subject, r: &Rule, cap: f64) -> f64 {
 /// A value as a reason shows it: durations to the millisecond (0.001 minute).
 fn shown(metric: Metric, v: f64) -> f64 {
     match metric {
-        Metric::Minutes => (v * 1000.0).round() / 1000.0,
+        Metric::Minutes | Metric::TradingMinutes => (v * 1000.0).round() / 1000.0,
         _ => v,
     }
 }
@@ -339,5 +361,6 @@ fn floor_reason(axis: Axis, s: &Subject) -> Option<Reason> {
         op: op.as_str().to_string(),
         threshold: 0.0,
         cite: FLOOR_CITE.to_string(),
+        basis: None,
     })
 }

@@ -10,6 +10,7 @@ use crate::decode::{
 use crate::registry::{Participant, ParticipantIdx};
 use crate::score::grade::{Applicable, Reason, Subject};
 use crate::score::level::{Exemption, Grade};
+use crate::score::rules::Rules;
 use crate::time::Timestamp;
 
 /// What a report changed in an incident.
@@ -189,8 +190,11 @@ impl Incident {
         end.minutes_since(self.started_at).max(self.peak_minutes)
     }
 
-    /// The rule subject of this incident at `now`.
-    pub fn subject<'a>(&'a self, p: &Participant, now: Timestamp) -> Subject<'a> {
+    /// The rule subject of this incident at `now`, its trading minutes counted in the
+    /// participant's calendar of `rules`.
+    pub fn subject<'a>(&'a self, p: &Participant, rules: &'a Rules, now: Timestamp) -> Subject<'a> {
+        let calendar = rules.calendar(&p.calendar);
+        let end = self.resolved_at.unwrap_or(now);
         Subject {
             kind: self.kind,
             category: self.category,
@@ -200,7 +204,10 @@ impl Incident {
             record_type: self.record_type.unwrap_or(RecordType::Personal),
             figures: &self.figures,
             minutes: self.minutes_at(now),
+            trading_minutes: calendar.trading_minutes(self.started_at, end),
             effective_customers: p.effective_customers as f64,
+            calendar,
+            started_at: self.started_at,
         }
     }
 }

@@ -23,12 +23,14 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::level::{Axis, Level};
+use crate::calendar::{Calendar, CalendarId, Calendars};
 use crate::decode::{Category, EventKind, Figure, RecordType, Scope, System, Word};
 use crate::registry::ParticipantKind;
 
@@ -66,6 +68,9 @@ pub enum Metric {
     Abs(Figure),
     /// Service duration in minutes: (resolution or engine clock) - `started_at`.
     Minutes,
+    /// The part of the service duration inside the sessions of the participant's market
+    /// calendar, in minutes (CONTRACT.md section 2, trading time).
+    TradingMinutes,
     /// `affected_units_pct`, or 100 when `scope` is `full` and no share was reported.
     UnitsPct,
     /// From the participant registry.
@@ -76,6 +81,7 @@ impl Metric {
     pub fn parse(s: &str) -> Option<Metric> {
         match s {
             "minutes" => Some(Metric::Minutes),
+            "trading_minutes" => Some(Metric::TradingMinutes),
             "units_pct" => Some(Metric::UnitsPct),
             "effective_customers" => Some(Metric::EffectiveCustomers),
             _ => {
@@ -102,6 +108,7 @@ impl fmt::Display for MetricName {
             Metric::Figure(x) => f.write_str(x.as_str()),
             Metric::Abs(x) => write!(f, "abs({})", x.as_str()),
             Metric::Minutes => f.write_str("minutes"),
+            Metric::TradingMinutes => f.write_str("trading_minutes"),
             Metric::UnitsPct => f.write_str("units_pct"),
             Metric::EffectiveCustomers => f.write_str("effective_customers"),
         }
@@ -190,7 +197,12 @@ impl Condition {
 }
 
 fn known_metrics() -> String {
-    let mut names = vec!["minutes", "units_pct", "effective_customers"];
+    let mut names = vec![
+        "minutes",
+        "trading_minutes",
+        "units_pct",
+        "effective_customers",
+    ];
     names.extend(Figure::ALL.iter().map(|f| f.as_str()));
     names.push("abs(price_move_pct)");
     names.push("abs(index_move_pct)");
@@ -225,6 +237,8 @@ pub struct Rules {
     pub(super) by_axis: [Vec<Rule>; 2],
     pub(super) exemption: [Level; 2],
     digest: String,
+    /// The market calendars `trading_minutes` counts in (reloaded with the rules).
+    calendars: Arc<Calendars>,
 }
 
 impl Rules {
@@ -280,7 +294,26 @@ impl Rules {
             by_axis,
             exemption,
             digest: hex_digest(text.as_bytes()),
+            calendars: Calendars::shared_builtin(),
         })
+    }
+
+    /// These rules counting trading time in `calendars`.
+    pub fn with_calendars(mut self, calendars: Arc<Calendars>) -> Rules {
+        self.calendars = calendars;
+        self
+    }
+
+    pub fn calendars(&self) -> &Arc<Calendars> {
+        &self.calendars
+    }
+
+    /// The calendar of that name; every participant's calendar is checked to exist when the
+    /// configuration (or a reload) is validated, so the fallback (the first calendar) is
+    /// never taken in the daemon.
+    pub fn calendar(&self, name: &str) -> &Calendar {
+        let id = self.calendars.id(name).unwrap_or(CalendarId(0));
+        self.calendars.get(id)
     }
 
     /// The rules of one axis, highest level first.

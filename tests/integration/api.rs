@@ -76,12 +76,10 @@ fn own_rules(
     .unwrap();
     let rules = dir.join("rules.toml");
     std::fs::write(&rules, &grid).unwrap();
+    // `[rules]` holds the test calendar and ends where `[kafka]` begins.
     let text = config_text(broker, name, partitions).replacen(
-        "[engine]",
-        &format!(
-            "[rules]\npath = {:?}\n{extra}[engine]",
-            rules.display().to_string()
-        ),
+        "[kafka]\n",
+        &format!("path = {:?}\n{extra}[kafka]\n", rules.display().to_string()),
         1,
     );
     (grid, rules, text)

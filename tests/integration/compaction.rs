@@ -189,7 +189,7 @@ async fn the_state_topic_is_compacted_and_a_restart_restores_the_live_state() {
 
     // P2 leaves the registry: its state is deleted, not kept for ever.
     let without_p2 = text.replace(
-        "[[participants]]\nid = \"P2\"\nkind = \"broker\"\neffective_customers = 2500000\n",
+        "[[participants]]\nid = \"P2\"\nkind = \"broker\"\neffective_customers = 2500000\ncalendar = \"always\"\n",
         "",
     );
     assert_ne!(without_p2, text, "P2 removed from the registry");
@@ -240,10 +240,11 @@ fn strip(incidents: &[Value]) -> Vec<Value> {
             if let Some(o) = i.as_object_mut() {
                 o.remove("summary");
                 o.remove("duration_minutes");
+                o.remove("trading_minutes");
                 for axis in ["investor_loss", "market_order"] {
                     o[axis]["score"] = Value::Null;
                     for r in o[axis]["reasons"].as_array_mut().into_iter().flatten() {
-                        if r["metric"] == "minutes" {
+                        if r["metric"] == "minutes" || r["metric"] == "trading_minutes" {
                             r["observed"] = Value::Null;
                         }
                     }

@@ -590,8 +590,6 @@ async fn every_dashboard_expression_returns_data_from_a_live_daemon() {
     std::fs::write(&rules, &grid).unwrap();
     let text = format!(
         r#"{}
-[rules]
-path = "{}"
 [[delivery.receivers]]
 name = "oncall"
 url = "{}"
@@ -610,8 +608,11 @@ receivers = ["oncall"]
 receivers = ["flaky"]
 types = ["incident"]
 "#,
-        config_text(&broker, name, 3),
-        rules.display(),
+        config_text(&broker, name, 3).replacen(
+            "[rules]\n",
+            &format!("[rules]\npath = {:?}\n", rules.display().to_string()),
+            1
+        ),
         oncall.url,
         flaky.url
     );

@@ -130,6 +130,22 @@ fn oracle_investor(l: Loss) -> Level {
 }
 
 /// Grades one report through a fresh engine and returns the opening alert's levels.
+/// The instant a service incident started at `at(0)` has lasted `minutes` of the duration the
+/// grid counts for `system`: trading minutes of the participant's default calendar on
+/// trading and market-data systems (from Monday 09:30 Beijing, so they run over breaks and
+/// nights), wall-clock minutes elsewhere.
+fn graded_after(kind: ParticipantKind, system: &str, minutes: f64) -> regwatch::time::Timestamp {
+    let ms = (minutes * 60_000.0).round() as i64;
+    match system {
+        "trading" | "market_data" => {
+            let calendars = regwatch::calendar::Calendars::shared_builtin();
+            let c = calendars.get(calendars.id(kind.default_calendar()).unwrap());
+            c.after_trading_ms(at(0.0), ms).unwrap()
+        }
+        _ => at(0.0).plus_millis(ms),
+    }
+}
+
 fn grade(kind: ParticipantKind, customers: u64, event: Value) -> (Level, Level) {
     let mut s = Sandbox::with(
         vec![participant("P", kind, customers)],
@@ -332,10 +348,14 @@ fn service_capability_rows_at_below_and_above_each_threshold() {
                             Vary::Customers => customers += step,
                         }
                         let minutes = minutes.max(0.0);
+                        // Graded `minutes` after its start, in trading minutes of the
+                        // participant's calendar on trading and market-data systems
+                        // (CONTRACT.md s.2), in wall-clock minutes elsewhere.
                         let mut event = infosec(
                             0.0,
                             category,
-                            json!({"system": system, "started_at": ts(-minutes),
+                            json!({"system": system, "started_at": ts(0.0),
+                                   "occurred_at": graded_after(kind, system, minutes).to_string(),
                                    "scope": if row.scope_full { "full" } else { "partial" }}),
                         );
                         if let Some(u) = units {

@@ -18,36 +18,50 @@ use serde_json::{json, Value};
 
 use crate::broker::{produce, Broker};
 
+/// Every test participant trades on `tests/data/always.toml`'s calendar (sessions around the
+/// clock): the daemon's wall clock escalates them whatever the hour the tests run at.
 const PARTICIPANTS: &str = r#"
 [[participants]]
 id = "P1"
 kind = "fund_manager"
 effective_customers = 800000
+calendar = "always"
 [[participants]]
 id = "P2"
 kind = "broker"
 effective_customers = 2500000
+calendar = "always"
 [[participants]]
 id = "P3"
 kind = "exchange"
+calendar = "always"
 [[participants]]
 id = "P4"
 kind = "futures_exchange"
+calendar = "always"
 [[participants]]
 id = "P5"
 kind = "broker"
 effective_customers = 50000
+calendar = "always"
 [[participants]]
 id = "P6"
 kind = "futures_broker"
 effective_customers = 150000
+calendar = "always"
 "#;
+
+/// The around-the-clock test calendar.
+pub(crate) const ALWAYS_CALENDAR: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/always.toml");
 
 pub(crate) fn config_text(b: &Broker, name: &str, partitions: u32) -> String {
     format!(
         r#"
 [engine]
 telemetry_gap = "off"
+[rules]
+calendars = "{}"
 [kafka]
 brokers = "{}"
 group_id = "{name}"
@@ -66,6 +80,7 @@ shutdown_grace = "15s"
 listen = "127.0.0.1:0"
 {PARTICIPANTS}
 "#,
+        ALWAYS_CALENDAR,
         b.bootstrap()
     )
 }

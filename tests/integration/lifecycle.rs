@@ -64,22 +64,43 @@ fn futures_exchange_outage_walks_up_every_level_with_no_new_report() {
         quiet(),
         default_rules(),
     );
+    // Monday 09:30 Beijing, cn-futures: sessions 09:00-10:15, 10:30-11:30, 13:30-15:00.
     s.send(infosec(0.0, "outage", json!({"system": "trading"})))
         .unwrap();
-    s.advance(200.0);
-    let steps: Vec<_> = s
-        .take()
+    s.advance(300.0);
+    let alerts = s.take();
+    let steps: Vec<_> = alerts
         .iter()
-        .map(|a| (a.market_order.level, a.at, a.trigger))
+        .map(|a| (a.market_order.level, a.at, a.trigger, a.trading_minutes))
         .collect();
     assert_eq!(
         steps,
         vec![
-            (General, at(0.0), Trigger::Opened),
-            (Larger, at(3.0), Trigger::Clock),
-            (Major, at(30.0), Trigger::Clock),
-            (Extraordinary, at(120.0), Trigger::Clock),
+            (General, at(0.0), Trigger::Opened, Some(0.0)),
+            (Larger, at(3.0), Trigger::Clock, Some(3.0)),
+            (Major, at(30.0), Trigger::Clock, Some(30.0)),
+            // 45 minutes to 10:15, 60 from 10:30 to 11:30, 15 after lunch: 13:45, 255
+            // wall-clock minutes after the start.
+            (Extraordinary, at(255.0), Trigger::Clock, Some(120.0)),
         ]
+    );
+    assert_eq!(alerts[3].duration_minutes, Some(255.0));
+    assert_eq!(alerts[3].calendar.as_deref(), Some("cn-futures"));
+    let reason = &alerts[3].market_order.reasons[0];
+    assert_eq!(
+        (
+            reason.metric.as_str(),
+            reason.observed,
+            reason.basis.as_deref()
+        ),
+        ("trading_minutes", 120.0, Some("sessions of cn-futures"))
+    );
+    assert!(
+        alerts[3]
+            .summary
+            .contains("trading_minutes 120 >= 120 (sessions of cn-futures)"),
+        "{}",
+        alerts[3].summary
     );
 }
 
@@ -557,7 +578,7 @@ fn reasons_name_rule_observed_value_threshold_and_source() {
             r[0].observed,
             r[0].threshold
         ),
-        ("mo.broker.major", "minutes", 30.0, 30.0)
+        ("mo.broker.major", "trading_minutes", 30.0, 30.0)
     );
     assert_eq!(
         (r[1].metric.as_str(), r[1].observed, r[1].threshold),
@@ -919,15 +940,17 @@ fn a_very_long_clock_jump_fires_only_the_latest_reminders() {
 
 #[test]
 fn a_reminder_due_with_an_escalation_follows_it_and_shows_the_new_level() {
-    // A futures exchange's outage: major at 30, extraordinary at 120 (by the clock alone).
+    // A futures exchange's outage from Monday 09:30: major at 30 trading minutes (10:00),
+    // extraordinary at 120 (13:45, 255 minutes after the start: the morning break and lunch
+    // hold no trading), by the clock alone. Reminders every 225 minutes from 10:00.
     let mut s = Sandbox::with(
         vec![participant("P", ParticipantKind::FuturesExchange, 0)],
-        reminding(90.0),
+        reminding(225.0),
         default_rules(),
     );
     s.send(infosec(0.0, "outage", json!({"system": "trading"})))
         .unwrap();
-    s.advance(120.0);
+    s.advance(255.0);
     let all = s.take();
     let tail: Vec<_> = all[all.len() - 2..]
         .iter()
@@ -936,8 +959,8 @@ fn a_reminder_due_with_an_escalation_follows_it_and_shows_the_new_level() {
     assert_eq!(
         tail,
         vec![
-            (Trigger::Clock, Extraordinary, at(120.0)),
-            (Trigger::Reminder, Extraordinary, at(120.0)),
+            (Trigger::Clock, Extraordinary, at(255.0)),
+            (Trigger::Reminder, Extraordinary, at(255.0)),
         ]
     );
     assert_eq!(
@@ -946,11 +969,11 @@ fn a_reminder_due_with_an_escalation_follows_it_and_shows_the_new_level() {
         "the reminder names the latest real alert"
     );
     // The anchor stays where major was first reached.
-    s.advance(30.0 + 180.0);
+    s.advance(30.0 + 450.0);
     let next = s.take();
     assert_eq!(
         (next.len(), next[0].reminder, next[0].at),
-        (1, Some(2), at(210.0))
+        (1, Some(2), at(480.0))
     );
 }
 

@@ -27,6 +27,7 @@ pub fn participant(id: &str, kind: ParticipantKind, effective_customers: u64) ->
         name: format!("{id} name").into(),
         kind,
         effective_customers,
+        calendar: kind.default_calendar().into(),
     }
 }
 

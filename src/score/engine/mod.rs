@@ -149,9 +149,6 @@ pub struct EngineStats {
     pub liveness_forgotten: u64,
 }
 
-/// How stale a persisted `heard_at` may be (see `Engine::heard`).
-const LIVENESS_PERSIST_MS: i64 = 10_000;
-
 /// The most reminders of one incident a single clock jump fires (the latest ones).
 pub const MAX_OVERDUE_REMINDERS: u32 = 24;
 
@@ -161,8 +158,6 @@ struct ParticipantState {
     open: usize,
     /// Liveness changed since the state was last handed out.
     dirty: bool,
-    /// The `heard_at` last marked for persistence.
-    persisted_heard: Timestamp,
     census: ParticipantCensus,
 }
 
@@ -248,7 +243,9 @@ impl Engine {
                 continue;
             }
             let participant = self.registry.get(inc.participant);
-            inc.applicable = self.rules.applicable(&inc.subject(participant, now));
+            inc.applicable = self
+                .rules
+                .applicable(&inc.subject(participant, &self.rules, now));
             self.incident_changed(slot);
             self.evaluate(slot, now, Cause::Reload, out);
         }

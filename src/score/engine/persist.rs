@@ -201,7 +201,9 @@ impl Engine {
         let held_at = inc
             .started_at
             .plus_millis((r.peak_minutes * MS_PER_MINUTE as f64).round() as i64);
-        inc.applicable = self.rules.applicable(&inc.subject(participant, held_at));
+        inc.applicable = self
+            .rules
+            .applicable(&inc.subject(participant, &self.rules, held_at));
         let ps = &mut self.participants[p.get()];
         ps.incidents.insert(inc.incident_id.clone(), slot);
         self.in_use += 1;
@@ -230,12 +232,11 @@ impl Engine {
             .then(|| {
                 self.rules
                     .assess(
-                        &inc.subject(participant, held_at),
+                        &inc.subject(participant, &self.rules, held_at),
                         inc.applicable,
                         inc.grade,
                     )
-                    .due_after_start_ms
-                    .map(|ms| inc.started_at.plus_millis(ms))
+                    .due
             })
             .flatten();
         self.slab[slot as usize] = inc;

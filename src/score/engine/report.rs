@@ -34,7 +34,9 @@ impl Engine {
         let change = inc.merge(report, event.occurred_at);
         if change.attributes || created {
             let participant = self.registry.get(inc.participant);
-            inc.applicable = self.rules.applicable(&inc.subject(participant, now));
+            inc.applicable = self
+                .rules
+                .applicable(&inc.subject(participant, &self.rules, now));
         }
         if change.any || created {
             self.incident_changed(slot);
@@ -88,7 +90,7 @@ impl Engine {
         let rules = &self.rules;
         let inc = &mut self.slab[slot as usize];
         let participant = self.registry.get(inc.participant);
-        let subject = inc.subject(participant, at);
+        let subject = inc.subject(participant, rules, at);
         let minutes = subject.minutes;
         let assessment = rules.assess(&subject, inc.applicable, inc.grade);
         let held = inc.grade;
@@ -143,10 +145,7 @@ impl Engine {
             self.resolve(slot, at);
             return;
         }
-        let next = assessment
-            .due_after_start_ms
-            .map(|ms| inc.started_at.plus_millis(ms))
-            .filter(|d| *d > at);
+        let next = assessment.due.filter(|d| *d > at);
         self.schedule_deadline(slot, next);
         self.anchor_reminders(slot, at);
     }

@@ -19,16 +19,11 @@ impl Engine {
                 now,
             ));
         }
-        // Liveness is persisted when a gap ends and otherwise at most every
-        // LIVENESS_PERSIST_MS: a restored `heard_at` is at most that stale, and the state
-        // topic is not rewritten for every heartbeat.
-        let ps = &mut self.participants[p.get()];
-        if gap_ended.is_some()
-            || now.millis().saturating_sub(ps.persisted_heard.millis()) >= LIVENESS_PERSIST_MS
-        {
-            ps.persisted_heard = now;
-            self.participant_changed(p);
-        }
+        // Marked once per flush, however often it is heard: each snapshot holds the latest
+        // `heard_at`, exactly what the offset it is committed with has seen (a restored
+        // engine fires the gaps an uninterrupted one would), and the state topic is not
+        // rewritten for every heartbeat.
+        self.participant_changed(p);
     }
 
     pub(super) fn participant_changed(&mut self, p: ParticipantIdx) {
@@ -47,8 +42,6 @@ impl Engine {
         }
         self.census.silent = self.census.silent.saturating_sub(1);
         self.stats.liveness_forgotten += 1;
-        let ps = &mut self.participants[p.get()];
-        ps.persisted_heard = Timestamp(i64::MIN);
         if self.settings.track_changes {
             self.changes.forgotten.push(p);
         }
