@@ -129,6 +129,11 @@ pub async fn run(
         metrics.clone(),
     ));
     let prober = tokio::spawn(probe_broker(k.clone(), metrics.clone()));
+    let coverage = tokio::spawn(crate::telemetry::coverage::watch(
+        rules_rx.clone(),
+        Arc::new(config.registry.clone()),
+        metrics.clone(),
+    ));
     let shared = Arc::new(Shared {
         kafka: k.clone(),
         engine,
@@ -187,6 +192,7 @@ pub async fn run(
     let _ = http_stop.send(());
     reloader.abort();
     prober.abort();
+    coverage.abort();
     if let Some(why) = failure {
         anyhow::bail!("stopped after a fatal failure: {why}");
     }

@@ -64,6 +64,10 @@ pub struct OpsMetrics {
     pub clock_lag_seconds: GaugeVec,
     /// Record timestamps that ran backwards, lay in the future or were missing, by kind.
     pub record_time_anomalies: IntCounterVec,
+    /// Days from now each market calendar in use still covers (0: this year is not).
+    pub calendar_coverage_days: IntGaugeVec,
+    /// Minutes a market calendar in use did not cover the current year.
+    pub calendar_uncovered: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub config_info: IntGaugeVec,
     pub config_loaded_at: IntGauge,
@@ -441,6 +445,18 @@ impl OpsMetrics {
                 "regwatch_partition_clock_lag_seconds",
                 "Wall time minus the partition's event-time clock (how far behind the instant its incidents are graded at is), per owned partition.",
                 &["topic", "partition"],
+            ),
+            calendar_coverage_days: gauge_vec(
+                r,
+                "regwatch_calendar_coverage_days",
+                "Days from now each market calendar in use covers with known closed dates (0: the current year is not covered and every weekday counts as trading).",
+                &["calendar"],
+            ),
+            calendar_uncovered: counter_vec(
+                r,
+                "regwatch_calendar_uncovered_total",
+                "Checks (one a minute) that found a market calendar in use not covering the current year.",
+                &["calendar"],
             ),
             record_time_anomalies: counter_vec(
                 r,
