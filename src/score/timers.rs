@@ -78,4 +78,12 @@ impl Evictions {
     pub fn pop(&mut self) -> Option<Due> {
         self.queue.pop_front()
     }
+
+    /// Drops entries no longer standing (evicted early) once they outnumber the `live`
+    /// incidents held.
+    pub fn compact_if_needed(&mut self, live: usize, is_live: impl Fn(&Due) -> bool) {
+        if self.queue.len() > 64 + 2 * live {
+            self.queue.retain(|d| is_live(d));
+        }
+    }
 }

@@ -449,6 +449,107 @@ fn engine_capacity_evicts_resolved_incidents_early_then_refuses() {
 }
 
 #[test]
+fn a_participant_churning_incidents_recycles_its_own_retention_not_others() {
+    // Room for 6 incidents, a fair share of 3 each for P and Q.
+    let settings = EngineSettings {
+        max_incidents: 6,
+        ..quiet()
+    };
+    let mut s = Sandbox::with(
+        vec![
+            participant("P", ParticipantKind::Broker, 1),
+            participant("Q", ParticipantKind::Broker, 1),
+        ],
+        settings,
+        default_rules(),
+    );
+    let q = |minutes: f64, id: &str, status: &str| {
+        json!({"participant_id": "Q", "kind": "infosec", "occurred_at": ts(minutes),
+               "incident_id": id, "category": "malware", "status": status})
+    };
+    s.send(q(0.0, "q1", "resolved")).unwrap();
+    s.send(q(0.0, "q2", "resolved")).unwrap();
+    // P opens and resolves 50 incidents: the engine is full from the sixth on.
+    for i in 0..50 {
+        let id = format!("p{i}");
+        s.send(infosec(
+            1.0 + f64::from(i),
+            "malware",
+            json!({"incident_id": id, "status": "resolved"}),
+        ))
+        .unwrap();
+    }
+    assert_eq!(s.engine.incidents_held(), 6);
+    assert!(s.engine.stats().evicted_early >= 46);
+    // Q's resolved incidents are still held: their late reports change nothing.
+    s.take();
+    assert_eq!(
+        s.send(q(60.0, "q1", "update")),
+        Ok(Outcome::AfterResolution)
+    );
+    assert_eq!(
+        s.send(q(60.0, "q2", "update")),
+        Ok(Outcome::AfterResolution)
+    );
+    // A participant at its share with nothing of its own to recycle is refused, even
+    // though another's resolved incidents could go.
+    for i in 0..4 {
+        let id = format!("open{i}");
+        let sent = s.send(infosec(70.0, "malware", json!({"incident_id": id})));
+        assert_eq!(sent, Ok(Outcome::Graded), "{i}");
+    }
+    assert_eq!(
+        s.send(infosec(71.0, "malware", json!({"incident_id": "one-more"}))),
+        Err(Reject::EngineCapacity(6))
+    );
+    assert_eq!(
+        s.send(q(72.0, "q1", "update")),
+        Ok(Outcome::AfterResolution)
+    );
+    // Below its share, Q may take room from P, which holds more than its share.
+    assert_eq!(s.send(q(73.0, "q3", "open")), Ok(Outcome::Graded));
+    assert_eq!(s.engine.incidents_held(), 6);
+}
+
+#[test]
+fn a_participant_flooding_the_dedup_window_makes_others_redeliveries_graded_again_harmlessly() {
+    // The dedup window is engine-wide (dedup.rs): a flood of one participant pushes others'
+    // event ids out, and their redeliveries are graded again. That changes nothing, since
+    // figures are cumulative maxima and alerts fire on transitions only.
+    let settings = EngineSettings {
+        dedup_window: 8,
+        ..quiet()
+    };
+    let mut s = Sandbox::with(
+        vec![
+            participant("P", ParticipantKind::Broker, 1),
+            participant("Q", ParticipantKind::Broker, 1),
+        ],
+        settings,
+        default_rules(),
+    );
+    let report = json!({"participant_id": "Q", "kind": "infosec", "occurred_at": ts(0.0),
+        "event_id": "q-1", "incident_id": "leak", "category": "data_leak",
+        "records_exposed": 200_000});
+    s.send(report.clone()).unwrap();
+    assert_eq!(s.take().len(), 1);
+    assert_eq!(s.send(report.clone()), Ok(Outcome::Duplicate));
+    for i in 0..20 {
+        s.send(
+            json!({"participant_id": "P", "kind": "heartbeat", "occurred_at": ts(1.0),
+            "event_id": format!("hb-{i}")}),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        s.send(report),
+        Ok(Outcome::Graded),
+        "pushed out of the window"
+    );
+    assert!(s.take().is_empty(), "graded again, nothing alerted again");
+}
+
+#[test]
 fn a_report_of_another_kind_for_the_same_incident_is_rejected() {
     let mut s = Sandbox::broker();
     s.send(infosec(0.0, "malware", json!({}))).unwrap();

@@ -6,9 +6,18 @@
 //!
 //! Time: the engine clock only moves forward. In [`ClockMode::EventTime`] (replay) each event
 //! first advances it to its `occurred_at`; in [`ClockMode::External`] (the daemon) the caller
-//! advances it with wall time. Advancing fires, in due order, every deadline that passed:
-//! escalations of open incidents, telemetry gaps, reminders and evictions of resolved
-//! incidents (at one instant in that order, so a reminder shows an escalation due with it).
+//! advances it with the partition's event-time clock (`ingest/clock.rs`: record timestamps
+//! while behind, wall time once caught up). Advancing fires, in due order, every deadline that
+//! passed: escalations of open incidents, telemetry gaps, forgotten liveness, reminders and
+//! evictions of resolved incidents (at one instant in that order, so a reminder shows an
+//! escalation due with it). Escalation deadlines of `trading_minutes` conditions are instants
+//! of the participant's market calendar (`calendar/`): they skip breaks, nights, weekends and
+//! holidays.
+//!
+//! Layout: this file holds the types and entry points; `report.rs` applies reports,
+//! `clock.rs` advances time (and is the one place that schedules a deadline), `reminders.rs`,
+//! `watch.rs` (telemetry gaps), `census.rs`, `persist.rs` (state records and restore) and
+//! `slots.rs` (the one place that allocates a slot; evictions and fairness at capacity).
 //!
 //! Reminders (off unless `reminder_interval_ms` > 0; replay always runs without them): when an
 //! open incident that has been alerted first stands at or above `reminder_min_level`, at
@@ -28,7 +37,8 @@
 //!
 //! Bounds: at most `max_incidents` incidents (open plus retained resolved ones) and
 //! `max_open_per_participant` open ones per participant. A new incident beyond a bound first
-//! evicts the oldest retained resolved incident early; when none is left it is refused with
+//! evicts a retained resolved incident early (its own participant's oldest, or, below its fair
+//! share, that of a participant above its share: `slots.rs`); when none may go it is refused with
 //! [`Reject::EngineCapacity`] / [`Reject::ParticipantCapacity`], which the caller counts and
 //! dead-letters. Event-id memory is bounded by `dedup_window` events (`dedup.rs`).
 
@@ -158,6 +168,9 @@ struct ParticipantState {
     open: usize,
     /// Liveness changed since the state was last handed out.
     dirty: bool,
+    /// This participant's retained resolved incidents, in eviction order (the engine-wide
+    /// queue restricted to it; entries evicted early elsewhere are skipped when met).
+    retained: std::collections::VecDeque<Due>,
     census: ParticipantCensus,
 }
 

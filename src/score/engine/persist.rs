@@ -144,7 +144,7 @@ impl Engine {
         self.recount();
         evictions.sort();
         for due in evictions {
-            self.evictions.push(due);
+            self.schedule_eviction(due);
         }
         summary
     }

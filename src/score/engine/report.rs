@@ -62,7 +62,7 @@ impl Engine {
         if self.participants[p.get()].open >= cap {
             return Err(Reject::ParticipantCapacity(cap));
         }
-        if self.in_use >= self.settings.max_incidents && !self.evict_oldest_resolved() {
+        if self.in_use >= self.settings.max_incidents && !self.make_room(p) {
             return Err(Reject::EngineCapacity(self.settings.max_incidents));
         }
         let (slot, generation) = self.alloc_slot();
@@ -165,7 +165,7 @@ impl Engine {
         self.stats.incidents_resolved += 1;
         let evict_at = at.plus_millis(self.settings.retention_ms);
         self.slab[slot as usize].evict_at = Some(evict_at);
-        self.evictions.push(Due {
+        self.schedule_eviction(Due {
             at: evict_at,
             slot,
             generation,
