@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn regwatch() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_regwatch"));
@@ -292,7 +292,34 @@ fn replay_of_the_example_shows_every_alert_kind() {
             "{err}"
         );
     }
-    assert!(err.contains("1 duplicates, 4 rejected, 20 alerts"), "{err}");
+    assert!(err.contains("1 duplicates, 4 rejected, 23 alerts"), "{err}");
+    // The lunch-break outage: 115 wall-clock minutes, 25 of trading (11:20-11:30 and
+    // 13:00-13:15 of cn-stock), so `larger` and eligible, not the `major` (ineligible) that
+    // 30 wall-clock minutes of a big broker's full outage would be.
+    let lunch: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["incident_id"] == "LUNCH-20260302")
+        .collect();
+    let last = lunch.last().expect("the lunch-break outage is alerted");
+    assert_eq!(
+        (
+            &last["status"],
+            &last["level"],
+            &last["exemption"],
+            &last["duration_minutes"],
+            &last["trading_minutes"],
+            &last["calendar"]
+        ),
+        (
+            &json!("resolved"),
+            &json!("larger"),
+            &json!("eligible"),
+            &json!(115.0),
+            &json!(25.0),
+            &json!("cn-stock")
+        )
+    );
+    assert!(lunch.iter().all(|a| a["market_order"]["level"] != "major"));
 }
 
 #[test]
