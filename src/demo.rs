@@ -4,7 +4,12 @@
 //!
 //! The episodes report outages that started a few minutes before the demo, so the clock
 //! crosses the grid's thresholds within the first minute: escalation with no new report is
-//! visible without waiting.
+//! visible without waiting. The example participants trade on an around-the-clock demo
+//! calendar, so that this holds at any hour the demo is run; one more broker, SH-BRK-0003, on
+//! `cn-stock`, had its trading fully down over the lunch break of the latest trading day
+//! (11:20-13:15 Beijing). Its two reports are on the events topic before the daemon starts,
+//! with their record timestamps of that day: read as a backlog, they are graded as they
+//! happened, at 115 wall-clock minutes but 25 of trading (`larger`, eligible).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +24,103 @@ use crate::time::{wall_now, Timestamp};
 
 /// The demo's sandbox: the example configuration's participants and engine settings.
 const DEMO_CONFIG: &str = include_str!("../config/regwatch.toml");
+
+/// The demo's calendars: the built-in ones and one that trades around the clock.
+const ALWAYS_CALENDAR: &str = r#"
+[closures.demo-none]
+years = [2026, 2027, 2028, 2029, 2030]
+dates = []
+
+[[calendar]]
+name = "demo-always"
+utc_offset = "+08:00"
+weekdays = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+sessions = ["00:00-24:00"]
+closures = "demo-none"
+"#;
+
+/// The broker whose lunch-break outage is read as a backlog.
+const LUNCH_BROKER: &str = r#"
+[[participants]]
+id = "SH-BRK-0003"
+name = "Lunch Example Securities"
+kind = "broker"
+effective_customers = 1800000
+calendar = "cn-stock"
+"#;
+
+/// The configuration text of the demo: every example participant on `demo-always`, the
+/// lunch broker on `cn-stock`, the calendars read from `calendars`.
+fn demo_config(calendars: &std::path::Path) -> String {
+    DEMO_CONFIG
+        .replace(
+            "[[participants]]\n",
+            "[[participants]]\ncalendar = \"demo-always\"\n",
+        )
+        .replacen(
+            "[rules]\n",
+            &format!(
+                "[rules]\ncalendars = {:?}\n",
+                calendars.display().to_string()
+            ),
+            1,
+        )
+        + LUNCH_BROKER
+}
+
+/// 11:20 Beijing (UTC+8) of the latest cn-stock trading day whose afternoon session has
+/// begun by `now` (at most two weeks back).
+fn latest_lunch(now: Timestamp) -> Timestamp {
+    let calendars = crate::calendar::Calendars::shared_builtin();
+    let stock = calendars.get(
+        calendars
+            .id("cn-stock")
+            .unwrap_or(crate::calendar::CalendarId(0)),
+    );
+    const DAY: i64 = 86_400_000;
+    // 11:20 Beijing is 03:20 UTC.
+    let today = now.millis().div_euclid(DAY) * DAY + (3 * 60 + 20) * 60_000;
+    (0..15)
+        .map(|d| Timestamp(today - d * DAY))
+        .find(|t| stock.in_session(*t) && t.plus_millis(115 * 60_000) < now)
+        .unwrap_or(Timestamp(today - DAY))
+}
+
+/// The lunch broker's two reports, its heartbeats every 15 s of the lunch break (the demo's
+/// telemetry gap is 20 s) and one of now, with their record timestamps, in order.
+fn lunch_backlog(now: Timestamp) -> Vec<(i64, Value)> {
+    let start = latest_lunch(now);
+    let at = |minutes: i64| start.plus_millis(minutes * 60_000);
+    let report = |minutes: i64, status: &str, extra: Value| {
+        let mut v = json!({"schema": "regwatch.event.v1", "participant_id": "SH-BRK-0003",
+            "event_id": format!("lunch-{minutes}"), "kind": "infosec", "incident_id": "LUNCH-OUTAGE",
+            "category": "outage", "system": "trading", "scope": "full", "status": status,
+            "occurred_at": at(minutes).to_string()});
+        if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        (at(minutes).millis(), v)
+    };
+    let heartbeat = |t: Timestamp, id: String| {
+        (
+            t.millis(),
+            json!({"schema": "regwatch.event.v1", "participant_id": "SH-BRK-0003",
+                "event_id": id, "kind": "heartbeat", "occurred_at": t.to_string()}),
+        )
+    };
+    let mut events: Vec<(i64, Value)> = (0..=115 * 4)
+        .map(|i| heartbeat(start.plus_millis(i * 15_000), format!("lunch-hb-{i}")))
+        .collect();
+    events.push(report(
+        2,
+        "open",
+        json!({"started_at": start.to_string(), "affected_investors": 6400}),
+    ));
+    events.push(report(115, "resolved", json!({})));
+    events.sort_by_key(|(t, _)| *t);
+    events.push(heartbeat(now, "lunch-live".into()));
+    events
+}
 
 pub struct Options {
     pub duration: Option<Duration>,
@@ -118,7 +220,19 @@ fn stamp(mut v: Value, seq: usize, now: Timestamp) -> (String, Vec<u8>) {
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let broker = MockBroker::start(1)?;
     let hook = DemoHook::start().await?;
-    let mut cfg = Config::from_toml(&format!("{DEMO_CONFIG}\n{}", hook.config()), None, false)?;
+    let calendars = std::env::temp_dir().join(format!(
+        "regwatch-demo-calendars-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &calendars,
+        format!("{}\n{ALWAYS_CALENDAR}", crate::calendar::DEFAULT_CALENDARS),
+    )?;
+    let mut cfg = Config::from_toml(
+        &format!("{}\n{}", demo_config(&calendars), hook.config()),
+        None,
+        false,
+    )?;
     cfg.kafka.brokers = broker.bootstrap();
     cfg.kafka.group_id = "regwatch-demo".into();
     cfg.kafka.topic_partitions = 3;
@@ -151,6 +265,21 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         kafka.brokers,
         registry.len()
     );
+    // Yesterday's lunch break (or the latest trading day's), on the topic before the daemon
+    // reads it: a backlog.
+    let backlog =
+        crate::ingest::client::producer(&kafka).create::<rdkafka::producer::FutureProducer>()?;
+    for (ts, v) in lunch_backlog(wall_now()) {
+        let value = serde_json::to_vec(&v)?;
+        let record = rdkafka::producer::FutureRecord::to(&topic)
+            .key("SH-BRK-0003")
+            .payload(&value)
+            .timestamp(ts);
+        backlog
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)?;
+    }
     let daemon = crate::app::spawn(cfg).await?;
     if let Some(addr) = daemon.running.http {
         println!("metrics: http://{addr}/metrics   open incidents: http://{addr}/incidents   (Ctrl-C to stop)");
@@ -203,6 +332,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 .get(),
     );
     drop(broker);
+    let _ = std::fs::remove_file(&calendars);
     result
 }
 
@@ -413,8 +543,9 @@ fn describe(a: &Value) -> String {
             s("summary")
         );
     }
+    let minutes = |k: &str| a[k].as_f64().map_or("-".to_string(), |m| format!("{m:.0}"));
     format!(
-        "{time}  {:<5} {:<8} {:<12} {:<14} {:<13} {:<10} market {} / investors {}  [{}]",
+        "{time}  {:<5} {:<8} {:<12} {:<14} {:<13} {:<10} market {} / investors {}, {} min ({} of trading)  [{}]",
         if s("exemption") == "ineligible" {
             "INELIG"
         } else {
@@ -427,6 +558,8 @@ fn describe(a: &Value) -> String {
         s("trigger"),
         a["market_order"]["level"].as_str().unwrap_or("-"),
         a["investor_loss"]["level"].as_str().unwrap_or("-"),
+        minutes("duration_minutes"),
+        minutes("trading_minutes"),
         a["market_order"]["reasons"]
             .as_array()
             .into_iter()
@@ -434,12 +567,15 @@ fn describe(a: &Value) -> String {
             .flatten()
             .filter(|r| r["rule"] != "contract.floor")
             .map(|r| format!(
-                "{}: {} {} {} {}",
+                "{}: {} {} {} {}{}",
                 r["rule"].as_str().unwrap_or(""),
                 r["metric"].as_str().unwrap_or(""),
                 r["observed"].as_f64().unwrap_or_default(),
                 r["op"].as_str().unwrap_or(""),
-                r["threshold"].as_f64().unwrap_or_default()
+                r["threshold"].as_f64().unwrap_or_default(),
+                r["basis"]
+                    .as_str()
+                    .map_or(String::new(), |b| format!(" ({b})"))
             ))
             .collect::<Vec<_>>()
             .join("; "),
