@@ -318,3 +318,83 @@ async fn a_watched_rules_file_reloads_when_its_content_changes() {
     wait_metric(&base, "regwatch_rules_reloads_total{result=\"ok\"}", "2").await;
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_calendars_file_reloads_and_regrades_in_its_sessions() {
+    let broker = Broker::start();
+    let name = "calwatch";
+    let topic = format!("{name}.events");
+    broker.create_topic(&topic, 1);
+    let dir = std::env::temp_dir().join(format!("regwatch-{name}-{}", broker.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let calendars = dir.join("calendars.toml");
+    let always = std::fs::read_to_string(crate::kafka::ALWAYS_CALENDAR).unwrap();
+    std::fs::write(&calendars, &always).unwrap();
+    let text = config_text(&broker, name, 1)
+        .replace(
+            crate::kafka::ALWAYS_CALENDAR,
+            &calendars.display().to_string(),
+        )
+        .replacen("[kafka]\n", "watch = \"1s\"\n[kafka]\n", 1);
+    let daemon = regwatch::app::spawn(Config::from_toml(&text, None, false).unwrap())
+        .await
+        .expect("daemon starts");
+    let base = format!("http://{}", daemon.running.http.unwrap());
+    // An exchange's market-data degradation of 1% of units, 10 minutes old: general, and
+    // 10 trading minutes on a calendar that always trades.
+    let mut seq = 0;
+    let started = regwatch::time::wall_now().plus_millis(-10 * 60_000);
+    let report = crate::kafka::event(
+        serde_json::json!({"participant_id": "P3", "kind": "infosec", "incident_id": "MD-1",
+            "category": "degradation", "system": "market_data", "affected_units_pct": 1,
+            "started_at": started.to_string()}),
+        &mut seq,
+    );
+    produce(&broker.producer(), &topic, &[report]).await;
+    let trading = |v: &Value| v["incidents"][0]["trading_minutes"].as_f64();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = incidents(&base, "").await;
+        if trading(&v).is_some_and(|m| m >= 10.0) {
+            assert_eq!(v["incidents"][0]["calendar"], "always");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the incident never showed: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A calendar without the participants' calendar is refused: the one in force stays.
+    std::fs::write(
+        &calendars,
+        always.replace("name = \"always\"", "name = \"other\""),
+    )
+    .unwrap();
+    let refused = wait_metric(&base, "regwatch_rules_reloads_total{result=\"error\"}", "1").await;
+    assert!(refused.contains("regwatch_rules_reloads_total{result=\"ok\"} 0"));
+    // Sessions only on a weekday three days away: no trading minutes since the start.
+    let weekdays = ["thu", "fri", "sat", "sun", "mon", "tue", "wed"];
+    let day = started.millis().div_euclid(86_400_000) + 3;
+    let other_day = weekdays[day.rem_euclid(7) as usize];
+    std::fs::write(
+        &calendars,
+        always.replace(
+            "weekdays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]",
+            &format!("weekdays = [\"{other_day}\"]"),
+        ),
+    )
+    .unwrap();
+    wait_metric(&base, "regwatch_rules_reloads_total{result=\"ok\"}", "1").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = incidents(&base, "").await;
+        if trading(&v) == Some(0.0) {
+            assert!(v["incidents"][0]["duration_minutes"].as_f64().unwrap() >= 10.0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded calendar is not used: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.stop().await.expect("clean stop");
+}
