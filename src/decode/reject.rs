@@ -89,6 +89,8 @@ pub enum Reject {
     EngineCapacity(usize),
     #[error("report of an unknown incident older than the retention of resolved incidents")]
     Stale,
+    #[error("the topic may not speak for this participant (bound participants write only their own topics, and a bound topic only carries its owner's events)")]
+    TopicMismatch,
 }
 
 impl Reject {
@@ -110,11 +112,12 @@ impl Reject {
             Reject::ParticipantCapacity(_) => "participant_capacity",
             Reject::EngineCapacity(_) => "engine_capacity",
             Reject::Stale => "stale",
+            Reject::TopicMismatch => "topic_mismatch",
         }
     }
 
     /// Every code, for pre-registering metric label values.
-    pub const CODES: [&'static str; 15] = [
+    pub const CODES: [&'static str; 16] = [
         "too_large",
         "not_json",
         "not_object",
@@ -130,6 +133,7 @@ impl Reject {
         "participant_capacity",
         "engine_capacity",
         "stale",
+        "topic_mismatch",
     ];
 
     /// The field the rejection is about, if any.

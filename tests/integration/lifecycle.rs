@@ -1221,3 +1221,32 @@ fn the_census_counts_silent_participants() {
     s.send(heartbeat("P", 7.0)).unwrap();
     assert_eq!(s.engine.census().silent, 0, "heard again");
 }
+
+#[test]
+fn a_refused_report_is_not_hearing_from_its_participant() {
+    let settings = EngineSettings {
+        max_open_per_participant: 1,
+        telemetry_gap_ms: 5 * 60_000,
+        ..quiet()
+    };
+    let mut s = Sandbox::one(ParticipantKind::Broker, 1, settings);
+    s.send(infosec(0.0, "malware", json!({"incident_id": "a"})))
+        .unwrap();
+    s.take();
+    assert_eq!(
+        s.send(infosec(4.0, "malware", json!({"incident_id": "b"}))),
+        Err(Reject::ParticipantCapacity(1))
+    );
+    s.advance(5.5);
+    let gaps: Vec<_> = s
+        .take()
+        .into_iter()
+        .filter(|a| a.last_heard_at.is_some())
+        .map(|a| (a.at, a.last_heard_at))
+        .collect();
+    assert_eq!(
+        gaps,
+        vec![(at(5.0).plus_millis(1), Some(at(0.0)))],
+        "silent since the last accepted event, not the refused one"
+    );
+}

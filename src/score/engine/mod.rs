@@ -331,11 +331,18 @@ impl Engine {
             self.stats.duplicates += 1;
             return Ok(Outcome::Duplicate);
         };
-        self.heard(p, now, out);
+        // Only an accepted event is hearing from its participant (CONTRACT.md section 1): a
+        // report the engine refuses leaves liveness alone. A gap it ends is alerted before
+        // what the report raised.
+        let mark = out.len();
         let outcome = match &event.incident {
             None => Outcome::Heartbeat,
             Some(report) => self.report(event, report, now, out)?,
         };
+        let raised = out.len();
+        self.heard(p, now, out);
+        let ended = out.len() - raised;
+        out[mark..].rotate_right(ended);
         // Nothing touched the window since the check.
         self.dedup.commit(ticket);
         Ok(outcome)
