@@ -153,6 +153,7 @@ fn participants(n: usize, rng: &mut Rng) -> Vec<Participant> {
                 kind,
                 effective_customers: customers,
                 calendar: kind.default_calendar().into(),
+                topics: Vec::new(),
             }
         })
         .collect()

@@ -90,6 +90,11 @@ pub async fn run(
             client::ensure_topics(k, brokers)
         })
         .await?;
+        let bound: Vec<&str> = config.registry.bound_topics().collect();
+        retry_transient("creating the participants' bound topics", || {
+            client::ensure_bound_topics(k, brokers, &bound)
+        })
+        .await?;
     }
     let state_partitions = partition_count(&config).await?;
     let producer: FutureProducer<client::Watched> =

@@ -89,12 +89,18 @@ pub struct Participant {
     pub effective_customers: u64,
     /// The name of the participant's market calendar (`trading_minutes`).
     pub calendar: Box<str>,
+    /// The topics this participant alone may write (CONTRACT.md section 1, v1.1): when set,
+    /// its events are accepted only from them, and they carry only its events. Empty: not
+    /// bound (it may write the shared topics).
+    pub topics: Vec<Box<str>>,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     participants: Vec<Participant>,
     by_id: HashMap<Box<[u8]>, ParticipantIdx, foldhash::fast::RandomState>,
+    /// Bound topics and their owners.
+    owners: HashMap<Box<str>, ParticipantIdx, foldhash::fast::RandomState>,
 }
 
 impl Registry {
@@ -113,10 +119,45 @@ impl Registry {
                 return Err(format!("participants[{i}].id: duplicate id {:?}", p.id));
             }
         }
+        let mut owners: HashMap<Box<str>, ParticipantIdx, foldhash::fast::RandomState> =
+            HashMap::default();
+        for (i, p) in participants.iter().enumerate() {
+            for t in &p.topics {
+                if let Some(other) = owners.insert(t.clone(), ParticipantIdx(i as u32)) {
+                    if other.get() != i {
+                        return Err(format!(
+                            "participants[{i}].topics: topic {t:?} is already bound to participant {:?}",
+                            participants[other.get()].id
+                        ));
+                    }
+                }
+            }
+        }
         Ok(Registry {
             participants,
             by_id,
+            owners,
         })
+    }
+
+    /// The participant a topic is bound to, if any.
+    pub fn owner_of(&self, topic: &str) -> Option<ParticipantIdx> {
+        self.owners.get(topic).copied()
+    }
+
+    /// Whether an event of `p` may come from a topic whose owner is `owner` (see
+    /// [`Registry::owner_of`]): a bound participant speaks only on its own topics, and a
+    /// bound topic only for its owner.
+    pub fn may_speak(&self, owner: Option<ParticipantIdx>, p: ParticipantIdx) -> bool {
+        let bound = !self.participants[p.get()].topics.is_empty();
+        owner == bound.then_some(p)
+    }
+
+    /// Every bound topic, in registry order.
+    pub fn bound_topics(&self) -> impl Iterator<Item = &str> {
+        self.participants
+            .iter()
+            .flat_map(|p| p.topics.iter().map(|t| &**t))
     }
 
     pub fn lookup(&self, id: &str) -> Option<ParticipantIdx> {

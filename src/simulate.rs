@@ -275,6 +275,7 @@ mod tests {
                     kind: ParticipantKind::ALL[i % 7],
                     effective_customers: 1000 * i as u64,
                     calendar: ParticipantKind::ALL[i % 7].default_calendar().into(),
+                    topics: Vec::new(),
                 })
                 .collect(),
         )

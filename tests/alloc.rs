@@ -129,6 +129,7 @@ fn registry_participants() -> Vec<Participant> {
         kind,
         effective_customers: customers,
         calendar: kind.default_calendar().into(),
+        topics: Vec::new(),
     })
     .collect()
 }

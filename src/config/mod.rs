@@ -184,6 +184,8 @@ struct RawConfig {
     log: service::RawLog,
     #[serde(default)]
     participants: Vec<RawParticipant>,
+    #[serde(default)]
+    binding: RawBinding,
 }
 
 #[derive(Deserialize, Default)]
@@ -245,6 +247,16 @@ struct RawParticipant {
     #[serde(default)]
     effective_customers: u64,
     calendar: Option<String>,
+    topics: Option<Vec<String>>,
+}
+
+/// Topic binding for everyone (CONTRACT.md section 1, v1.1).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBinding {
+    /// Binds every participant without `topics` of its own to the topic this template
+    /// names, `{id}` standing for the participant id (e.g. `"sandbox.events.{id}"`).
+    topic_template: Option<String>,
 }
 
 impl RawConfig {
@@ -348,10 +360,24 @@ impl RawConfig {
             )),
             None => rules,
         };
+        let template = self.binding.topic_template;
+        if let Some(t) = &template {
+            if !t.contains("{id}") {
+                return Err(invalid(
+                    "binding.topic_template",
+                    format!("{t:?} does not contain {{id}} (the participant id)"),
+                ));
+            }
+        }
         let participants = self
             .participants
             .into_iter()
             .map(|p| Participant {
+                topics: match (p.topics, &template) {
+                    (Some(list), _) => list.into_iter().map(Into::into).collect(),
+                    (None, Some(t)) => vec![t.replace("{id}", &p.id).into()],
+                    (None, None) => Vec::new(),
+                },
                 name: p.name.unwrap_or_else(|| p.id.clone()).into(),
                 calendar: p
                     .calendar
@@ -371,6 +397,10 @@ impl RawConfig {
             invalid(key, problem)
         })?;
         let kafka = self.kafka.validate()?;
+        check_bindings(&registry, &kafka.topics).map_err(|e| {
+            let (key, problem) = e.split_once(": ").unwrap_or(("participants", e.as_str()));
+            invalid(key, problem)
+        })?;
         let delivery = self.delivery.validate()?;
         delivery::check_against(&delivery, &kafka, &registry)?;
         Ok(Config {
@@ -408,6 +438,42 @@ fn within(
 /// The longest duration any setting takes: a year (longer ones are typos, and would
 /// overflow clock arithmetic).
 const MAX_DURATION_MS: i64 = 366 * 86_400_000;
+
+/// Every bound topic is a valid Kafka topic name that the daemon consumes (listed in
+/// `kafka.topics`, or matched by `kafka.topic_pattern`).
+fn check_bindings(registry: &Registry, topics: &TopicSelection) -> Result<(), String> {
+    let pattern = match topics {
+        TopicSelection::Pattern(p) => {
+            Some(regex::Regex::new(p).map_err(|e| format!("kafka.topic_pattern: {e}"))?)
+        }
+        TopicSelection::List(_) => None,
+    };
+    for (i, p) in registry.iter() {
+        for t in &p.topics {
+            let i = i.get();
+            let valid = (1..=249).contains(&t.len())
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !valid {
+                return Err(format!(
+                    "participants[{i}].topics: {t:?} is not a Kafka topic name (1..=249 of a-z A-Z 0-9 . _ -)"
+                ));
+            }
+            let consumed = match (topics, &pattern) {
+                (TopicSelection::List(list), _) => list.iter().any(|l| l == &**t),
+                (_, Some(re)) => re.is_match(t),
+                _ => false,
+            };
+            if !consumed {
+                return Err(format!(
+                    "participants[{i}].topics: {t:?} of participant {:?} is not consumed (add it to kafka.topics, or use a kafka.topic_pattern that matches it)",
+                    p.id
+                ));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Every participant's calendar exists in `calendars`; the error names the participant
 /// (`participants[3].calendar: unknown calendar ...`).
@@ -554,6 +620,73 @@ mod tests {
             ["always"]
         );
         assert_eq!(cfg.calendars_path.as_deref(), Some(file.as_path()));
+    }
+
+    #[test]
+    fn participants_are_bound_to_their_topics_or_by_the_template() {
+        let two = "[[participants]]\nid = \"A\"\nkind = \"broker\"\n[[participants]]\nid = \"B\"\nkind = \"broker\"\ntopics = [\"sandbox.events.B\", \"b.extra\"]\n";
+        let pattern = "[kafka]\ntopic_pattern = \"^(sandbox\\\\.events\\\\..+|b\\\\.extra)$\"\n";
+        let cfg = Config::from_toml(
+            &format!("{pattern}[binding]\ntopic_template = \"sandbox.events.{{id}}\"\n{two}"),
+            None,
+            false,
+        )
+        .unwrap();
+        let r = &cfg.registry;
+        let (a, b) = (r.lookup("A").unwrap(), r.lookup("B").unwrap());
+        assert_eq!(&*r.get(a).topics, ["sandbox.events.A".into()]);
+        assert_eq!(
+            r.bound_topics().collect::<Vec<_>>(),
+            ["sandbox.events.A", "sandbox.events.B", "b.extra"]
+        );
+        assert!(r.may_speak(r.owner_of("sandbox.events.A"), a));
+        assert!(
+            !r.may_speak(r.owner_of("sandbox.events.A"), b),
+            "a bound topic carries its owner only"
+        );
+        assert!(
+            !r.may_speak(r.owner_of("sandbox.events"), a),
+            "a bound participant speaks on its topics only"
+        );
+        assert!(r.may_speak(r.owner_of("b.extra"), b));
+        // Without binding, everyone may speak on any unbound topic.
+        let cfg = Config::from_toml(
+            "[[participants]]\nid = \"A\"\nkind = \"broker\"\n",
+            None,
+            false,
+        )
+        .unwrap();
+        let a = cfg.registry.lookup("A").unwrap();
+        assert!(cfg
+            .registry
+            .may_speak(cfg.registry.owner_of("sandbox.events"), a));
+        // A bound topic the daemon does not consume, a bad name, a template without {id},
+        // a topic bound twice: refused, naming the participant and the fix.
+        let err = Config::from_toml(two, None, false).unwrap_err().to_string();
+        assert!(
+            err.contains("participants[1].topics") && err.contains("not consumed"),
+            "{err}"
+        );
+        let err = Config::from_toml(&format!("{pattern}[[participants]]\nid = \"A\"\nkind = \"broker\"\ntopics = [\"bad topic\"]\n"), None, false).unwrap_err().to_string();
+        assert!(err.contains("not a Kafka topic name"), "{err}");
+        let err = Config::from_toml(
+            &format!("[binding]\ntopic_template = \"events\"\n{two}"),
+            None,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("binding.topic_template"), "{err}");
+        let twice = two
+            .replace("[\"sandbox.events.B\", \"b.extra\"]", "[\"shared\"]")
+            .replace(
+                "kind = \"broker\"\n[[",
+                "kind = \"broker\"\ntopics = [\"shared\"]\n[[",
+            );
+        let err = Config::from_toml(&twice, None, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already bound to participant \"A\""), "{err}");
     }
 
     #[test]

@@ -214,6 +214,21 @@ pub async fn ensure_topics(k: &KafkaSettings, brokers: usize) -> anyhow::Result<
     check_compacted(&admin, k).await
 }
 
+/// Creates the participants' bound topics that are missing (`kafka.create_topics`), so that a
+/// new participant is one registry entry: its topic exists before the consumer subscribes.
+pub async fn ensure_bound_topics(
+    k: &KafkaSettings,
+    brokers: usize,
+    topics: &[&str],
+) -> anyhow::Result<()> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = base(k).create()?;
+    let list: Vec<(&str, &[(&str, &str)])> = topics.iter().map(|t| (*t, PLAIN)).collect();
+    create_topics(&admin, k, brokers, &list).await
+}
+
 /// Creates one topic (`cleanup.policy=delete`) when missing.
 pub async fn ensure_topic(k: &KafkaSettings, brokers: usize, name: &str) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = base(k).create()?;

@@ -2,6 +2,7 @@
 
 mod api;
 mod backlog;
+mod binding;
 mod broker;
 mod cli;
 mod cluster;

@@ -28,6 +28,7 @@ pub fn participant(id: &str, kind: ParticipantKind, effective_customers: u64) ->
         kind,
         effective_customers,
         calendar: kind.default_calendar().into(),
+        topics: Vec::new(),
     }
 }
 

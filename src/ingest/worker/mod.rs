@@ -163,6 +163,8 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     clock: PartitionClock,
     /// The topic as librdkafka takes it (for the cached watermarks).
     topic_c: std::ffi::CString,
+    /// The participant this partition's topic is bound to, if any (topic binding).
+    owner: Option<crate::registry::ParticipantIdx>,
     /// The group's committed offset when the partition was taken over: where reading
     /// starts, the position until a message is read (`None`: none committed, from the start).
     start_offset: Option<i64>,
@@ -209,6 +211,7 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
     let (background_tx, background) = mpsc::unbounded_channel();
     let rules = shared.rules.borrow().clone();
     let topic_c = std::ffi::CString::new(topic.as_str()).unwrap_or_default();
+    let owner = shared.registry.owner_of(&topic);
     let mut w = Worker {
         engine: Engine::new(shared.registry.clone(), rules, shared.engine.clone()),
         counters: Counters::new(&metrics),
@@ -234,6 +237,7 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         clock: PartitionClock::default(),
         topic_c,
         start_offset: None,
+        owner,
     };
     metrics.restoring.inc();
     let restored = w.restore(&mut stop).await;
@@ -443,6 +447,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 let t1 = Instant::now();
                 self.telemetry.record(Stage::Decode, t1 - t0);
                 check_key(m.key(), &registry.get(event.participant).id)?;
+                if !registry.may_speak(self.owner, event.participant) {
+                    return Err(Reject::TopicMismatch);
+                }
                 let outcome = self.engine.apply(&event, &mut self.alerts);
                 self.telemetry.record(Stage::Score, t1.elapsed());
                 outcome.map(|o| (event.participant, event.kind, o))
