@@ -29,5 +29,5 @@ pub use level::{Axis, Exemption, Grade, Level};
 pub use rules::{Condition, Metric, Op, Rule, Rules, RulesError, DEFAULT_RULES};
 pub use state::{
     incident_key, participant_key, ClockRecord, EmittedRecord, IncidentRecord, ParticipantRecord,
-    StateChange, StateRecord, CLOCK_KEY, STATE_VERSION,
+    StateChange, StateRecord, TopicRecord, CLOCK_KEY, STATE_VERSION, TOPIC_KEY,
 };

@@ -26,6 +26,17 @@ pub enum StateRecord {
     /// The partition's engine clock when the snapshot was taken: a restore starts there, so
     /// regwatch's own downtime is never graded as time that passed.
     Clock(ClockRecord),
+    /// How many partitions the source topic had when this partition's state was first
+    /// written: participants are keyed to partitions by that count, so a restore refuses to
+    /// go on when it changed (one participant's incidents would be split over two
+    /// partitions). Written and checked by the partition worker; the engine ignores it.
+    Topic(TopicRecord),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub v: u32,
+    pub partitions: i32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,6 +118,7 @@ impl StateRecord {
             StateRecord::Incident(r) => incident_key(&r.participant_id, &r.incident_id),
             StateRecord::Participant(r) => participant_key(&r.participant_id),
             StateRecord::Clock(_) => CLOCK_KEY.to_string(),
+            StateRecord::Topic(_) => TOPIC_KEY.to_string(),
         }
     }
 
@@ -119,12 +131,16 @@ impl StateRecord {
                 .max(r.resolved_at_ms.unwrap_or(i64::MIN)),
             StateRecord::Participant(r) => r.heard_at_ms,
             StateRecord::Clock(r) => r.at_ms,
+            StateRecord::Topic(_) => i64::MIN,
         }
     }
 }
 
 /// The key of the partition's clock record.
 pub const CLOCK_KEY: &str = "c";
+
+/// The key of the partition's topic record.
+pub const TOPIC_KEY: &str = "t";
 
 /// `i|<length of the participant id>|<participant id>|<incident id>`: the length keeps keys
 /// apart when ids contain `|`.

@@ -637,7 +637,12 @@ impl Metrics {
         for r in Reject::CODES {
             m.rejected.with_label_values(&[r]);
         }
-        for c in ["panic", "producer_fatal", "fenced"] {
+        for c in [
+            "panic",
+            "producer_fatal",
+            "fenced",
+            "partition_count_changed",
+        ] {
             m.worker_failures.with_label_values(&[c]);
         }
         for t in ["incident", "telemetry_gap"] {

@@ -323,3 +323,76 @@ async fn a_participant_silent_past_the_liveness_retention_is_deleted_from_the_st
     );
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_partition_count_stops_the_daemon_instead_of_splitting_participants() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    let broker = Broker::start();
+    let name = "repart";
+    let topic = format!("{name}.events");
+    broker.create_topic(&topic, 1);
+    let text = config_text(&broker, name, 1);
+    let daemon = regwatch::app::spawn(Config::from_toml(&text, None, false).unwrap())
+        .await
+        .expect("daemon starts");
+    let mut seq = 0;
+    let open = event(
+        json!({"participant_id": "P1", "kind": "infosec", "incident_id": "LEAK",
+               "category": "data_leak", "records_exposed": 5000}),
+        &mut seq,
+    );
+    produce(&broker.producer(), &topic, &[open]).await;
+    let state_topic = Config::from_toml(&text, None, false)
+        .unwrap()
+        .kafka
+        .state_topic;
+    let parts = cfg_partitions(&text);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !state_log(&broker, &state_topic, parts)
+        .iter()
+        .any(|(k, live)| k.ends_with("|t") && *live)
+    {
+        assert!(Instant::now() < deadline, "the partition count is recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.stop().await.expect("clean stop");
+
+    // The operator adds a partition: P1's key may now hash to the new one.
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        broker.config().create().expect("admin");
+    let added = admin
+        .create_partitions(
+            &[NewPartitions::new(&topic, 2)],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+        )
+        .await
+        .expect("create_partitions");
+    assert!(added.iter().all(|r| r.is_ok()), "{added:?}");
+
+    let again = regwatch::app::spawn(Config::from_toml(&text, None, false).unwrap())
+        .await
+        .expect("daemon starts");
+    let m = again.running.metrics.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m
+        .worker_failures
+        .with_label_values(&["partition_count_changed"])
+        .get()
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the changed partition count is noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let err = again
+        .stop()
+        .await
+        .expect_err("the daemon stops with the failure");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("has 2 partitions") && err.contains("when it had 1"),
+        "{err}"
+    );
+}

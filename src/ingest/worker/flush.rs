@@ -14,6 +14,14 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             .into_iter()
             .map(|key| (format!("{prefix}{key}"), None))
             .collect();
+        if let Some(partitions) = self.record_partitions.take() {
+            let r = StateRecord::Topic(crate::score::TopicRecord {
+                v: crate::score::STATE_VERSION,
+                partitions,
+            });
+            let value = serde_json::to_vec(&r).unwrap_or_default();
+            records.push((format!("{prefix}{}", r.key()), Some(value)));
+        }
         records.extend(self.engine.take_changes().into_iter().map(|c| match c {
             StateChange::Put(r) => {
                 let value = serde_json::to_vec(&r).unwrap_or_default();

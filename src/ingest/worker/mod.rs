@@ -39,7 +39,7 @@ use crate::alert::{Alert, Trigger};
 use crate::config::KafkaSettings;
 use crate::decode::{check_key, decode, Reject};
 use crate::registry::Registry;
-use crate::score::{Engine, EngineSettings, Outcome, Rules, StateChange};
+use crate::score::{Engine, EngineSettings, Outcome, Rules, StateChange, StateRecord};
 use crate::telemetry::Metrics;
 use crate::time::wall_now;
 
@@ -165,6 +165,8 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     topic_c: std::ffi::CString,
     /// The participant this partition's topic is bound to, if any (topic binding).
     owner: Option<crate::registry::ParticipantIdx>,
+    /// The topic's partition count, to write with the next snapshot (none was recorded).
+    record_partitions: Option<i32>,
     /// The group's committed offset when the partition was taken over: where reading
     /// starts, the position until a message is read (`None`: none committed, from the start).
     start_offset: Option<i64>,
@@ -238,6 +240,7 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         topic_c,
         start_offset: None,
         owner,
+        record_partitions: None,
     };
     metrics.restoring.inc();
     let restored = w.restore(&mut stop).await;
@@ -280,15 +283,43 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 };
                 let loaded = state::read(&k, sp, &topic, partition, Duration::from_secs(30))?;
                 let start = committed_offset(&*consumer, &topic, partition)?;
-                anyhow::Ok((txn, loaded, start))
+                let partitions = partition_count(&*consumer, &topic)?;
+                anyhow::Ok((txn, loaded, start, partitions))
             });
             let result = tokio::select! {
                 s = stop.recv() => return Err(s.map(|s| s.reply)),
                 r = read => r,
             };
             match result {
-                Ok(Ok((txn, loaded, start))) => {
+                Ok(Ok((txn, mut loaded, start, partitions))) => {
                     self.start_offset = start;
+                    let recorded = loaded.records.iter().find_map(|r| match r {
+                        StateRecord::Topic(t) => Some(t.partitions),
+                        _ => None,
+                    });
+                    match recorded {
+                        Some(n) if n != partitions => {
+                            // Participants are keyed to partitions by the count: grading on
+                            // would split one participant's incidents over two partitions.
+                            let why = format!(
+                                "topic {} has {partitions} partitions, but its partition {} was graded when it had {n}: participants' events now land on other partitions than their incidents' state. Set the partition count back to {n}, or start a new consumer group (kafka.group_id) and state topic (kafka.state_topic) after the open incidents are resolved",
+                                self.topic, self.partition
+                            );
+                            tracing::error!(topic = %self.topic, partition = self.partition, recorded = n, now = partitions, "the partition count of an events topic changed; stopping the daemon");
+                            self.shared
+                                .metrics
+                                .worker_failures
+                                .with_label_values(&["partition_count_changed"])
+                                .inc();
+                            self.shared.health.fail(why);
+                            return Err(stop.recv().await.map(|s| s.reply));
+                        }
+                        Some(_) => {}
+                        None => self.record_partitions = Some(partitions),
+                    }
+                    loaded
+                        .records
+                        .retain(|r| !matches!(r, StateRecord::Topic(_)));
                     if let Some(txn) = txn {
                         self.txn = Some(Arc::new(txn));
                     }
@@ -531,6 +562,24 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             self.open_reported = open;
         }
     }
+}
+
+/// How many partitions a topic has now (blocking: asks the cluster).
+fn partition_count<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+) -> anyhow::Result<i32> {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let n = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
+    anyhow::ensure!(
+        n > 0,
+        "topic {topic}: no partitions in the cluster's metadata"
+    );
+    Ok(n as i32)
 }
 
 /// The group's committed offset of a partition (blocking: asks the group coordinator).

@@ -91,7 +91,8 @@ impl Engine {
                     StateRecord::Clock(c) => Some(c.at_ms),
                     _ => None,
                 })
-                .or_else(|| records.iter().map(StateRecord::latest_instant).max());
+                .or_else(|| records.iter().map(StateRecord::latest_instant).max())
+                .filter(|t| *t > i64::MIN);
             if let Some(at) = saved {
                 self.advance_to(Timestamp(at), &mut Vec::new());
                 self.clock_persisted = self.clock;
@@ -123,7 +124,7 @@ impl Engine {
                         summary.skipped.push(format!("{key}: {}", problem.text));
                     }
                 },
-                StateRecord::Clock(_) => {}
+                StateRecord::Clock(_) | StateRecord::Topic(_) => {}
                 StateRecord::Participant(r) => match self.registry.lookup(&r.participant_id) {
                     Some(p) => {
                         liveness.push((p, Timestamp(r.heard_at_ms), r.silent));
