@@ -30,6 +30,7 @@
 //! - [`telemetry`]: Prometheus metrics and the HTTP endpoints.
 //! - [`replay`], [`demo`], [`simulate`]: the engine over a file; the daemon on an embedded
 //!   Kafka; synthetic traffic.
+//! - [`acls`]: the Kafka ACL matrix a configuration needs (`regwatch acls`).
 //! - [`time`]: the engine's notion of time (RFC 3339 in and out) and the one wall-clock read.
 //!
 //! # Invariants
@@ -42,6 +43,7 @@
 //! - One partition, one owner: no lock per event; an offset is committed only after the
 //!   state snapshot covering it and every alert before it are acknowledged.
 
+pub mod acls;
 pub mod alert;
 pub mod app;
 pub mod calendar;

@@ -1,6 +1,6 @@
 //! The `regwatch` binary: parse the command line, load the configuration, run, exit code.
 
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -92,6 +92,20 @@ enum Command {
     },
     /// Validate a configuration file (and the rules file it names); exit 0 when it is good.
     CheckConfig { file: PathBuf },
+    /// Print the Kafka ACLs the configuration needs, as kafka-acls.sh command lines.
+    Acls {
+        /// Configuration file (registry, kafka and delivery settings).
+        #[arg(long)]
+        config: PathBuf,
+        /// regwatch's principal (default: User:<kafka.security.username> with SASL, else
+        /// User:regwatch).
+        #[arg(long)]
+        principal: Option<String>,
+        /// A participant's principal, {id} standing for its registry id (e.g.
+        /// "User:CN={id}" for certificate names).
+        #[arg(long, default_value = regwatch::acls::DEFAULT_PARTICIPANT_PRINCIPAL)]
+        participant_principal: String,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<u64, String> {
@@ -146,6 +160,11 @@ fn main() -> ExitCode {
             events,
         } => run_replay(config.as_deref(), until, &events),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Acls {
+            config,
+            principal,
+            participant_principal,
+        } => print_acls(&config, principal, participant_principal),
     };
     match result {
         Ok(code) => code,
@@ -280,6 +299,41 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_acls(
+    config: &Path,
+    principal: Option<String>,
+    participant_principal: String,
+) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    let mut opts = regwatch::acls::Options::for_config(&cfg);
+    if let Some(p) = principal {
+        opts.principal = p;
+    }
+    opts.participant_principal = participant_principal;
+    if !opts.principal.contains(':') {
+        anyhow::bail!(
+            "--principal {:?}: give Type:name (e.g. User:regwatch)",
+            opts.principal
+        );
+    }
+    if !opts.participant_principal.contains(':') || !opts.participant_principal.contains("{id}") {
+        anyhow::bail!(
+            "--participant-principal {:?}: give Type:name with {{id}} (e.g. User:{{id}})",
+            opts.participant_principal
+        );
+    }
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let written = regwatch::acls::commands(&cfg, &opts)
+        .iter()
+        .try_for_each(|line| writeln!(out, "{line}"))
+        .and_then(|()| out.flush());
+    match written {
+        // A closed stdout (`| head`) ends the listing quietly.
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 fn run_replay(

@@ -1,5 +1,6 @@
 //! The integration test binary: the engine and the binary, end to end, with real files.
 
+mod acls;
 mod api;
 mod backlog;
 mod binding;

@@ -14,7 +14,7 @@ use crate::broker::{produce, tempdir, Broker, Options};
 use crate::kafka::{collect, event};
 
 /// A CA and a broker certificate for 127.0.0.1 (PEM: ca.crt, broker.key, broker.crt).
-fn test_ca(dir: &Path) {
+pub(crate) fn test_ca(dir: &Path) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
