@@ -459,10 +459,11 @@ impl DemoHook {
                 let ts: i64 = h(crate::delivery::sign::TIMESTAMP_HEADER)
                     .parse()
                     .unwrap_or(0);
-                let ok = crate::delivery::sign::verify(
+                let ok = crate::delivery::sign::verify_v2(
                     &[(DEMO_KEY_ID, DEMO_KEY.as_bytes())],
                     ts,
-                    &h(crate::delivery::sign::SIGNATURE_HEADER),
+                    &h("idempotency-key"),
+                    &h(crate::delivery::sign::SIGNATURE_V2_HEADER),
                     &body,
                     wall_now().millis() / 1000,
                     300,

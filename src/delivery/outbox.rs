@@ -457,6 +457,9 @@ impl Lane {
             .header("idempotency-key", alert_id)
             .header(TIMESTAMP_HEADER, timestamp.to_string())
             .header("x-regwatch-attempt", (attempt + 1).to_string());
+        if let Some(sig) = sign::sign_v2(&self.receiver.signing_keys, timestamp, alert_id, body) {
+            req = req.header(sign::SIGNATURE_V2_HEADER, sig);
+        }
         if let Some(sig) = sign::sign(&self.receiver.signing_keys, timestamp, body) {
             req = req.header(SIGNATURE_HEADER, sig);
         }

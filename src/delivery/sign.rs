@@ -1,11 +1,20 @@
-//! Request signing: HMAC-SHA256 over `<timestamp>.<body>`, once per active key.
+//! Request signing: HMAC-SHA256, once per active key, in two versions.
 //!
 //! Every webhook request carries
 //!
 //! ```text
-//! X-Regwatch-Timestamp: 1795766400                  (Unix seconds when the attempt was made)
-//! X-Regwatch-Signature: 2026-11=9f2c…,2026-05=41ab…  (<key id>=<hex HMAC>, one per key)
+//! X-Regwatch-Timestamp: 1795766400                     (Unix seconds when the attempt was made)
+//! Idempotency-Key: 8c7a1f2a238287480b416c18c50ba243    (the alert id)
+//! X-Regwatch-Signature-V2: 2026-11=9f2c…,2026-05=41ab…  (<key id>=<hex HMAC>, one per key)
+//! X-Regwatch-Signature: 2026-11=…                       (v1, deprecated)
 //! ```
+//!
+//! - v2 signs `v2.<timestamp>.<idempotency key>.<body>`: a receiver that deduplicates on the
+//!   idempotency key can trust it (with v1, a man in the middle could replay a body under a
+//!   fresh key and have it processed twice, or reuse a key to have a new alert dropped).
+//! - v1 signs `<timestamp>.<body>`. It is still sent so that receivers verifying it keep
+//!   working; they move by verifying `X-Regwatch-Signature-V2` instead (same keys, the string
+//!   above), after which v1 will be dropped.
 //!
 //! A receiver knows one or more `(key id, secret)` pairs. It accepts a request when some
 //! entry names a key it knows and that entry's HMAC matches (compared in constant time), and
@@ -20,6 +29,7 @@ use crate::config::SigningKey;
 
 pub const TIMESTAMP_HEADER: &str = "x-regwatch-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-regwatch-signature";
+pub const SIGNATURE_V2_HEADER: &str = "x-regwatch-signature-v2";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -27,6 +37,17 @@ fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
     let mut m = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
     m.update(timestamp.to_string().as_bytes());
+    m.update(b".");
+    m.update(body);
+    m
+}
+
+fn mac_v2(secret: &[u8], timestamp: i64, idempotency_key: &str, body: &[u8]) -> HmacSha256 {
+    let mut m = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
+    m.update(b"v2.");
+    m.update(timestamp.to_string().as_bytes());
+    m.update(b".");
+    m.update(idempotency_key.as_bytes());
     m.update(b".");
     m.update(body);
     m
@@ -68,6 +89,80 @@ pub fn sign(keys: &[SigningKey], timestamp: i64, body: &[u8]) -> Option<String> 
     Some(entries.join(","))
 }
 
+/// The `X-Regwatch-Signature-V2` value for `body` sent at `timestamp` (Unix seconds) under
+/// `idempotency_key`; `None` when the receiver has no signing key.
+pub fn sign_v2(
+    keys: &[SigningKey],
+    timestamp: i64,
+    idempotency_key: &str,
+    body: &[u8],
+) -> Option<String> {
+    if keys.is_empty() {
+        return None;
+    }
+    let entries: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            let tag = mac_v2(
+                k.secret.expose().as_bytes(),
+                timestamp,
+                idempotency_key,
+                body,
+            )
+            .finalize();
+            format!("{}={}", k.id, hex(&tag.into_bytes()))
+        })
+        .collect();
+    Some(entries.join(","))
+}
+
+/// Verifies a v2 signature as a receiver would (see [`verify`] for the arguments); the
+/// idempotency key is the request's `Idempotency-Key` header.
+pub fn verify_v2(
+    known: &[(&str, &[u8])],
+    timestamp: i64,
+    idempotency_key: &str,
+    signature: &str,
+    body: &[u8],
+    now: i64,
+    tolerance_s: i64,
+) -> Result<(), VerifyError> {
+    check_entries(known, timestamp, signature, now, tolerance_s, |secret| {
+        mac_v2(secret, timestamp, idempotency_key, body)
+    })
+}
+
+fn check_entries(
+    known: &[(&str, &[u8])],
+    timestamp: i64,
+    signature: &str,
+    now: i64,
+    tolerance_s: i64,
+    mac_of: impl Fn(&[u8]) -> HmacSha256,
+) -> Result<(), VerifyError> {
+    let skew = (now - timestamp).abs();
+    if skew > tolerance_s {
+        return Err(VerifyError::Stale(skew));
+    }
+    let mut matched_key = false;
+    for entry in signature.split(',') {
+        let (id, tag) = entry.trim().split_once('=').ok_or(VerifyError::Malformed)?;
+        let Some((_, secret)) = known.iter().find(|(k, _)| *k == id) else {
+            continue;
+        };
+        matched_key = true;
+        let tag = unhex(tag).ok_or(VerifyError::Malformed)?;
+        if mac_of(secret).verify_slice(&tag).is_ok() {
+            return Ok(());
+        }
+    }
+    Err(if matched_key {
+        VerifyError::Mismatch
+    } else {
+        VerifyError::UnknownKey
+    })
+}
+
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("no signature entry names a key this receiver knows")]
@@ -90,26 +185,8 @@ pub fn verify(
     now: i64,
     tolerance_s: i64,
 ) -> Result<(), VerifyError> {
-    let skew = (now - timestamp).abs();
-    if skew > tolerance_s {
-        return Err(VerifyError::Stale(skew));
-    }
-    let mut matched_key = false;
-    for entry in signature.split(',') {
-        let (id, tag) = entry.trim().split_once('=').ok_or(VerifyError::Malformed)?;
-        let Some((_, secret)) = known.iter().find(|(k, _)| *k == id) else {
-            continue;
-        };
-        matched_key = true;
-        let tag = unhex(tag).ok_or(VerifyError::Malformed)?;
-        if mac(secret, timestamp, body).verify_slice(&tag).is_ok() {
-            return Ok(());
-        }
-    }
-    Err(if matched_key {
-        VerifyError::Mismatch
-    } else {
-        VerifyError::UnknownKey
+    check_entries(known, timestamp, signature, now, tolerance_s, |secret| {
+        mac(secret, timestamp, body)
     })
 }
 
@@ -176,5 +253,60 @@ mod tests {
             Err(VerifyError::Stale(900))
         );
         assert_eq!(sign(&[], 1, b"x"), None);
+    }
+
+    #[test]
+    fn v2_signs_the_idempotency_key_too() {
+        // hmac.new(b"Jefe", b"v2.1700000000.abc.{}", hashlib.sha256).hexdigest()
+        let keys = [key("k1", "Jefe")];
+        let sig = sign_v2(&keys, 1_700_000_000, "abc", b"{}").unwrap();
+        let mut m = HmacSha256::new_from_slice(b"Jefe").unwrap();
+        m.update(b"v2.1700000000.abc.{}");
+        assert_eq!(sig, format!("k1={}", hex(&m.finalize().into_bytes())));
+        let known = [("k1", b"Jefe".as_slice())];
+        assert_eq!(
+            verify_v2(
+                &known,
+                1_700_000_000,
+                "abc",
+                &sig,
+                b"{}",
+                1_700_000_010,
+                300
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify_v2(
+                &known,
+                1_700_000_000,
+                "abd",
+                &sig,
+                b"{}",
+                1_700_000_010,
+                300
+            ),
+            Err(VerifyError::Mismatch),
+            "another idempotency key"
+        );
+        assert_eq!(
+            verify_v2(
+                &known,
+                1_700_000_000,
+                "abc",
+                &sig,
+                b"{ }",
+                1_700_000_010,
+                300
+            ),
+            Err(VerifyError::Mismatch)
+        );
+        // A v1 signature is no v2 signature (the versions are domain-separated).
+        let v1 = sign(&keys, 1_700_000_000, b"{}").unwrap();
+        assert_eq!(
+            verify_v2(&known, 1_700_000_000, "", &v1, b"{}", 1_700_000_000, 300),
+            Err(VerifyError::Mismatch)
+        );
+        assert_eq!(sign_v2(&[], 1, "a", b"x"), None);
     }
 }

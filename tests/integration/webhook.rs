@@ -349,6 +349,23 @@ exemption = "ineligible"
             300
         )
         .is_ok());
+        // The v2 signature covers the idempotency key as well.
+        let v2 = |key: &str| {
+            regwatch::delivery::sign::verify_v2(
+                &[("2026-11", NEW_KEY.as_bytes())],
+                ts,
+                key,
+                g.header("x-regwatch-signature-v2"),
+                &g.body,
+                now,
+                300,
+            )
+        };
+        assert!(v2(g.header("idempotency-key")).is_ok());
+        assert!(
+            v2("another-key").is_err(),
+            "a swapped idempotency key fails"
+        );
         let mut tampered = g.clone();
         tampered.body.push(b' ');
         assert!(!verify_with("2026-11", NEW_KEY, &tampered));
