@@ -148,6 +148,9 @@ pub struct KafkaSettings {
     /// State snapshots and offset commits go through a transactional producer per partition,
     /// which fences a previous owner (see `ingest::txn`).
     pub transactional_state: bool,
+    /// Key of the HMAC every alert and reminder record carries (`regwatch.mac`): with it,
+    /// the outbox delivers only records regwatch produced. `None`: the topics are trusted.
+    pub record_key: Option<Secret>,
     pub create_topics: bool,
     pub commit_interval_ms: i64,
     pub fetch_queue_kbytes: u32,
@@ -194,6 +197,7 @@ pub(super) struct RawKafka {
     #[serde(default)]
     state_topic_config: Vec<String>,
     transactional_state: Option<bool>,
+    record_key: Option<RawSecret>,
     create_topics: Option<bool>,
     commit_interval: Option<String>,
     fetch_queue_kbytes: Option<u32>,
@@ -436,6 +440,10 @@ impl RawKafka {
             min_insync_replicas,
             state_topic_config,
             transactional_state: self.transactional_state.unwrap_or(true),
+            record_key: self
+                .record_key
+                .map(|raw| secret("kafka.record_key", raw))
+                .transpose()?,
             create_topics: self.create_topics.unwrap_or(true),
             commit_interval_ms,
             fetch_queue_kbytes: self.fetch_queue_kbytes.unwrap_or(16_384),

@@ -89,6 +89,8 @@ struct Lane {
     consumer: Arc<StreamConsumer>,
     producer: FutureProducer,
     m: Handles,
+    /// With `kafka.record_key`, only records carrying its HMAC are delivered.
+    record_key: Option<crate::config::Secret>,
 }
 
 /// Metric handles of one receiver, resolved once.
@@ -100,6 +102,7 @@ struct Handles {
     retries: IntCounter,
     dead_http: IntCounter,
     dead_malformed: IntCounter,
+    dead_untrusted: IntCounter,
     skipped: IntCounter,
     pending: IntGauge,
     circuit: IntGauge,
@@ -122,6 +125,7 @@ impl Handles {
             retries: w.retries.with_label_values(&[name]),
             dead_http: w.dead_letters.with_label_values(&[name, "http_status"]),
             dead_malformed: w.dead_letters.with_label_values(&[name, "malformed_alert"]),
+            dead_untrusted: w.dead_letters.with_label_values(&[name, "untrusted"]),
             skipped: w.skipped.with_label_values(&[name]),
             pending: w.pending.with_label_values(&[name]),
             circuit: w.circuit.with_label_values(&[name]),
@@ -189,6 +193,7 @@ impl Outbox {
                 consumer: Arc::new(consumer),
                 producer: producer.clone(),
                 m: Handles::new(metrics, &receiver.name),
+                record_key: kafka.record_key.clone(),
             });
             tracing::info!(receiver = %receiver.name, %group, format = receiver.format.as_str(), "webhook outbox started");
             tasks.push(tokio::spawn(dispatch(lane, stop_rx.clone())));
@@ -353,6 +358,16 @@ impl Lane {
         let Some(bytes) = m.payload() else {
             return;
         };
+        if let Some(k) = &self.record_key {
+            let mac = crate::ingest::tail::header(m, sign::RECORD_MAC_HEADER).unwrap_or_default();
+            if !sign::record_authentic(k.expose().as_bytes(), m.topic(), bytes, &mac) {
+                let why = "the record carries no valid regwatch.mac: it was not produced by regwatch (kafka.record_key)";
+                tracing::warn!(receiver = %self.receiver.name, topic = m.topic(), partition = m.partition(), offset = m.offset(), "untrusted record on the alerts topic dead-lettered, not delivered");
+                self.dead_letter(m, "untrusted", None, why, rng).await;
+                self.m.dead_untrusted.inc();
+                return;
+            }
+        }
         let alert = match payload::parse(bytes) {
             Ok(a) => a,
             Err(why) => {

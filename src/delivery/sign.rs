@@ -30,6 +30,8 @@ use crate::config::SigningKey;
 pub const TIMESTAMP_HEADER: &str = "x-regwatch-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-regwatch-signature";
 pub const SIGNATURE_V2_HEADER: &str = "x-regwatch-signature-v2";
+/// The Kafka header carrying a record's authentication (`kafka.record_key`).
+pub const RECORD_MAC_HEADER: &str = "regwatch.mac";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -51,6 +53,30 @@ fn mac_v2(secret: &[u8], timestamp: i64, idempotency_key: &str, body: &[u8]) -> 
     m.update(b".");
     m.update(body);
     m
+}
+
+fn record_tag(secret: &[u8], topic: &str, payload: &[u8]) -> HmacSha256 {
+    let mut m = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
+    m.update(b"regwatch.record.v1\0");
+    m.update(topic.as_bytes());
+    m.update(b"\0");
+    m.update(payload);
+    m
+}
+
+/// The `regwatch.mac` header value of a record regwatch produces to `topic`.
+pub fn record_mac(secret: &[u8], topic: &str, payload: &[u8]) -> String {
+    hex(&record_tag(secret, topic, payload).finalize().into_bytes())
+}
+
+/// Whether `mac` (a `regwatch.mac` header) authenticates `payload` on `topic`
+/// (constant-time).
+pub fn record_authentic(secret: &[u8], topic: &str, payload: &[u8], mac: &str) -> bool {
+    unhex(mac).is_some_and(|tag| {
+        record_tag(secret, topic, payload)
+            .verify_slice(&tag)
+            .is_ok()
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {

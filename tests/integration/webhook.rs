@@ -938,3 +938,60 @@ reminders = false
     assert!(reminders(&quiet).is_empty());
     daemon.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_alert_on_the_alerts_topic_is_never_signed_and_sent() {
+    let broker = Broker::start();
+    let name = "forged";
+    broker.create_topic(&format!("{name}.events"), 3);
+    let hook = Hook::up().await;
+    let dir = crate::broker::tempdir("record-key");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("record-key");
+    std::fs::write(&key_file, "an-internal-key-0123456789\n").unwrap();
+    let text = format!(
+        "{}\n[[delivery.receivers]]\nname = \"r\"\nurl = \"{}\"\nsigning_keys = [{{ id = \"t1\", secret = \"{NEW_KEY}\" }}]\n",
+        config_text(&broker, name, 3).replacen(
+            "[kafka]\n",
+            &format!("[kafka]\nrecord_key = {{ file = {:?} }}\n", key_file.display().to_string()),
+            1
+        ),
+        hook.url()
+    );
+    let cfg = Config::from_toml(&text, None, false).expect("config");
+    let kafka = cfg.kafka.clone();
+    let daemon = regwatch::app::spawn(cfg).await.expect("daemon starts");
+    // A genuine alert: delivered.
+    let mut seq = 0;
+    let leak = crate::kafka::event(
+        serde_json::json!({"participant_id": "P1", "kind": "infosec", "incident_id": "REAL",
+               "category": "data_leak", "records_exposed": 200_000}),
+        &mut seq,
+    );
+    produce(&broker.producer(), &format!("{name}.events"), &[leak]).await;
+    hook.wait_for("the genuine alert", Duration::from_secs(30), |got| {
+        got.iter().any(|g| g.json()["incident_id"] == "REAL")
+    })
+    .await;
+    // Alerts written to the alerts topic by someone else: well-formed, but not regwatch's.
+    let (records, alerts) = sample_alerts();
+    produce(&broker.producer(), &kafka.alerts_topic, &records[..2]).await;
+    let m = &daemon.running.metrics.webhook;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while m.dead_letters.with_label_values(&["r", "untrusted"]).get() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the forged alerts are dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delivered = hook.delivered();
+    for a in &alerts[..2] {
+        assert!(
+            !delivered.contains(a["alert_id"].as_str().unwrap()),
+            "a forged alert was sent"
+        );
+    }
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    daemon.stop().await.expect("clean stop");
+}

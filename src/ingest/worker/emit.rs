@@ -121,6 +121,17 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 }
                 None => &shared.kafka.alerts_topic,
             };
+            if let Some(k) = &shared.kafka.record_key {
+                let mac = crate::delivery::sign::record_mac(
+                    k.expose().as_bytes(),
+                    topic,
+                    payload.as_bytes(),
+                );
+                headers = headers.insert(Header {
+                    key: crate::delivery::sign::RECORD_MAC_HEADER,
+                    value: Some(mac.as_str()),
+                });
+            }
             let record = Record {
                 topic,
                 partition: None,
