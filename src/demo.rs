@@ -52,20 +52,23 @@ calendar = "cn-stock"
 /// The configuration text of the demo: every example participant on `demo-always`, the
 /// lunch broker on `cn-stock`, the calendars read from `calendars`.
 fn demo_config(calendars: &std::path::Path) -> String {
-    DEMO_CONFIG
-        .replace(
-            "[[participants]]\n",
-            "[[participants]]\ncalendar = \"demo-always\"\n",
-        )
-        .replacen(
-            "[rules]\n",
-            &format!(
-                "[rules]\ncalendars = {:?}\n",
-                calendars.display().to_string()
-            ),
-            1,
-        )
-        + LUNCH_BROKER
+    let own: String = DEMO_CONFIG
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("calendar ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    own.replace(
+        "[[participants]]\n",
+        "[[participants]]\ncalendar = \"demo-always\"\n",
+    )
+    .replacen(
+        "[rules]\n",
+        &format!(
+            "[rules]\ncalendars = {:?}\n",
+            calendars.display().to_string()
+        ),
+        1,
+    ) + LUNCH_BROKER
 }
 
 /// 11:20 Beijing (UTC+8) of the latest cn-stock trading day whose afternoon session has
@@ -269,17 +272,29 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // reads it: a backlog.
     let backlog =
         crate::ingest::client::producer(&kafka).create::<rdkafka::producer::FutureProducer>()?;
-    for (ts, v) in lunch_backlog(wall_now()) {
-        let value = serde_json::to_vec(&v)?;
-        let record = rdkafka::producer::FutureRecord::to(&topic)
-            .key("SH-BRK-0003")
-            .payload(&value)
-            .timestamp(ts);
-        backlog
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)?;
+    let values: Vec<(i64, Vec<u8>)> = lunch_backlog(wall_now())
+        .into_iter()
+        .map(|(ts, v)| (ts, serde_json::to_vec(&v).unwrap_or_default()))
+        .collect();
+    // Queued at once (one key, so in order), then awaited together.
+    let sends: Vec<_> = values
+        .iter()
+        .map(|(ts, value)| {
+            backlog.send(
+                rdkafka::producer::FutureRecord::to(&topic)
+                    .key("SH-BRK-0003")
+                    .payload(value)
+                    .timestamp(*ts),
+                Duration::from_secs(10),
+            )
+        })
+        .collect();
+    for sent in futures_util::future::join_all(sends).await {
+        sent.map_err(|(e, _)| e)?;
     }
+    // Closed while the cluster is up: a client outliving the mock cluster waits for it.
+    drop(values);
+    drop(backlog);
     let daemon = crate::app::spawn(cfg).await?;
     if let Some(addr) = daemon.running.http {
         println!("metrics: http://{addr}/metrics   open incidents: http://{addr}/incidents   (Ctrl-C to stop)");
