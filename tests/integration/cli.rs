@@ -404,3 +404,27 @@ fn replay_reports_a_missing_file_clearly() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("no-such-file.jsonl"));
 }
+
+#[test]
+fn the_demo_runs_and_grades_the_lunch_break_backlog_as_it_happened() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = regwatch()
+        .args(["demo", "--duration", "8s", "--http-port", &port.to_string()])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let lunch = stdout
+        .lines()
+        .find(|l| l.contains("LUNCH-OUTAGE") && l.contains("resolved"))
+        .unwrap_or_else(|| panic!("the lunch-break outage is graded: {stdout}"));
+    assert!(
+        lunch.contains("115 min (25 of trading)") && lunch.contains("larger"),
+        "{lunch}"
+    );
+    assert!(stdout.contains("demo done:"), "{stdout}");
+}
