@@ -120,12 +120,13 @@ pub async fn run(
     };
     #[cfg(not(unix))]
     let hangup: Option<Hangup> = None;
+    let registry = Arc::new(config.registry);
     let reloader = tokio::spawn(reload_rules(
         hangup,
         RulesSource {
             path: config.rules_path.clone(),
             calendars: config.calendars_path.clone(),
-            registry: Arc::new(config.registry.clone()),
+            registry: registry.clone(),
             watch: Duration::from_millis(config.rules_watch_ms.max(0) as u64),
             config_digest: config.digest.clone(),
         },
@@ -136,13 +137,13 @@ pub async fn run(
     let prober = tokio::spawn(probe_broker(k.clone(), metrics.clone()));
     let coverage = tokio::spawn(crate::telemetry::coverage::watch(
         rules_rx.clone(),
-        Arc::new(config.registry.clone()),
+        registry.clone(),
         metrics.clone(),
     ));
     let shared = Arc::new(Shared {
         kafka: k.clone(),
         engine,
-        registry: Arc::new(config.registry),
+        registry,
         rules: rules_rx,
         queries,
         producer: producer.clone(),

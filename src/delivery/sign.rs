@@ -102,13 +102,18 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// The `X-Regwatch-Signature` value for `body` sent at `timestamp` (Unix seconds); `None`
 /// when the receiver has no signing key.
 pub fn sign(keys: &[SigningKey], timestamp: i64, body: &[u8]) -> Option<String> {
+    sign_entries(keys, |secret| mac(secret, timestamp, body))
+}
+
+/// `<key id>=<hex HMAC>` for each key, comma-separated; `None` without keys.
+fn sign_entries(keys: &[SigningKey], mac_of: impl Fn(&[u8]) -> HmacSha256) -> Option<String> {
     if keys.is_empty() {
         return None;
     }
     let entries: Vec<String> = keys
         .iter()
         .map(|k| {
-            let tag = mac(k.secret.expose().as_bytes(), timestamp, body).finalize();
+            let tag = mac_of(k.secret.expose().as_bytes()).finalize();
             format!("{}={}", k.id, hex(&tag.into_bytes()))
         })
         .collect();
@@ -123,23 +128,9 @@ pub fn sign_v2(
     idempotency_key: &str,
     body: &[u8],
 ) -> Option<String> {
-    if keys.is_empty() {
-        return None;
-    }
-    let entries: Vec<String> = keys
-        .iter()
-        .map(|k| {
-            let tag = mac_v2(
-                k.secret.expose().as_bytes(),
-                timestamp,
-                idempotency_key,
-                body,
-            )
-            .finalize();
-            format!("{}={}", k.id, hex(&tag.into_bytes()))
-        })
-        .collect();
-    Some(entries.join(","))
+    sign_entries(keys, |secret| {
+        mac_v2(secret, timestamp, idempotency_key, body)
+    })
 }
 
 /// Verifies a v2 signature as a receiver would (see [`verify`] for the arguments); the
