@@ -45,10 +45,32 @@ else
   regwatch=(cargo run -q --locked --bin regwatch --)
 fi
 
+# --- TLS and tokens of the HTTP endpoint ------------------------------------------------------
+# The files the deploy configurations name, made by deploy/tls/make-certs.sh as the compose
+# stack's tls-init makes them, and laid out where each configuration expects them (relative to
+# a copy of the file, or in place of an absolute path): every check below runs on real files.
+certs="$tmp/certs"
+check "deploy/tls/make-certs.sh makes a CA, server and client certificates and tokens" \
+  sh deploy/tls/make-certs.sh "$certs" regwatch localhost 127.0.0.1
+check "deploy/tls/make-certs.sh again keeps what exists" \
+  sh deploy/tls/make-certs.sh "$certs" regwatch localhost 127.0.0.1
+check "make-certs.sh: the server and client certificates verify against its CA" \
+  openssl verify -CAfile "$certs/ca.crt" "$certs/regwatch/server.crt" "$certs/prometheus/client.crt"
+ln -s "$certs/regwatch" "$tmp/tls"                    # compose: tls/ beside regwatch.toml
+mkdir -p "$tmp/k8s-tls" "$tmp/k8s-tokens" "$tmp/prometheus"
+ln -s "$certs/regwatch/server.crt" "$tmp/k8s-tls/tls.crt"
+ln -s "$certs/regwatch/server.key" "$tmp/k8s-tls/tls.key"
+ln -s "$certs/ca.crt" "$tmp/k8s-tls/ca.crt"
+ln -s "$certs/regwatch/scrape.tokens" "$tmp/k8s-tokens/scrape.tokens"
+ln -s "$certs/regwatch/supervisor.tokens" "$tmp/k8s-tokens/supervisor.tokens"
+sed "s#/etc/prometheus-tls/#$certs/prometheus/#g" deploy/prometheus/prometheus.yml >"$tmp/prometheus/prometheus.yml"
+cp deploy/prometheus/alerts.yml "$tmp/prometheus/"
+cp deploy/regwatch/regwatch.toml "$tmp/compose.toml"
+
 # --- Prometheus -----------------------------------------------------------------------------
 if command -v promtool >/dev/null 2>&1; then
-  check "promtool check config deploy/prometheus/prometheus.yml" \
-    promtool check config deploy/prometheus/prometheus.yml
+  check "promtool check config deploy/prometheus/prometheus.yml (with make-certs.sh's files at /etc/prometheus-tls)" \
+    promtool check config "$tmp/prometheus/prometheus.yml"
   check "promtool check rules deploy/prometheus/alerts.yml" \
     promtool check rules deploy/prometheus/alerts.yml
   check "promtool test rules deploy/prometheus/alerts_test.yml" \
@@ -58,8 +80,8 @@ else
 fi
 
 # --- regwatch configurations ----------------------------------------------------------------
-check "regwatch check-config deploy/regwatch/regwatch.toml" \
-  "${regwatch[@]}" check-config deploy/regwatch/regwatch.toml
+check "regwatch check-config deploy/regwatch/regwatch.toml (with make-certs.sh's files as tls/)" \
+  "${regwatch[@]}" check-config "$tmp/compose.toml"
 
 # --- YAML, JSON and the facts between the files (one line per fact) -------------------------
 if [[ -z $py ]]; then
@@ -146,12 +168,30 @@ for name, svc in services.items():
     for vol in svc.get("volumes", []):
         src = vol.split(":")[0]
         # ../dashboards is another part of the repository; Grafana starts without it.
+        # ./tls/out is made by the tls-init service on first start.
         if src.startswith((".", "/")) and src != "../dashboards" \
+                and not src.startswith("./tls/out/") and src != "./tls/out" \
                 and not (pathlib.Path("deploy") / src).exists():
             missing.append(f"{name}: {src}")
 check("compose: every bind-mounted file or folder of deploy/ exists", not missing, ", ".join(missing))
 check("compose: regwatch mounts regwatch/regwatch.toml at /etc/regwatch/regwatch.toml",
       "./regwatch/regwatch.toml:/etc/regwatch/regwatch.toml:ro" in rw.get("volumes", []))
+http = compose_toml.get("http", {})
+tls_files = [http.get("tls", {}).get(k, "") for k in ("cert_file", "key_file", "client_ca_file")]
+tls_files += [t.get("file", "") for t in http.get("tokens", [])]
+check("compose: regwatch's config serves TLS with client certificates and both token roles from tls/",
+      all(f.startswith("tls/") for f in tls_files) and len(tls_files) == 5
+      and {t.get("role") for t in http.get("tokens", [])} == {"scrape", "supervisor"})
+init = services.get("tls-init", {})
+check("compose: tls-init runs make-certs.sh into ./tls/out; regwatch, the simulator and prometheus mount its parts",
+      "./tls/make-certs.sh:/make-certs.sh:ro" in init.get("volumes", [])
+      and "./tls/out:/out" in init.get("volumes", [])
+      and "make-certs.sh /out" in " ".join(init.get("entrypoint", []))
+      and "./tls/out/regwatch:/etc/regwatch/tls:ro" in rw.get("volumes", [])
+      and any(v.startswith("./tls/out/regwatch:/etc/regwatch/tls:ro")
+              for v in services.get("simulator", {}).get("volumes", []))
+      and "./tls/out/prometheus:/etc/prometheus-tls:ro" in services.get("prometheus", {}).get("volumes", [])
+      and rw.get("depends_on", {}).get("tls-init", {}).get("condition") == "service_completed_successfully")
 check("compose: regwatch publishes 9464 and its config listens on 0.0.0.0:9464",
       any(str(p).split(":")[-1] == "9464" for p in rw.get("ports", []))
       and compose_toml.get("http", {}).get("listen") == "0.0.0.0:9464")
@@ -209,6 +249,13 @@ targets = [t for sc in jobs.get("regwatch", {}).get("static_configs", []) for t 
 check("prometheus: job regwatch scrapes regwatch:9464 every 15s",
       targets == ["regwatch:9464"]
       and jobs["regwatch"].get("scrape_interval", prom.get("global", {}).get("scrape_interval")) == "15s")
+rj = jobs.get("regwatch", {})
+check("prometheus: job regwatch scrapes over https with make-certs.sh's client certificate and scrape token",
+      rj.get("scheme") == "https"
+      and rj.get("tls_config", {}) == {"ca_file": "/etc/prometheus-tls/ca.crt",
+                                       "cert_file": "/etc/prometheus-tls/client.crt",
+                                       "key_file": "/etc/prometheus-tls/client.key"}
+      and rj.get("authorization", {}).get("credentials_file") == "/etc/prometheus-tls/scrape.token")
 check("prometheus: loads alerts.yml",
       prom.get("rule_files") == ["alerts.yml"] and pathlib.Path("deploy/prometheus/alerts.yml").is_file())
 rules = [r for g in doc("deploy/prometheus/alerts.yml").get("groups", []) for r in g.get("rules", [])]
@@ -271,14 +318,18 @@ check("k8s: Deployment has >= 2 replicas", spec.get("replicas", 1) >= 2)
 check("k8s: Deployment selector matches its pod labels",
       subset(spec.get("selector", {}).get("matchLabels", {}), pod_labels))
 probes = {k: c.get(k, {}).get("httpGet", {}) for k in ("readinessProbe", "livenessProbe")}
-check("k8s: readiness probe GET /readyz, liveness GET /healthz, on port 9464",
-      probes["readinessProbe"].get("path") == "/readyz"
+check("k8s: readiness probe GET /readyz, liveness GET /healthz, on port 9464 over HTTPS",
+      all(p.get("scheme") == "HTTPS" for p in probes.values())
+      and probes["readinessProbe"].get("path") == "/readyz"
       and probes["livenessProbe"].get("path") == "/healthz"
       and all(p.get("port") in (9464, "metrics") for p in probes.values())
       and any(p.get("containerPort") == 9464 and p.get("name") == "metrics" for p in c.get("ports", [])))
 cm = one("ConfigMap")
 cm_text = cm.get("data", {}).get("regwatch.toml", "")
-(tmp / "configmap.toml").write_text(cm_text)
+# The Secrets' files, as make-certs.sh made them, where the Deployment mounts them.
+(tmp / "configmap.toml").write_text(
+    cm_text.replace("/etc/regwatch-tls/", f"{tmp}/k8s-tls/")
+    .replace("/etc/regwatch-tokens/", f"{tmp}/k8s-tokens/"))
 try:
     cm_toml = tomllib.loads(cm_text)
     check("k8s: the ConfigMap's regwatch.toml is TOML", True)
@@ -305,7 +356,26 @@ check("k8s: resources requested and memory limited",
       bool(c.get("resources", {}).get("requests")) and "memory" in c.get("resources", {}).get("limits", {}))
 check("k8s: pod anti-affinity spreads replicas over nodes",
       "podAntiAffinity" in pod.get("affinity", {}))
-secret = one("Secret")
+def named(kind, name):
+    return next((d for _, d in k8s.get(kind, []) if d.get("metadata", {}).get("name") == name), {})
+
+
+secret = named("Secret", "regwatch-webhooks")
+tls_secret = named("Secret", "regwatch-tls")
+tok_secret = named("Secret", "regwatch-http-tokens")
+cm_http = cm_toml.get("http", {})
+secret_vols = {v.get("secret", {}).get("secretName"): mounts.get(n) for n, v in vols.items() if "secret" in v}
+check("k8s: the ConfigMap serves TLS and both token roles from the mounted Secrets regwatch-tls and regwatch-http-tokens",
+      bool(tls_secret) and bool(tok_secret)
+      and secret_vols.get("regwatch-tls") == "/etc/regwatch-tls"
+      and secret_vols.get("regwatch-http-tokens") == "/etc/regwatch-tokens"
+      and cm_http.get("tls", {}).get("cert_file") == "/etc/regwatch-tls/tls.crt"
+      and cm_http.get("tls", {}).get("key_file") == "/etc/regwatch-tls/tls.key"
+      and {(t.get("role"), t.get("file")) for t in cm_http.get("tokens", [])}
+      == {("scrape", "/etc/regwatch-tokens/scrape.tokens"),
+          ("supervisor", "/etc/regwatch-tokens/supervisor.tokens")}
+      and {"tls.crt", "tls.key", "ca.crt"} <= tls_secret.get("stringData", {}).keys()
+      and {"scrape.tokens", "supervisor.tokens", "scrape.token"} <= tok_secret.get("stringData", {}).keys())
 secret_env = secret.get("stringData", {})
 refs = [e.get("secretRef", {}).get("name") for e in c.get("envFrom", [])]
 check("k8s: the container takes its environment from the Secret",
@@ -333,6 +403,11 @@ check("k8s: the ServiceMonitor (monitoring.coreos.com/v1) selects the Service's 
       and subset(sm.get("spec", {}).get("selector", {}).get("matchLabels", {}),
                  svc.get("metadata", {}).get("labels", {}))
       and any(e.get("port") == sport.get("name") for e in sm.get("spec", {}).get("endpoints", [])))
+ep = (sm.get("spec", {}).get("endpoints") or [{}])[0]
+check("k8s: the ServiceMonitor scrapes over https with the CA of regwatch-tls and the token of regwatch-http-tokens",
+      ep.get("scheme") == "https"
+      and ep.get("tlsConfig", {}).get("ca", {}).get("secret") == {"name": "regwatch-tls", "key": "ca.crt"}
+      and ep.get("bearerTokenSecret") == {"name": "regwatch-http-tokens", "key": "scrape.token"})
 check("k8s: the ServiceMonitor's job label (the Service's name) is regwatch, as alerts.yml expects",
       svc.get("metadata", {}).get("name") == "regwatch" and "jobLabel" not in sm.get("spec", {}))
 ns = one("Namespace").get("metadata", {}).get("name")
@@ -375,6 +450,11 @@ unit = pathlib.Path("deploy/systemd/regwatch.service").read_text()
 stop = re.search(r"^TimeoutStopSec=(\d+)s?$", unit, re.M)
 check("systemd: TimeoutStopSec is above daemon.shutdown_grace",
       stop is not None and int(stop[1]) > cm_grace)
+check("systemd: the HTTP key and token files are handed over as credentials",
+      all(f"LoadCredential={c}:/etc/regwatch/tls/regwatch/" in unit
+          for c in ("http-key", "scrape-tokens", "supervisor-tokens")))
+check("Dockerfile: HEALTHCHECK runs regwatch probe on the configuration",
+      '"regwatch", "probe", "--config", "/etc/regwatch/regwatch.toml"' in dockerfile)
 check("systemd: ExecStart runs the daemon and ExecReload sends SIGHUP",
       "ExecStart=/usr/local/bin/regwatch run --config /etc/regwatch/regwatch.toml" in unit
       and "ExecReload=/bin/kill -HUP $MAINPID" in unit)

@@ -224,18 +224,31 @@ async fn start_http(
         return Ok((stop_tx, None));
     };
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+    let settings = config.http.clone();
     tokio::spawn(async move {
         let stop = async {
             let _ = stop_rx.await;
         };
-        if let Err(e) = telemetry::serve(addr, metrics, health, queries, bound_tx, stop).await {
+        if let Err(e) = telemetry::serve(&settings, metrics, health, queries, bound_tx, stop).await
+        {
             tracing::error!(%addr, error = %e, "HTTP endpoint failed");
+            let _ = failed_tx.send(e.to_string());
         }
     });
-    let bound = bound_rx
-        .await
-        .map_err(|_| anyhow::anyhow!("cannot listen on {addr} (http.listen)"))?;
-    tracing::info!(%bound, "serving /metrics, /healthz, /readyz, /incidents");
+    let bound = match bound_rx.await {
+        Ok(bound) => bound,
+        Err(_) => {
+            let why = failed_rx.await.unwrap_or_default();
+            anyhow::bail!("cannot serve {addr} (http): {why}");
+        }
+    };
+    let tls = if config.http.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%bound, scheme = tls, tokens = config.http.tokens.len(), "serving /metrics, /healthz, /readyz, /incidents");
     Ok((stop_tx, Some(bound)))
 }
 

@@ -92,6 +92,17 @@ enum Command {
     },
     /// Validate a configuration file (and the rules file it names); exit 0 when it is good.
     CheckConfig { file: PathBuf },
+    /// Ask the local daemon's /healthz (or /readyz) over the configured scheme; exit 0 on
+    /// 200. For container health checks: no credentials are sent, and the certificate of
+    /// this host's own endpoint is not verified.
+    Probe {
+        /// Configuration file (http.listen and http.tls).
+        #[arg(long)]
+        config: PathBuf,
+        /// Ask /readyz instead of /healthz.
+        #[arg(long)]
+        ready: bool,
+    },
     /// Print the Kafka ACLs the configuration needs, as kafka-acls.sh command lines.
     Acls {
         /// Configuration file (registry, kafka and delivery settings).
@@ -160,6 +171,7 @@ fn main() -> ExitCode {
             events,
         } => run_replay(config.as_deref(), until, &events),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Probe { config, ready } => probe(&config, ready),
         Command::Acls {
             config,
             principal,
@@ -298,7 +310,70 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
             r.timeout_ms
         );
     }
+    let http = &cfg.http;
+    if let Some(addr) = http.listen {
+        if let Some(tls) = &http.tls {
+            // The certificate, key and client CA load together, as the daemon loads them.
+            regwatch::telemetry::web::acceptor(tls).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let mut roles: Vec<&str> = http.tokens.iter().map(|t| t.role.as_str()).collect();
+        roles.dedup();
+        println!(
+            "  http endpoint {}://{addr}: {}, tokens for {}",
+            if http.tls.is_some() { "https" } else { "http" },
+            match &http.tls {
+                Some(t) if t.client_ca_file.is_some() => "client certificates required",
+                _ => "no client certificates",
+            },
+            if roles.is_empty() {
+                "no role (no bearer authentication)".to_string()
+            } else {
+                roles.join(", ")
+            }
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn probe(config: &Path, ready: bool) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    let Some(mut addr) = cfg.http.listen else {
+        anyhow::bail!("http.listen is \"off\": nothing to probe");
+    };
+    // A wildcard listens on loopback too.
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let scheme = if cfg.http.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!(
+        "{scheme}://{addr}/{}",
+        if ready { "readyz" } else { "healthz" }
+    );
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, body) = rt.block_on(async {
+        let r = client.get(&url).send().await?;
+        let status = r.status();
+        Ok::<_, reqwest::Error>((status, r.text().await.unwrap_or_default()))
+    })?;
+    print!("{url}: {} {body}", status.as_u16());
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_acls(

@@ -35,6 +35,7 @@
 
 mod delivery;
 mod service;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,9 +46,9 @@ use thiserror::Error;
 
 pub use delivery::{DeliverySettings, PayloadFormat, Receiver, Route, SigningKey};
 pub use service::{
-    DaemonSettings, HttpSettings, KafkaSettings, LogSettings, Protocol, Secret, Security,
-    TopicSelection,
+    DaemonSettings, KafkaSettings, LogSettings, Protocol, Secret, Security, TopicSelection,
 };
+pub use web::{read_tokens, HttpSettings, Role, TlsSettings, TokenFile};
 
 use crate::calendar::Calendars;
 use crate::decode::MAX_EVENT_BYTES;
@@ -177,7 +178,7 @@ struct RawConfig {
     #[serde(default)]
     daemon: service::RawDaemon,
     #[serde(default)]
-    http: service::RawHttp,
+    http: web::RawHttp,
     #[serde(default)]
     delivery: delivery::RawDelivery,
     #[serde(default)]
@@ -412,7 +413,7 @@ impl RawConfig {
             registry,
             kafka,
             daemon: self.daemon.validate()?,
-            http: self.http.validate()?,
+            http: self.http.validate(base)?,
             delivery,
             log: self.log.validate()?,
             digest,

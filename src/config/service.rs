@@ -37,15 +37,13 @@
 //! tick = "1s"                            # how often the clock advances with no message
 //! shutdown_grace = "30s"
 //!
-//! [http]
-//! listen = "127.0.0.1:9464"              # /metrics, /healthz, /readyz, /incidents; "off" disables
+//! [http]                                 # see config/web.rs: listen, TLS, tokens
 //!
 //! [log]
 //! format = "text"                        # text | json (one JSON object per line); level: REGWATCH_LOG
 //! ```
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -175,11 +173,6 @@ pub struct LogSettings {
     pub json: bool,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct HttpSettings {
-    pub listen: Option<SocketAddr>,
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawKafka {
@@ -255,12 +248,6 @@ impl RawLog {
             )),
         }
     }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawHttp {
-    listen: Option<String>,
 }
 
 /// librdkafka properties regwatch sets itself: overriding them would break its guarantees.
@@ -546,21 +533,5 @@ impl RawDaemon {
             tick_ms,
             shutdown_grace_ms: duration_or("daemon.shutdown_grace", self.shutdown_grace, 30_000)?,
         })
-    }
-}
-
-impl RawHttp {
-    pub(super) fn validate(self) -> Result<HttpSettings, ConfigError> {
-        let listen = match self.listen.as_deref() {
-            None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
-            Some("off") => None,
-            Some(text) => Some(text.parse().map_err(|_| {
-                invalid(
-                    "http.listen",
-                    format!("{text:?} is not an address:port (or \"off\")"),
-                )
-            })?),
-        };
-        Ok(HttpSettings { listen })
     }
 }

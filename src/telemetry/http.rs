@@ -8,20 +8,26 @@
 //! `{"count": n, "incidents": [...]}`, most severe first; each incident carries both axes
 //! with their reasons, the exemption status and the latest alert's id. With several
 //! instances, each answers for the partitions it owns.
+//!
+//! With `[http.tls]` the endpoint speaks only TLS; with `[[http.tokens]]` `/metrics` needs
+//! a token of the scrape role and `/incidents` one of the supervisor role (see [`super::web`]);
+//! `/healthz` and `/readyz` stay open for probes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use super::web::{acceptor, Gate, Peer, Reloading, TlsListener};
 use super::Metrics;
+use crate::config::{HttpSettings, Role};
 use crate::ingest::worker::IncidentQuery;
 use crate::score::{IncidentView, Level};
 
@@ -70,18 +76,63 @@ struct AppState {
     queries: tokio::sync::broadcast::Sender<IncidentQuery>,
     /// One incident query at a time: a client hammering the API cannot stall the workers.
     one_query: Arc<tokio::sync::Semaphore>,
+    gate: Arc<Gate>,
 }
 
-/// Serves until `shutdown` completes. Returns the bound address through `bound` (port 0
-/// picks a free one, which tests use). `/incidents` asks the workers through `queries`.
+/// Serves `settings.listen` until `shutdown` completes. Returns the bound address through
+/// `bound` (port 0 picks a free one, which tests use). `/incidents` asks the workers through
+/// `queries`. TLS files or token files that do not load are an error before anything is
+/// served.
 pub async fn serve(
-    addr: SocketAddr,
+    settings: &HttpSettings,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     queries: tokio::sync::broadcast::Sender<IncidentQuery>,
     bound: tokio::sync::oneshot::Sender<SocketAddr>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let refused = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let Some(addr) = settings.listen else {
+        return Ok(());
+    };
+    let gate = Gate::new(
+        &settings.tokens,
+        settings
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some()),
+        metrics.ops.http_auth_failures.clone(),
+        metrics.ops.http_reloads.clone(),
+    )
+    .map_err(refused)?;
+    let tls = match &settings.tls {
+        Some(t) => {
+            let owned = t.clone();
+            let paths = [
+                Some(&t.cert_file),
+                Some(&t.key_file),
+                t.client_ca_file.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+            Some(Arc::new(
+                Reloading::new(
+                    "TLS files",
+                    paths,
+                    Box::new(move || acceptor(&owned)),
+                    metrics.ops.http_reloads.clone(),
+                )
+                .map_err(refused)?,
+            ))
+        }
+        None => None,
+    };
+    let handshake_failures = metrics
+        .ops
+        .http_auth_failures
+        .with_label_values(&["tls_handshake"]);
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -92,21 +143,39 @@ pub async fn serve(
             health,
             queries,
             one_query: Arc::new(tokio::sync::Semaphore::new(1)),
+            gate: Arc::new(gate),
         });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let _ = bound.send(listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    match tls {
+        Some(acceptor) => {
+            let listener = TlsListener::new(listener, acceptor, handshake_failures)?;
+            axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
-async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
+async fn metrics_handler(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = s.gate.check(&peer, &headers, Role::Scrape) {
+        return refused;
+    }
     // Rendering walks every series: off the runtime's worker threads.
     let metrics = s.metrics.clone();
     let text = tokio::task::spawn_blocking(move || metrics.render())
         .await
         .unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn ready_handler(State(s): State<AppState>) -> impl IntoResponse {
@@ -157,8 +226,13 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn incidents_handler(
     State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
     filter: Result<Query<IncidentFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    if let Err(refused) = s.gate.check(&peer, &headers, Role::Supervisor) {
+        return refused;
+    }
     let bad = |text: String| (StatusCode::BAD_REQUEST, format!("{text}\n")).into_response();
     let Ok(Query(filter)) = filter else {
         return bad("query parameters: participant=ID, min_level=LEVEL".into());

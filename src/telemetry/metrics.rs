@@ -72,6 +72,10 @@ pub struct OpsMetrics {
     pub config_info: IntGaugeVec,
     pub config_loaded_at: IntGauge,
     pub rules_reloads: IntCounterVec,
+    /// HTTP requests or TLS handshakes refused for want of credentials, by reason.
+    pub http_auth_failures: IntCounterVec,
+    /// Re-reads of the HTTP endpoint's TLS and token files after they changed, by result.
+    pub http_reloads: IntCounterVec,
     pub broker_up: IntGauge,
     /// Stage latencies of the last one to two minutes, merged from the workers (hdrhistogram),
     /// for the quantile gauges.
@@ -487,6 +491,18 @@ impl OpsMetrics {
                 "Rules reloads (SIGHUP), by result (ok, error).",
                 &["result"],
             ),
+            http_auth_failures: counter_vec(
+                r,
+                "regwatch_http_auth_failures_total",
+                "HTTP requests refused: no token (missing_token), an unknown token (bad_token), a token without the route's role (wrong_role), no client certificate where one is required (missing_client_certificate); TLS handshakes that failed (tls_handshake, e.g. no or an untrusted client certificate).",
+                &["reason"],
+            ),
+            http_reloads: counter_vec(
+                r,
+                "regwatch_http_reloads_total",
+                "Re-reads of the HTTP endpoint's TLS certificate and token files after they changed, by result (ok, error: the previous ones stay in force).",
+                &["result"],
+            ),
             broker_up: gauge(
                 r,
                 "regwatch_broker_up",
@@ -502,6 +518,16 @@ impl OpsMetrics {
             .set(1);
         for result in ["ok", "error"] {
             ops.rules_reloads.with_label_values(&[result]);
+            ops.http_reloads.with_label_values(&[result]);
+        }
+        for reason in [
+            "missing_token",
+            "bad_token",
+            "wrong_role",
+            "missing_client_certificate",
+            "tls_handshake",
+        ] {
+            ops.http_auth_failures.with_label_values(&[reason]);
         }
         for stage in STAGES {
             ops.stage_latency.with_label_values(&[stage]);

@@ -4,6 +4,7 @@
 pub mod coverage;
 mod http;
 pub mod metrics;
+pub mod web;
 
 pub use http::{serve, Health};
 pub use metrics::{Metrics, OUTCOMES};

@@ -3,6 +3,10 @@
 //! is valid PromQL and returns data once the daemon has seen the traffic the dashboards are
 //! about, and every panel and query uses the templated Prometheus data source.
 //!
+//! Prometheus scrapes as the deploy files do: over TLS with a client certificate and a
+//! scrape-role bearer token (`web.rs` makes the test CA), so the daemon's gate is exercised
+//! by the real scraper.
+//!
 //! Needs `/usr/bin/prometheus` (Debian package `prometheus`, which `.ci/run` installs) and the
 //! Apache Kafka test broker (see `broker.rs`).
 
@@ -22,6 +26,7 @@ use serde_json::{json, Value};
 
 use crate::broker::{produce, Broker};
 use crate::kafka::{config_text, event, workload};
+use crate::web::{WebTls, SCRAPE_TOKEN};
 
 /// What every panel, target and query variable names as its data source.
 fn templated_datasource() -> Value {
@@ -311,7 +316,7 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(bin: &Path, target: SocketAddr) -> Prometheus {
+    fn start(bin: &Path, target: SocketAddr, tls: &WebTls) -> Prometheus {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("regwatch-prometheus-{}-{port}", std::process::id()));
@@ -322,7 +327,14 @@ impl Prometheus {
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: regwatch\n    static_configs:\n      - targets: [\"{target}\"]\n"
+                 scrape_configs:\n  - job_name: regwatch\n    scheme: https\n\
+                 \x20   tls_config:\n      ca_file: {ca}\n      cert_file: {cert}\n      key_file: {key}\n\
+                 \x20   authorization:\n      type: Bearer\n      credentials_file: {token}\n\
+                 \x20   static_configs:\n      - targets: [\"{target}\"]\n",
+                ca = tls.path("ca.crt").display(),
+                cert = tls.path("client.crt").display(),
+                key = tls.path("client.key").display(),
+                token = tls.path("scrape.tokens").display(),
             ),
         )
         .unwrap();
@@ -548,7 +560,12 @@ impl Receiver {
 
 /// The daemon's own `/metrics` text.
 async fn scrape(client: &reqwest::Client, addr: SocketAddr) -> String {
-    match client.get(format!("http://{addr}/metrics")).send().await {
+    match client
+        .get(format!("https://{addr}/metrics"))
+        .bearer_auth(SCRAPE_TOKEN)
+        .send()
+        .await
+    {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     }
@@ -588,8 +605,10 @@ async fn every_dashboard_expression_returns_data_from_a_live_daemon() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml"))
             .unwrap();
     std::fs::write(&rules, &grid).unwrap();
+    let tls = WebTls::new();
     let text = format!(
         r#"{}
+{}
 [[delivery.receivers]]
 name = "oncall"
 url = "{}"
@@ -613,6 +632,7 @@ types = ["incident"]
             &format!("[rules]\npath = {:?}\n", rules.display().to_string()),
             1
         ),
+        tls.toml(),
         oncall.url,
         flaky.url
     );
@@ -623,8 +643,9 @@ types = ["incident"]
     let daemon = regwatch::app::spawn(cfg).await.expect("the daemon starts");
     let http = daemon.running.http.expect("the daemon serves /metrics");
     let client = reqwest::Client::new();
-    let mut prometheus = Prometheus::start(&bin, http);
+    let mut prometheus = Prometheus::start(&bin, http, &tls);
     prometheus.wait_ready(&client).await;
+    let daemon_client = tls.client(true);
     // A first scrape before any traffic, so that every increase shows in rates.
     let deadline = Instant::now() + Duration::from_secs(15);
     while prometheus
@@ -742,7 +763,7 @@ types = ["incident"]
         produce(&producer, &topic, &beats).await;
         sent += beats.len();
 
-        let metrics = scrape(&client, http).await;
+        let metrics = scrape(&daemon_client, http).await;
         let reloads_ok = sample(&metrics, r#"regwatch_rules_reloads_total{result="ok"}"#);
         let reloads_error = sample(&metrics, r#"regwatch_rules_reloads_total{result="error"}"#);
         if reload_stage == 0 && reloads_ok >= 1.0 {

@@ -20,4 +20,5 @@ mod reminders;
 mod security;
 mod state;
 mod support;
+mod web;
 mod webhook;
