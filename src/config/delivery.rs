@@ -27,6 +27,10 @@
 //! retry_max = "5m"                      # longest back-off (and longest Retry-After honoured)
 //! breaker_failures = 5                  # consecutive failures that open the circuit
 //! breaker_cooldown = "30s"              # how long it stays open before one probe
+//! ca_file = "/etc/regwatch/oncall-ca.crt"      # trust only this CA for the receiver (PEM)
+//! client_cert_file = "/etc/regwatch/oncall-client.crt"   # mutual TLS: the certificate shown
+//! client_key_file = "/etc/regwatch/oncall-client.key"    # and its PKCS#8 PEM key
+//! insecure_allow_http = false           # http:// beyond loopback is refused unless true
 //!
 //! [[delivery.routes]]
 //! receivers = ["oncall"]
@@ -38,6 +42,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -85,6 +90,10 @@ pub struct Receiver {
     pub retry_max_ms: i64,
     pub breaker_failures: u32,
     pub breaker_cooldown_ms: i64,
+    /// PEM of the only CA trusted for this receiver (`None`: the system's roots).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Mutual TLS: the client certificate chain and its PKCS#8 key, PEM.
+    pub client_identity: Option<(Vec<u8>, Secret)>,
 }
 
 /// Which alerts go to which receivers (indices into [`DeliverySettings::receivers`]).
@@ -171,6 +180,11 @@ struct RawReceiver {
     retry_max: Option<String>,
     breaker_failures: Option<u32>,
     breaker_cooldown: Option<String>,
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure_allow_http: bool,
 }
 
 #[derive(Deserialize)]
@@ -213,11 +227,11 @@ fn is_name(s: &str) -> bool {
 }
 
 impl RawDelivery {
-    pub(super) fn validate(self) -> Result<DeliverySettings, ConfigError> {
+    pub(super) fn validate(self, base: Option<&Path>) -> Result<DeliverySettings, ConfigError> {
         let mut receivers = Vec::with_capacity(self.receivers.len());
         for (i, r) in self.receivers.into_iter().enumerate() {
             let key = format!("delivery.receivers[{i}]");
-            let receiver = r.validate(&key)?;
+            let receiver = r.validate(&key, base)?;
             if receivers.iter().any(|o: &Receiver| o.name == receiver.name) {
                 return Err(invalid(
                     &format!("{key}.name"),
@@ -319,7 +333,7 @@ pub(super) fn check_against(
 }
 
 impl RawReceiver {
-    fn validate(self, key: &str) -> Result<Receiver, ConfigError> {
+    fn validate(self, key: &str, base: Option<&Path>) -> Result<Receiver, ConfigError> {
         if !is_name(&self.name) {
             return Err(invalid(
                 &format!("{key}.name"),
@@ -329,6 +343,7 @@ impl RawReceiver {
                 ),
             ));
         }
+        let (ca_pem, client_identity) = self.tls(key, base)?;
         let url = self.url.resolve(&format!("{key}.url"))?;
         // The URL may carry a token: the error shows its scheme, never the text.
         let u = url.expose();
@@ -338,6 +353,13 @@ impl RawReceiver {
             return Err(invalid(
                 &format!("{key}.url"),
                 "not an http:// or https:// URL (value not shown: it may hold a token)",
+            ));
+        }
+        if u.starts_with("http://") && !self.insecure_allow_http && !is_loopback(u) {
+            return Err(invalid(
+                &format!("{key}.url"),
+                "an http:// URL beyond loopback sends alerts and signatures in the clear: use https://, \
+                 or set insecure_allow_http = true for this receiver",
             ));
         }
         let format = match self.format.as_deref().unwrap_or("native") {
@@ -435,8 +457,91 @@ impl RawReceiver {
             retry_max_ms,
             breaker_failures,
             breaker_cooldown_ms,
+            ca_pem,
+            client_identity,
         })
     }
+
+    /// Reads and checks the receiver's CA and client certificate files now, so that a bad
+    /// file is a start-up error naming its key, not a failed delivery at night.
+    #[allow(clippy::type_complexity)]
+    fn tls(
+        &self,
+        key: &str,
+        base: Option<&Path>,
+    ) -> Result<(Option<Vec<u8>>, Option<(Vec<u8>, Secret)>), ConfigError> {
+        let read = |name: &str, p: &PathBuf| {
+            let p = match base {
+                Some(b) if p.is_relative() => b.join(p),
+                _ => p.clone(),
+            };
+            std::fs::read(&p)
+                .map_err(|e| invalid(&format!("{key}.{name}"), format!("{}: {e}", p.display())))
+        };
+        let ca = match &self.ca_file {
+            Some(p) => {
+                let pem = read("ca_file", p)?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    invalid(
+                        &format!("{key}.ca_file"),
+                        format!("{}: not PEM certificates: {e}", p.display()),
+                    )
+                })?;
+                if certs.is_empty() {
+                    return Err(invalid(
+                        &format!("{key}.ca_file"),
+                        format!("{}: no PEM certificate in the file", p.display()),
+                    ));
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        let identity = match (&self.client_cert_file, &self.client_key_file) {
+            (None, None) => None,
+            (Some(c), Some(k)) => {
+                let cert = read("client_cert_file", c)?;
+                let pem = read("client_key_file", k)?;
+                reqwest::Identity::from_pkcs8_pem(&cert, &pem).map_err(|e| {
+                    invalid(
+                        &format!("{key}.client_key_file"),
+                        format!(
+                            "{} with {}: not a PEM certificate and PKCS#8 key pair ({e}; \
+                             convert an RSA key with openssl pkcs8 -topk8 -nocrypt)",
+                            c.display(),
+                            k.display()
+                        ),
+                    )
+                })?;
+                let key_text = String::from_utf8(pem)
+                    .map_err(|_| invalid(&format!("{key}.client_key_file"), "not PEM text"))?;
+                Some((cert, Secret::new(key_text)))
+            }
+            _ => {
+                return Err(invalid(
+                    &format!("{key}.client_cert_file"),
+                    "give client_cert_file and client_key_file together",
+                ))
+            }
+        };
+        Ok((ca, identity))
+    }
+}
+
+/// Whether an http:// URL names this host (127.0.0.0/8, ::1 or localhost): traffic that
+/// never leaves it.
+fn is_loopback(url: &str) -> bool {
+    let Some(host) = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+    else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl RawRoute {
@@ -573,9 +678,9 @@ exemption = "ineligible"
 
     #[test]
     fn bad_delivery_settings_name_the_key_and_hide_secrets() {
-        let a = |extra: &str| receiver("a", "\"http://x\"", extra);
+        let a = |extra: &str| receiver("a", "\"https://x\"", extra);
         let cases = [
-            (receiver("On Call", "\"http://x\"", ""), "delivery.receivers[0].name"),
+            (receiver("On Call", "\"https://x\"", ""), "delivery.receivers[0].name"),
             (receiver("a", "\"ftp://secret-token@x\"", ""), "delivery.receivers[0].url"),
             (a("format = \"slack\"\n"), "delivery.receivers[0].format"),
             (
@@ -587,11 +692,11 @@ exemption = "ineligible"
                 "delivery.receivers[0].headers.User-Agent",
             ),
             (
-                "[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\nsigning_keys = [{ id = \"k\", secret = \"short\" }]\n".to_string(),
+                "[[delivery.receivers]]\nname = \"a\"\nurl = \"https://x\"\nsigning_keys = [{ id = \"k\", secret = \"short\" }]\n".to_string(),
                 "delivery.receivers[0].signing_keys[0].secret",
             ),
             (
-                "[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x\"\n".to_string(),
+                "[[delivery.receivers]]\nname = \"a\"\nurl = \"https://x\"\n".to_string(),
                 "delivery.receivers[0].signing_keys",
             ),
             (
@@ -599,7 +704,7 @@ exemption = "ineligible"
                 "delivery.receivers[0].retry_max",
             ),
             (
-                a("") + &receiver("a", "\"http://y\"", ""),
+                a("") + &receiver("a", "\"https://y\"", ""),
                 "delivery.receivers[1].name",
             ),
             (
@@ -615,7 +720,7 @@ exemption = "ineligible"
                 "delivery.routes[0].participants",
             ),
             (
-                a("") + &receiver("b", "\"http://y\"", "[[delivery.routes]]\nreceivers = [\"a\"]\n"),
+                a("") + &receiver("b", "\"https://y\"", "[[delivery.routes]]\nreceivers = [\"a\"]\n"),
                 "delivery.routes",
             ),
             (
@@ -643,5 +748,51 @@ exemption = "ineligible"
         let none = load("").unwrap();
         assert!(!none.enabled());
         assert_eq!(none.dead_letter_topic, "regwatch.alert-dead-letters");
+    }
+
+    #[test]
+    fn plain_http_beyond_loopback_is_refused_and_receiver_tls_files_are_checked() {
+        let err = load(&receiver("a", "\"http://hooks.example/x\"", "")).unwrap_err();
+        assert!(
+            err.contains("delivery.receivers[0].url") && err.contains("insecure_allow_http"),
+            "{err}"
+        );
+        for url in [
+            "http://127.0.0.1:9/hook",
+            "http://localhost:9/hook",
+            "http://[::1]:9/hook",
+        ] {
+            assert!(
+                load(&receiver("a", &format!("{url:?}"), "")).is_ok(),
+                "{url}"
+            );
+        }
+        assert!(load(&receiver(
+            "a",
+            "\"http://hooks.example/x\"",
+            "insecure_allow_http = true\n"
+        ))
+        .is_ok());
+        let dir = std::env::temp_dir().join(format!("regwatch-rtls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("junk.pem"), "not a certificate\n").unwrap();
+        let file = |name: &str| format!("{:?}", dir.join(name).display().to_string());
+        let https = |extra: String| load(&receiver("a", "\"https://x\"", &extra));
+        let err = https(format!("ca_file = {}\n", file("missing.pem"))).unwrap_err();
+        assert!(err.contains("delivery.receivers[0].ca_file") && err.contains("missing.pem"));
+        let err = https(format!("ca_file = {}\n", file("junk.pem"))).unwrap_err();
+        assert!(err.contains("delivery.receivers[0].ca_file"), "{err}");
+        let err = https(format!("client_cert_file = {}\n", file("junk.pem"))).unwrap_err();
+        assert!(err.contains("together"), "{err}");
+        let err = https(format!(
+            "client_cert_file = {0}\nclient_key_file = {0}\n",
+            file("junk.pem")
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("delivery.receivers[0].client_key_file"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

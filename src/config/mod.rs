@@ -402,7 +402,7 @@ impl RawConfig {
             let (key, problem) = e.split_once(": ").unwrap_or(("participants", e.as_str()));
             invalid(key, problem)
         })?;
-        let delivery = self.delivery.validate()?;
+        let delivery = self.delivery.validate(base)?;
         delivery::check_against(&delivery, &kafka, &registry)?;
         Ok(Config {
             engine,

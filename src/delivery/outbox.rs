@@ -52,6 +52,29 @@ pub struct Outbox {
 }
 
 /// Whether `route` sends `alert` (reminders only where the route lets them through).
+/// The receiver's HTTP client: its timeouts, no redirects (a signed request goes where it
+/// was configured to, nowhere else), and its TLS: only its CA when `ca_file` is given, its
+/// client certificate when one is.
+pub fn http_client(receiver: &Receiver) -> reqwest::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_millis(receiver.timeout_ms as u64))
+        .connect_timeout(Duration::from_millis(receiver.timeout_ms.min(5_000) as u64))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(pem) = &receiver.ca_pem {
+        b = b.tls_built_in_root_certs(false);
+        for ca in reqwest::Certificate::from_pem_bundle(pem)? {
+            b = b.add_root_certificate(ca);
+        }
+    }
+    if let Some((cert, key)) = &receiver.client_identity {
+        b = b.identity(reqwest::Identity::from_pkcs8_pem(
+            cert,
+            key.expose().as_bytes(),
+        )?);
+    }
+    b.build()
+}
+
 pub fn route_matches(route: &Route, alert: &Parsed) -> bool {
     alert.level >= route.min_level
         && route
@@ -176,11 +199,7 @@ impl Outbox {
                 .set("auto.offset.reset", "earliest");
             let consumer: StreamConsumer = cfg.create()?;
             consumer.subscribe(topics)?;
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_millis(receiver.timeout_ms as u64))
-                .connect_timeout(Duration::from_millis(receiver.timeout_ms.min(5_000) as u64))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?;
+            let http = http_client(receiver)?;
             let lane = Arc::new(Lane {
                 receiver: receiver.clone(),
                 index,
@@ -611,7 +630,7 @@ mod tests {
     fn settings(routes: &str) -> DeliverySettings {
         Config::from_toml(
             &format!(
-                "[[delivery.receivers]]\nname = \"a\"\nurl = \"http://x/a\"\n{KEY}[[delivery.receivers]]\nname = \"b\"\nurl = \"http://x/b\"\nsend_resolved = false\n{KEY}{routes}\n[[participants]]\nid = \"P\"\nkind = \"broker\"\n"
+                "[[delivery.receivers]]\nname = \"a\"\nurl = \"https://x/a\"\n{KEY}[[delivery.receivers]]\nname = \"b\"\nurl = \"https://x/b\"\nsend_resolved = false\n{KEY}{routes}\n[[participants]]\nid = \"P\"\nkind = \"broker\"\n"
             ),
             None,
             false,

@@ -1,7 +1,7 @@
 //! Webhook delivery against real HTTP receivers (started here on free ports) and the real
 //! broker: signatures with a rotated key, routes, the Alertmanager format, retries after
 //! 503, 429 and refused connections, dead letters on 400, a dead receiver beside a live
-//! one, and a daemon killed during a receiver outage.
+//! one, a daemon killed during a receiver outage, and a receiver behind mutual TLS.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
@@ -17,6 +17,7 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use regwatch::config::Config;
 use regwatch::ingest::tail;
+use regwatch::telemetry::web::Peer;
 use regwatch::time::wall_now;
 use serde_json::Value;
 use sha2::Sha256;
@@ -35,6 +36,8 @@ pub(crate) struct Got {
     pub(crate) body: Vec<u8>,
     /// What the receiver answered.
     pub(crate) status: u16,
+    /// The subject of the client certificate the sender showed (TLS hooks only).
+    certificate: Option<String>,
 }
 
 impl Got {
@@ -59,6 +62,8 @@ struct Script {
     next: VecDeque<Reply>,
     /// Answer this status to any request whose body contains the text.
     refuse: Option<(String, u16)>,
+    /// Answer 401 to senders without a client certificate.
+    require_certificate: bool,
     got: Vec<Got>,
 }
 
@@ -67,16 +72,20 @@ pub(crate) struct Hook {
     port: u16,
     script: Arc<Mutex<Script>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Serves HTTPS with this certificate, asking for client certificates of the test CA.
+    tls: Option<regwatch::config::TlsSettings>,
 }
 
 async fn answer(
     State(script): State<Arc<Mutex<Script>>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let mut s = script.lock().unwrap();
     let text = String::from_utf8_lossy(&body).into_owned();
     let (status, extra) = match &s.refuse {
+        _ if s.require_certificate && peer.certificate.is_none() => (401, Vec::new()),
         Some((needle, status)) if text.contains(needle.as_str()) => (*status, Vec::new()),
         _ => s.next.pop_front().unwrap_or((200, Vec::new())),
     };
@@ -85,6 +94,7 @@ async fn answer(
         headers,
         body: body.to_vec(),
         status,
+        certificate: peer.certificate,
     });
     let mut r = (
         StatusCode::from_u16(status).unwrap(),
@@ -112,7 +122,22 @@ impl Hook {
             port: free_port(),
             script: Arc::default(),
             stop: None,
+            tls: None,
         }
+    }
+
+    /// An HTTPS receiver with the test CA's server certificate that answers 401 to senders
+    /// without a client certificate of that CA (another CA's fails the handshake).
+    async fn up_tls(ca: &crate::web::WebTls) -> Hook {
+        let mut h = Hook::down();
+        h.tls = Some(regwatch::config::TlsSettings {
+            cert_file: ca.path("broker.crt"),
+            key_file: ca.path("broker.key"),
+            client_ca_file: Some(ca.path("ca.crt")),
+        });
+        h.script.lock().unwrap().require_certificate = true;
+        h.start().await;
+        h
     }
 
     pub(crate) async fn up() -> Hook {
@@ -130,18 +155,48 @@ impl Hook {
             .await
             .expect("hook binds");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let app = app.into_make_service_with_connect_info::<Peer>();
+        let stopped = async {
+            let _ = rx.await;
+        };
+        match self.tls.clone() {
+            None => {
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await;
+                });
+            }
+            Some(tls) => {
+                use regwatch::telemetry::web::{acceptor, Reloading, TlsListener};
+                let m = regwatch::telemetry::Metrics::new();
+                let acceptor = Reloading::new(
+                    "test receiver TLS",
+                    Vec::new(),
+                    Box::new(move || acceptor(&tls)),
+                    m.ops.http_reloads.clone(),
+                )
+                .expect("the test certificate loads");
+                let failures = m
+                    .ops
+                    .http_auth_failures
+                    .with_label_values(&["tls_handshake"]);
+                let listener = TlsListener::new(listener, Arc::new(acceptor), failures).unwrap();
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await;
+                });
+            }
+        }
         self.stop = Some(tx);
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
+        match self.tls {
+            None => format!("http://127.0.0.1:{}/hook", self.port),
+            Some(_) => format!("https://localhost:{}/hook", self.port),
+        }
     }
 
     pub(crate) fn got(&self) -> Vec<Got> {
@@ -993,5 +1048,77 @@ async fn a_forged_alert_on_the_alerts_topic_is_never_signed_and_sent() {
         );
     }
     assert_eq!(delivered.len(), 1, "{delivered:?}");
+    daemon.stop().await.expect("clean stop");
+}
+
+/// A receiver behind mutual TLS: it trusts only its own CA (`ca_file`), and takes alerts only
+/// from senders showing a client certificate of that CA. The receiver given the client
+/// certificate gets the alert, signed; the one without it is refused (401, dead-lettered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_behind_mutual_tls_takes_alerts_from_the_client_certificate_only() {
+    let broker = Broker::start();
+    let name = "mtls";
+    broker.create_topic(&format!("{name}.events"), 3);
+    let ca = crate::web::WebTls::new();
+    let hook = Hook::up_tls(&ca).await;
+    let file = |f: &str| format!("{:?}", ca.path(f).display().to_string());
+    let delivery = format!(
+        "[[delivery.receivers]]\nname = \"mtls\"\nurl = \"{url}\"\nca_file = {ca}\n\
+         client_cert_file = {cert}\nclient_key_file = {key}\n\
+         signing_keys = [{{ id = \"t1\", secret = \"{NEW_KEY}\" }}]\n\
+         [[delivery.receivers]]\nname = \"nocert\"\nurl = \"{url}\"\nca_file = {ca}\n\
+         signing_keys = [{{ id = \"t1\", secret = \"{NEW_KEY}\" }}]\n",
+        url = hook.url(),
+        ca = file("ca.crt"),
+        cert = file("client.crt"),
+        key = file("client.key"),
+    );
+    let daemon = regwatch::app::spawn(daemon_config(&broker, name, &delivery))
+        .await
+        .expect("daemon starts");
+    let mut seq = 0;
+    let leak = crate::kafka::event(
+        serde_json::json!({"participant_id": "P1", "kind": "infosec", "incident_id": "TLS-1",
+               "category": "data_leak", "records_exposed": 200_000}),
+        &mut seq,
+    );
+    produce(&broker.producer(), &format!("{name}.events"), &[leak]).await;
+    hook.wait_for(
+        "the alert over mutual TLS",
+        Duration::from_secs(30),
+        |got| {
+            got.iter()
+                .any(|g| g.status == 200 && g.json()["incident_id"] == "TLS-1")
+        },
+    )
+    .await;
+    let got = hook.got();
+    let ok = got.iter().find(|g| g.status == 200).unwrap();
+    assert!(
+        ok.certificate
+            .as_deref()
+            .is_some_and(|c| c.contains("prometheus")),
+        "{:?}",
+        ok.certificate
+    );
+    assert!(verify_with("t1", NEW_KEY, ok));
+    let m = &daemon.running.metrics.webhook;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while m
+        .dead_letters
+        .with_label_values(&["nocert", "http_status"])
+        .get()
+        < 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the receiver without a client certificate was not refused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(got
+        .iter()
+        .filter(|g| g.status == 401)
+        .all(|g| g.certificate.is_none()));
     daemon.stop().await.expect("clean stop");
 }
