@@ -140,7 +140,9 @@ pub async fn run(
         registry.clone(),
         metrics.clone(),
     ));
+    let homes = Arc::new(crate::ingest::homes::Homes::new(registry.len()));
     let shared = Arc::new(Shared {
+        homes,
         kafka: k.clone(),
         engine,
         registry,

@@ -91,6 +91,8 @@ pub enum Reject {
     Stale,
     #[error("the topic may not speak for this participant (bound participants write only their own topics, and a bound topic only carries its owner's events)")]
     TopicMismatch,
+    #[error("the participant is already heard on partition {home} (of this events topic or another): its producers use more than one partitioner or key; every event must carry key = participant_id through one partitioner")]
+    PartitionConflict { home: i32 },
 }
 
 impl Reject {
@@ -113,11 +115,12 @@ impl Reject {
             Reject::EngineCapacity(_) => "engine_capacity",
             Reject::Stale => "stale",
             Reject::TopicMismatch => "topic_mismatch",
+            Reject::PartitionConflict { .. } => "partition_conflict",
         }
     }
 
     /// Every code, for pre-registering metric label values.
-    pub const CODES: [&'static str; 16] = [
+    pub const CODES: [&'static str; 17] = [
         "too_large",
         "not_json",
         "not_object",
@@ -134,6 +137,7 @@ impl Reject {
         "engine_capacity",
         "stale",
         "topic_mismatch",
+        "partition_conflict",
     ];
 
     /// The field the rejection is about, if any.
@@ -144,7 +148,9 @@ impl Reject {
             | Reject::WrongType(f)
             | Reject::BadValue(f)
             | Reject::BadTimestamp(f) => Some(*f),
-            Reject::UnregisteredParticipant | Reject::KeyMismatch => Some(Field::ParticipantId),
+            Reject::UnregisteredParticipant
+            | Reject::KeyMismatch
+            | Reject::PartitionConflict { .. } => Some(Field::ParticipantId),
             Reject::KindChanged => Some(Field::Kind),
             Reject::Stale => Some(Field::OccurredAt),
             _ => None,

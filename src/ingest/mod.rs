@@ -5,6 +5,7 @@
 pub mod client;
 pub mod clock;
 pub mod group;
+pub mod homes;
 pub mod ledger;
 pub mod load;
 pub mod mock;

@@ -76,6 +76,8 @@ pub struct OpsMetrics {
     pub http_auth_failures: IntCounterVec,
     /// Re-reads of the HTTP endpoint's TLS and token files after they changed, by result.
     pub http_reloads: IntCounterVec,
+    /// 1 per (participant, events partition) this instance hears the participant on.
+    pub participant_partitions: IntGaugeVec,
     pub broker_up: IntGauge,
     /// Stage latencies of the last one to two minutes, merged from the workers (hdrhistogram),
     /// for the quantile gauges.
@@ -496,6 +498,12 @@ impl OpsMetrics {
                 "regwatch_http_auth_failures_total",
                 "HTTP requests refused: no token (missing_token), an unknown token (bad_token), a token without the route's role (wrong_role), no client certificate where one is required (missing_client_certificate); TLS handshakes that failed (tls_handshake, e.g. no or an untrusted client certificate).",
                 &["reason"],
+            ),
+            participant_partitions: gauge_vec(
+                r,
+                "regwatch_participant_partitions",
+                "1 for each events partition this instance hears a participant on (its home). Summed over the fleet, more than 1 for one participant means its events are split over partitions (RegwatchParticipantSplit).",
+                &["participant", "topic", "partition"],
             ),
             http_reloads: counter_vec(
                 r,

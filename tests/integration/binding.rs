@@ -2,10 +2,13 @@
 //! topic-regex subscription, each bound participant's topic is created by regwatch and carries
 //! its events only; an event for another participant on it, or for a bound participant on the
 //! shared topic, is rejected `topic_mismatch`, dead-lettered, counted, and is not hearing.
+//! A participant whose events arrive on two partitions (mixed partitioners) keeps its first
+//! partition as home; the other's events are refused `partition_conflict`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use rdkafka::Message;
 use regwatch::config::Config;
 use regwatch::ingest::tail;
 use serde_json::json;
@@ -127,5 +130,104 @@ async fn bound_participants_speak_only_on_their_topics() {
     )
     .await;
     assert_eq!(again.len(), 2, "nothing else was alerted");
+    daemon.stop().await.expect("clean stop");
+}
+
+/// Produces `(key, value)` to one partition, as a producer with its own partitioner would.
+async fn produce_to(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    partition: i32,
+    (key, value): &(String, Vec<u8>),
+) {
+    let record = rdkafka::producer::FutureRecord::to(topic)
+        .key(key.as_bytes())
+        .payload(value.as_slice())
+        .partition(partition);
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .expect("delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_split_over_two_partitions_is_graded_on_one_only() {
+    let broker = Broker::start();
+    let name = "split";
+    broker.create_topic("split.events", 3);
+    let cfg = Config::from_toml(&config_text(&broker, name, 3), None, false).expect("config");
+    let kafka = cfg.kafka.clone();
+    let daemon = regwatch::app::spawn(cfg).await.expect("daemon starts");
+    let m = daemon.running.metrics.clone();
+    let producer = broker.producer();
+    let mut seq = 0;
+    let report = |records: u64, seq: &mut u32| {
+        event(
+            json!({"participant_id": "P1", "kind": "infosec", "incident_id": "LEAK",
+                   "category": "data_leak", "records_exposed": records}),
+            seq,
+        )
+    };
+    // One producer (one partitioner) puts P1 on partition 0...
+    produce_to(&producer, "split.events", 0, &report(200_000, &mut seq)).await;
+    let first = collect(
+        &kafka,
+        &kafka.alerts_topic,
+        "split-alerts",
+        Duration::from_secs(30),
+        |a| !a.is_empty(),
+    )
+    .await;
+    assert_eq!(payload(&first[0])["incident_id"], "LEAK");
+    // ...another, with a different partitioner, on partition 2: the same incident, worse.
+    produce_to(&producer, "split.events", 2, &report(5_000_000, &mut seq)).await;
+    let hb = event(
+        json!({"participant_id": "P1", "kind": "heartbeat"}),
+        &mut seq,
+    );
+    produce_to(&producer, "split.events", 2, &hb).await;
+    let dead = collect(
+        &kafka,
+        &kafka.dead_letter_topic,
+        "split-dlq",
+        Duration::from_secs(30),
+        |d| d.len() >= 2,
+    )
+    .await;
+    for d in &dead {
+        assert_eq!(
+            tail::header(d, "regwatch.reason").as_deref(),
+            Some("partition_conflict")
+        );
+        assert_eq!(
+            tail::header(d, "regwatch.source_partition").as_deref(),
+            Some("2")
+        );
+    }
+    assert_eq!(
+        m.rejected.with_label_values(&["partition_conflict"]).get(),
+        2
+    );
+    // One home, one copy: no second incident was opened on partition 2, and the series
+    // that lets Prometheus sum homes over the fleet shows partition 0 only.
+    let text = m.render();
+    let homes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("regwatch_participant_partitions{") && l.contains("\"P1\""))
+        .collect();
+    assert_eq!(homes.len(), 1, "{homes:?}");
+    assert!(homes[0].contains("partition=\"0\""), "{homes:?}");
+    // The same report through the home partition is graded: the only other alert.
+    produce_to(&producer, "split.events", 0, &report(5_000_000, &mut seq)).await;
+    let all = collect(
+        &kafka,
+        &kafka.alerts_topic,
+        "split-alerts-2",
+        Duration::from_secs(30),
+        |a| a.iter().any(|a| payload(a)["trigger"] != "opened"),
+    )
+    .await;
+    assert_eq!(all.len(), 2, "one incident, graded on partition 0 only");
+    assert!(all.iter().all(|a| a.partition() == first[0].partition()));
     daemon.stop().await.expect("clean stop");
 }

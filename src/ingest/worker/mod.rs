@@ -67,6 +67,8 @@ pub struct Shared {
     /// Where a fatal failure is reported (the daemon then stops and exits non-zero).
     pub health: Arc<crate::telemetry::Health>,
     pub state_partitions: i32,
+    /// Where each participant is heard, shared by this instance's workers.
+    pub homes: Arc<super::homes::Homes>,
     pub tick: Duration,
     /// How long a stop may take to drain, flush and commit.
     pub stop_timeout: Duration,
@@ -170,6 +172,12 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     /// The group's committed offset when the partition was taken over: where reading
     /// starts, the position until a message is read (`None`: none committed, from the start).
     start_offset: Option<i64>,
+    /// This partition as a participant's home (see [`super::homes`]).
+    home: super::homes::Home,
+    /// By registry position: this partition is the participant's home (claimed).
+    claimed: Vec<bool>,
+    /// By registry position: a conflict was already logged for the participant.
+    conflicted: Vec<bool>,
 }
 
 /// Blocking work the worker ran in the background, done.
@@ -214,7 +222,15 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
     let rules = shared.rules.borrow().clone();
     let topic_c = std::ffi::CString::new(topic.as_str()).unwrap_or_default();
     let owner = shared.registry.owner_of(&topic);
+    let home = super::homes::Home {
+        topic: topic.as_str().into(),
+        partition,
+    };
+    let participants = shared.registry.len();
     let mut w = Worker {
+        home,
+        claimed: vec![false; participants],
+        conflicted: vec![false; participants],
         engine: Engine::new(shared.registry.clone(), rules, shared.engine.clone()),
         counters: Counters::new(&metrics),
         telemetry: Telemetry::new(&metrics, &shared.registry),
@@ -251,6 +267,7 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
     };
     w.shared.metrics.open_incidents.sub(w.open_reported);
     w.telemetry.withdraw(&w.topic, w.partition);
+    w.give_up_homes();
     metrics.partitions.dec();
     if let Some(reply) = reply {
         let _ = reply.send(());
@@ -306,13 +323,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                                 self.topic, self.partition
                             );
                             tracing::error!(topic = %self.topic, partition = self.partition, recorded = n, now = partitions, "the partition count of an events topic changed; stopping the daemon");
-                            self.shared
-                                .metrics
-                                .worker_failures
-                                .with_label_values(&["partition_count_changed"])
-                                .inc();
-                            self.shared.health.fail(why);
-                            return Err(stop.recv().await.map(|s| s.reply));
+                            return Err(self
+                                .refuse_state("partition_count_changed", why, stop)
+                                .await);
                         }
                         Some(_) => {}
                         None => self.record_partitions = Some(partitions),
@@ -326,6 +339,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     let n = loaded.records.len();
                     let unreadable = loaded.unreadable.len();
                     let summary = self.engine.restore(loaded.records);
+                    if let Err(why) = self.claim_restored() {
+                        return Err(self.refuse_state("participant_split", why, stop).await);
+                    }
                     self.shared.metrics.state_restored.inc_by(n as u64);
                     for problem in &summary.skipped {
                         tracing::warn!(topic = %self.topic, partition = self.partition, %problem, "state record skipped");
@@ -359,6 +375,75 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// State this partition must not be graded on: counted as a worker failure of `cause`,
+    /// reported as the daemon's fatal failure (it stops, saying `why`), and the worker waits
+    /// for its stop.
+    async fn refuse_state(
+        &mut self,
+        cause: &str,
+        why: String,
+        stop: &mut mpsc::UnboundedReceiver<Stop>,
+    ) -> Option<std::sync::mpsc::Sender<()>> {
+        self.shared
+            .metrics
+            .worker_failures
+            .with_label_values(&[cause])
+            .inc();
+        self.shared.health.fail(why);
+        stop.recv().await.map(|s| s.reply)
+    }
+
+    /// Claims every participant the restored state holds incidents of. Another partition of
+    /// this instance holding the same participant means two copies of its incidents exist
+    /// already: an error saying so (the daemon stops).
+    fn claim_restored(&mut self) -> Result<(), String> {
+        let held: Vec<_> = self.engine.participants_held().collect();
+        for p in held {
+            if let Err(home) = self.shared.homes.claim(p, &self.home) {
+                let id = &self.shared.registry.get(p).id;
+                let why = format!(
+                    "participant {id} has incidents in the state of both {home} and {}: its events were split over two partitions (mixed partitioners or keys). Stop its producers, make them use key = participant_id and one partitioner, and delete the state of one partition for it (regwatch keeps no two copies of an incident)",
+                    self.home
+                );
+                tracing::error!(participant = %id, home = %home, partition = %self.home, "participant split over two partitions; stopping the daemon");
+                return Err(why);
+            }
+            self.claimed[p.get()] = true;
+            self.shared
+                .metrics
+                .ops
+                .participant_partitions
+                .with_label_values(&[
+                    &*self.shared.registry.get(p).id,
+                    self.topic.as_str(),
+                    &self.partition.to_string(),
+                ])
+                .set(1);
+        }
+        Ok(())
+    }
+
+    /// The partition leaves this instance: its participants are free to be heard elsewhere.
+    fn give_up_homes(&mut self) {
+        self.shared.homes.release(&self.home);
+        let partition = self.partition.to_string();
+        for (i, claimed) in self.claimed.iter().enumerate() {
+            if *claimed {
+                let id = &self
+                    .shared
+                    .registry
+                    .get(crate::registry::ParticipantIdx(i as u32))
+                    .id;
+                let _ = self
+                    .shared
+                    .metrics
+                    .ops
+                    .participant_partitions
+                    .remove_label_values(&[&**id, self.topic.as_str(), &partition]);
+            }
         }
     }
 
@@ -480,6 +565,32 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 check_key(m.key(), &registry.get(event.participant).id)?;
                 if !registry.may_speak(self.owner, event.participant) {
                     return Err(Reject::TopicMismatch);
+                }
+                let p = event.participant.get();
+                if !self.claimed[p] {
+                    match self.shared.homes.claim(event.participant, &self.home) {
+                        Ok(()) => {
+                            self.claimed[p] = true;
+                            self.shared
+                                .metrics
+                                .ops
+                                .participant_partitions
+                                .with_label_values(&[
+                                    &*registry.get(event.participant).id,
+                                    self.topic.as_str(),
+                                    &self.partition.to_string(),
+                                ])
+                                .set(1);
+                        }
+                        Err(home) => {
+                            if !std::mem::replace(&mut self.conflicted[p], true) {
+                                tracing::error!(participant = %registry.get(event.participant).id, topic = %self.topic, partition = self.partition, home = %home, "a participant's events arrive on two partitions (producers with different partitioners or keys); refused here as partition_conflict and dead-lettered: make every producer of this participant use key = participant_id and one partitioner, then redrive the dead letters");
+                            }
+                            return Err(Reject::PartitionConflict {
+                                home: home.partition,
+                            });
+                        }
+                    }
                 }
                 let outcome = self.engine.apply(&event, &mut self.alerts);
                 self.telemetry.record(Stage::Score, t1.elapsed());

@@ -292,6 +292,15 @@ impl Engine {
         self.open
     }
 
+    /// Participants this engine holds incidents of (open or retained after resolution).
+    pub fn participants_held(&self) -> impl Iterator<Item = ParticipantIdx> + '_ {
+        self.participants
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.incidents.is_empty())
+            .map(|(i, _)| ParticipantIdx(i as u32))
+    }
+
     /// The open incidents of `participant` (all when `None`) at `min_level` or above, in no
     /// particular order (for the incident API, which merges and sorts the workers' answers;
     /// allocates, off the hot path).
