@@ -17,6 +17,8 @@
 //! min_insync_replicas = 2                # of each topic regwatch creates (default: replication_factor - 1, at least 1; the cluster's default when neither is set)
 //! state_topic_config = ["segment.ms=600000"]   # over the state topic's compaction defaults
 //! transactional_state = true             # snapshots + offsets in one transaction per partition (fences old owners)
+//! record_key = { file = "/run/secrets/regwatch-record-key" }   # HMAC of alert, reminder and state records
+//! accept_unsigned_state = false          # true for one run: restore unsigned state and sign it
 //! create_topics = true                   # create the four topics above if missing
 //! commit_interval = "1s"                 # state flush + offset commit cadence
 //! fetch_queue_kbytes = 16384             # prefetch bound per partition (queued.max.messages.kbytes)
@@ -146,9 +148,14 @@ pub struct KafkaSettings {
     /// State snapshots and offset commits go through a transactional producer per partition,
     /// which fences a previous owner (see `ingest::txn`).
     pub transactional_state: bool,
-    /// Key of the HMAC every alert and reminder record carries (`regwatch.mac`): with it,
-    /// the outbox delivers only records regwatch produced. `None`: the topics are trusted.
+    /// Key of the HMAC every alert, reminder and state record carries (`regwatch.mac`):
+    /// with it, the outbox delivers only records regwatch produced and a restore reads only
+    /// state regwatch wrote. `None`: the topics are trusted.
     pub record_key: Option<Secret>,
+    /// With `record_key`: state records without a MAC are restored (and written again with
+    /// one at the next flush) instead of refused. For the one run that moves an existing
+    /// state topic to `record_key`.
+    pub accept_unsigned_state: bool,
     pub create_topics: bool,
     pub commit_interval_ms: i64,
     pub fetch_queue_kbytes: u32,
@@ -191,6 +198,8 @@ pub(super) struct RawKafka {
     state_topic_config: Vec<String>,
     transactional_state: Option<bool>,
     record_key: Option<RawSecret>,
+    #[serde(default)]
+    accept_unsigned_state: bool,
     create_topics: Option<bool>,
     commit_interval: Option<String>,
     fetch_queue_kbytes: Option<u32>,
@@ -399,6 +408,12 @@ impl RawKafka {
         if max_in_flight_events == 0 {
             return Err(invalid("kafka.max_in_flight_events", "must be at least 1"));
         }
+        if self.accept_unsigned_state && self.record_key.is_none() {
+            return Err(invalid(
+                "kafka.accept_unsigned_state",
+                "only means something with kafka.record_key (state is not authenticated without it)",
+            ));
+        }
         let settings = KafkaSettings {
             brokers: self.brokers.unwrap_or_else(|| "localhost:9092".into()),
             group_id: self.group_id.unwrap_or_else(|| "regwatch".into()),
@@ -431,6 +446,7 @@ impl RawKafka {
                 .record_key
                 .map(|raw| secret("kafka.record_key", raw))
                 .transpose()?,
+            accept_unsigned_state: self.accept_unsigned_state,
             create_topics: self.create_topics.unwrap_or(true),
             commit_interval_ms,
             fetch_queue_kbytes: self.fetch_queue_kbytes.unwrap_or(16_384),

@@ -15,15 +15,26 @@
 //! commits once the snapshot is acknowledged). Restores read committed records only. Restoring the state and
 //! resuming from the committed offset therefore loses nothing; events after the offset are
 //! processed again, which grading absorbs (cumulative maxima, alerts only on transitions).
+//!
+//! Authenticity: with `kafka.record_key`, every record written carries `regwatch.mac`, an
+//! HMAC over the state topic, the record's key and its value (or its being a tombstone). A
+//! restore uses only records whose MAC checks out; anything else (a record written by
+//! another client, a record copied under another key, a forged tombstone) is skipped,
+//! logged and counted (`regwatch_state_records_unauthenticated_total`), and the latest
+//! authentic value of its key stands. `kafka.accept_unsigned_state` lets one run read the
+//! unsigned records of a state topic written before `record_key` was set; they are written
+//! again, signed, at the partition's first flush.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::config::KafkaSettings;
+use crate::config::{KafkaSettings, Secret};
+use crate::delivery::sign;
 use crate::score::StateRecord;
 
 use super::client;
@@ -47,6 +58,82 @@ pub fn key_prefix(topic: &str, partition: i32) -> String {
     format!("{topic}|{partition}|")
 }
 
+/// One message of the state topic as a restore reads it, for the source partition whose keys
+/// start with `prefix` ([`key_prefix`]): `None` when the key is another partition's (or not
+/// UTF-8); otherwise the record key and its value: a record, `None` for a tombstone, or why
+/// the value is unreadable. Never panics, whatever the bytes (`fuzz/`: `state_record`).
+pub fn decode_entry<'k>(
+    prefix: &str,
+    key: Option<&'k [u8]>,
+    payload: Option<&[u8]>,
+) -> Option<(&'k str, Result<Option<StateRecord>, serde_json::Error>)> {
+    let record_key = std::str::from_utf8(key?).ok()?.strip_prefix(prefix)?;
+    let value = payload
+        .map(serde_json::from_slice::<StateRecord>)
+        .transpose();
+    Some((record_key, value))
+}
+
+/// The header that authenticates a record regwatch wrote (`kafka.record_key`).
+pub const MAC_HEADER: &str = "regwatch.mac";
+
+/// The headers of a state record: its MAC with `record_key`, none without.
+pub fn mac_headers(
+    record_key: Option<&Secret>,
+    state_topic: &str,
+    key: &str,
+    value: Option<&[u8]>,
+) -> OwnedHeaders {
+    let headers = OwnedHeaders::new();
+    match record_key {
+        Some(secret) => {
+            let mac = sign::state_mac(secret.expose().as_bytes(), state_topic, key, value);
+            headers.insert(Header {
+                key: MAC_HEADER,
+                value: Some(mac.as_bytes()),
+            })
+        }
+        None => headers,
+    }
+}
+
+/// Whether a restore may use a state message: authentic (or nothing to check), unsigned,
+/// or carrying a MAC that does not check out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trust {
+    Authentic,
+    Unsigned,
+    Forged,
+}
+
+fn trust<M: Message>(k: &KafkaSettings, m: &M) -> Trust {
+    let Some(secret) = &k.record_key else {
+        return Trust::Authentic;
+    };
+    let mac = m.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == MAC_HEADER)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    });
+    let key = m.key().and_then(|k| std::str::from_utf8(k).ok());
+    match (mac, key) {
+        (None, _) => Trust::Unsigned,
+        (Some(mac), Some(key))
+            if sign::state_authentic(
+                secret.expose().as_bytes(),
+                &k.state_topic,
+                key,
+                m.payload(),
+                mac,
+            ) =>
+        {
+            Trust::Authentic
+        }
+        _ => Trust::Forged,
+    }
+}
+
 /// What a restore read.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -54,6 +141,13 @@ pub struct Loaded {
     /// Keys (without the partition prefix) whose latest value could not be parsed: logged,
     /// skipped, and deleted by the caller.
     pub unreadable: Vec<String>,
+    /// Keys whose latest record was refused because it could not be authenticated
+    /// (`kafka.record_key`).
+    pub unauthenticated: u64,
+    /// Records to write again, signed, by key (without the partition prefix) with their
+    /// value: unsigned ones restored under `kafka.accept_unsigned_state`, and authentic ones
+    /// that a refused record came after (compaction would keep the refused one).
+    pub resign: Vec<(String, Vec<u8>)>,
 }
 
 /// The end a restore reads to, and the partition's start. The end is the high watermark
@@ -121,6 +215,10 @@ pub fn read(
     let prefix = key_prefix(topic, partition);
     let mut latest: BTreeMap<String, Option<StateRecord>> = BTreeMap::new();
     let mut unreadable = std::collections::BTreeSet::new();
+    let mut resign: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    // Keys whose latest message was refused: compaction would keep that one and drop the
+    // authentic value, so the authentic value is written again.
+    let mut shadowed = std::collections::BTreeSet::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -136,22 +234,38 @@ pub fn read(
             Some(Ok(m)) => m,
         };
         let last = m.offset() >= high - 1;
-        if let Some(record_key) = m
-            .key()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(|k| k.strip_prefix(&prefix))
-        {
+        let entry = decode_entry(&prefix, m.key(), m.payload());
+        let trust = trust(k, &m);
+        let trusted = match (&entry, trust) {
+            (None, _) | (_, Trust::Authentic) => true,
+            (Some((record_key, _)), Trust::Unsigned) if k.accept_unsigned_state => {
+                match m.payload() {
+                    Some(v) => resign.insert(record_key.to_string(), v.to_vec()),
+                    None => resign.remove(*record_key),
+                };
+                true
+            }
+            (Some((record_key, _)), _) => {
+                shadowed.insert(record_key.to_string());
+                false
+            }
+        };
+        if let Some((record_key, value)) = entry.filter(|_| trusted) {
+            shadowed.remove(record_key);
+            if trust == Trust::Authentic {
+                resign.remove(record_key);
+            }
             // The latest value of each key wins; an unreadable latest value is skipped,
             // and deleted by the caller.
-            match m.payload().map(serde_json::from_slice::<StateRecord>) {
-                Some(Err(e)) => {
+            match value {
+                Err(e) => {
                     tracing::warn!(key = record_key, error = %e, "unreadable state record skipped");
                     latest.remove(record_key);
                     unreadable.insert(record_key.to_string());
                 }
-                value => {
+                Ok(value) => {
                     unreadable.remove(record_key);
-                    latest.insert(record_key.to_string(), value.and_then(Result::ok));
+                    latest.insert(record_key.to_string(), value);
                 }
             }
         }
@@ -159,7 +273,22 @@ pub fn read(
             break;
         }
     }
+    // Counted per key whose latest message was refused: refused messages an authentic one
+    // superseded (an old unsigned record, say) change nothing and wait for compaction.
+    loaded.unauthenticated = shadowed.len() as u64;
+    for key in shadowed {
+        tracing::warn!(key = %key, "state record refused: the latest one of its key carries no valid regwatch.mac (not written by regwatch with this kafka.record_key); the latest authentic value, if any, stands");
+        if let Some(Some(record)) = latest.get(&key) {
+            if let Ok(value) = serde_json::to_vec(record) {
+                resign.insert(key, value);
+            }
+        }
+    }
     loaded.records = latest.into_values().flatten().collect();
+    loaded.resign = resign
+        .into_iter()
+        .filter(|(key, _)| !unreadable.contains(key))
+        .collect();
     loaded.unreadable = unreadable.into_iter().collect();
     Ok(loaded)
 }

@@ -44,6 +44,8 @@ pub enum TxnError {
 #[derive(Clone)]
 pub struct StateTxn {
     producer: ThreadedProducer<DefaultProducerContext>,
+    /// `kafka.record_key`: every record written carries its `regwatch.mac`.
+    record_key: Option<crate::config::Secret>,
 }
 
 /// The transactional id of a source partition's state writer.
@@ -89,7 +91,10 @@ impl StateTxn {
                  min.isr within the broker count; or set kafka.transactional_state = false): {e}"
             )
         })?;
-        Ok(StateTxn { producer })
+        Ok(StateTxn {
+            producer,
+            record_key: k.record_key.clone(),
+        })
     }
 
     /// Writes `records` to `state_topic`/`state_partition` and, with `offset`, commits the
@@ -131,7 +136,13 @@ impl StateTxn {
         for (key, value) in records {
             let mut r = BaseRecord::<[u8], [u8]>::to(state_topic)
                 .partition(state_partition)
-                .key(key.as_bytes());
+                .key(key.as_bytes())
+                .headers(super::state::mac_headers(
+                    self.record_key.as_ref(),
+                    state_topic,
+                    key,
+                    value.as_deref(),
+                ));
             if let Some(v) = value {
                 r = r.payload(v.as_slice());
             }

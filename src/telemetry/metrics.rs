@@ -28,6 +28,11 @@ pub struct Metrics {
     pub state_flushes: IntCounter,
     pub state_records: IntCounter,
     pub state_restored: IntCounter,
+    /// State records a restore refused: no valid `regwatch.mac` (`kafka.record_key`).
+    pub state_unauthenticated: IntCounter,
+    /// State records written again, signed, after a restore (unsigned ones accepted once,
+    /// authentic ones a refused record came after).
+    pub state_resigned: IntCounter,
     /// Partitions whose state is being read back before their events are consumed.
     pub restoring: IntGauge,
     pub restore_failures: IntCounter,
@@ -633,6 +638,16 @@ impl Metrics {
                 &registry,
                 "regwatch_state_records_restored_total",
                 "State records loaded when taking over a partition.",
+            ),
+            state_unauthenticated: counter(
+                &registry,
+                "regwatch_state_records_unauthenticated_total",
+                "State records a restore refused because they carry no valid regwatch.mac (kafka.record_key): not written by regwatch.",
+            ),
+            state_resigned: counter(
+                &registry,
+                "regwatch_state_records_resigned_total",
+                "State records written again with a MAC after a restore: unsigned ones (kafka.accept_unsigned_state) and authentic ones a refused record had come after.",
             ),
             restoring: gauge(
                 &registry,

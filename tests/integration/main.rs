@@ -19,6 +19,7 @@ mod rejects;
 mod reminders;
 mod security;
 mod state;
+mod state_auth;
 mod support;
 mod web;
 mod webhook;

@@ -10,10 +10,22 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     pub(super) fn start_flush(&mut self) {
         self.last_flush = Instant::now();
         let prefix = state::key_prefix(&self.topic, self.partition);
-        let mut records: Vec<StateWrite> = std::mem::take(&mut self.forget)
+        let resign = std::mem::take(&mut self.resign);
+        if !resign.is_empty() {
+            self.shared
+                .metrics
+                .state_resigned
+                .inc_by(resign.len() as u64);
+        }
+        let mut records: Vec<StateWrite> = resign
             .into_iter()
-            .map(|key| (format!("{prefix}{key}"), None))
+            .map(|(key, value)| (format!("{prefix}{key}"), Some(value)))
             .collect();
+        records.extend(
+            std::mem::take(&mut self.forget)
+                .into_iter()
+                .map(|key| (format!("{prefix}{key}"), None)),
+        );
         if let Some(partitions) = self.record_partitions.take() {
             let r = StateRecord::Topic(crate::score::TopicRecord {
                 v: crate::score::STATE_VERSION,
@@ -66,7 +78,12 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                             partition: Some(sp),
                             key: key.as_bytes(),
                             payload: value.as_deref(),
-                            headers: OwnedHeaders::new(),
+                            headers: state::mac_headers(
+                                shared.kafka.record_key.as_ref(),
+                                &shared.kafka.state_topic,
+                                key,
+                                value.as_deref(),
+                            ),
                         };
                         self.produce(Stream::State, record).await;
                     }

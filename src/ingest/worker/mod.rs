@@ -141,6 +141,8 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     fenced: Arc<AtomicBool>,
     /// State keys to delete at the next flush (records the restore could not use).
     forget: Vec<String>,
+    /// State records to write again, signed, at the next flush (see `state::Loaded::resign`).
+    resign: Vec<(String, Vec<u8>)>,
     /// The transactional writer of this partition's snapshots and offsets
     /// (`kafka.transactional_state`), set up before the restore.
     txn: Option<Arc<StateTxn>>,
@@ -241,6 +243,7 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         ledger: Ledger::default(),
         fenced,
         forget: Vec::new(),
+        resign: Vec::new(),
         txn: None,
         background_tx,
         background,
@@ -338,6 +341,14 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     }
                     let n = loaded.records.len();
                     let unreadable = loaded.unreadable.len();
+                    if loaded.unauthenticated > 0 {
+                        self.shared
+                            .metrics
+                            .state_unauthenticated
+                            .inc_by(loaded.unauthenticated);
+                        tracing::error!(topic = %self.topic, partition = self.partition, refused = loaded.unauthenticated, "state records without a valid regwatch.mac were refused: something other than regwatch writes the state topic (check its ACLs), or kafka.record_key changed");
+                    }
+                    self.resign = std::mem::take(&mut loaded.resign);
                     let summary = self.engine.restore(loaded.records);
                     if let Err(why) = self.claim_restored() {
                         return Err(self.refuse_state("participant_split", why, stop).await);
