@@ -6,8 +6,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use regwatch::config::Config;
 use serde_json::{json, Value};
 
@@ -16,39 +14,10 @@ use crate::kafka::{config_text, event};
 
 /// Every record of the state topic's partitions, in offset order: (key, value present).
 fn state_log(broker: &Broker, topic: &str, partitions: i32) -> Vec<(String, bool)> {
-    let c: BaseConsumer = broker
-        .config()
-        .set("group.id", "state-log")
-        .set("enable.partition.eof", "true")
-        .create()
-        .expect("state reader");
-    let mut out = Vec::new();
-    for p in 0..partitions {
-        let (low, high) = c
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        if high <= low {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-        c.assign(&tpl).unwrap();
-        loop {
-            match c.poll(Duration::from_secs(10)) {
-                Some(Ok(m)) => {
-                    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                    out.push((key, m.payload().is_some()));
-                    if m.offset() >= high - 1 {
-                        break;
-                    }
-                }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-                other => panic!("reading {topic}/{p}: {other:?}"),
-            }
-        }
-    }
-    out
+    crate::state_auth::state_entries(broker, topic, partitions)
+        .into_iter()
+        .map(|e| (e.key, e.value.is_some()))
+        .collect()
 }
 
 /// The incidents the daemon's API shows (participant, incident, levels, figures).

@@ -17,55 +17,61 @@ use crate::broker::{produce, tempdir, Broker};
 use crate::kafka::{config_text, event};
 
 /// One record of the state topic: key, value, and its `regwatch.mac` header.
-struct Entry {
-    key: String,
-    value: Option<Vec<u8>>,
-    mac: Option<String>,
+pub(crate) struct Entry {
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+    pub mac: Option<String>,
 }
 
-/// Every record of partition 0 of the state topic, in offset order.
-fn state_log(broker: &Broker, topic: &str) -> Vec<Entry> {
+/// Every record of the state topic's first `partitions` partitions, in offset
+/// order per partition.
+pub(crate) fn state_entries(broker: &Broker, topic: &str, partitions: i32) -> Vec<Entry> {
     let c: BaseConsumer = broker
         .config()
-        .set("group.id", "state-auth-log")
+        .set("group.id", "state-log")
         .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
         .create()
         .expect("state reader");
-    let (low, high) = c
-        .fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .expect("watermarks");
     let mut out = Vec::new();
-    if high <= low {
-        return out;
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
-    loop {
-        match c.poll(Duration::from_secs(10)) {
-            Some(Ok(m)) => {
-                let mac = m.headers().and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == "regwatch.mac")
-                        .and_then(|h| h.value)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                });
-                out.push(Entry {
-                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                    value: m.payload().map(<[u8]>::to_vec),
-                    mac,
-                });
-                if m.offset() >= high - 1 {
-                    break;
+    for p in 0..partitions {
+        let (low, high) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+        c.assign(&tpl).unwrap();
+        loop {
+            match c.poll(Duration::from_secs(10)) {
+                Some(Ok(m)) => {
+                    let mac = m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == "regwatch.mac")
+                            .and_then(|h| h.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    });
+                    out.push(Entry {
+                        key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        mac,
+                    });
+                    if m.offset() >= high - 1 {
+                        break;
+                    }
                 }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                other => panic!("reading {topic}/{p}: {other:?}"),
             }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-            other => panic!("reading {topic}/0: {other:?}"),
         }
     }
     out
+}
+
+fn state_log(broker: &Broker, topic: &str) -> Vec<Entry> {
+    state_entries(broker, topic, 1)
 }
 
 /// The open incidents the daemon's API shows, as participant/incident.
