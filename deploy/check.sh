@@ -81,7 +81,7 @@ fi
 
 # --- regwatch configurations ----------------------------------------------------------------
 check "regwatch check-config deploy/regwatch/regwatch.toml (with make-certs.sh's files as tls/)" \
-  "${regwatch[@]}" check-config "$tmp/compose.toml"
+  env REGWATCH_RECORD_KEY=check-record-key-0123456789 "${regwatch[@]}" check-config "$tmp/compose.toml"
 
 # --- YAML, JSON and the facts between the files (one line per fact) -------------------------
 if [[ -z $py ]]; then

@@ -422,6 +422,20 @@ async fn the_deploy_bundles_certificates_serve_the_probe_and_the_scraper() {
         text, compose,
         "the compose configuration's listen line moved"
     );
+    // Its record key comes from the environment in compose; from a file here.
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("record.key"), "compose-record-key-0123456789\n").unwrap();
+    let text = text.replace(
+        "record_key = { env = \"REGWATCH_RECORD_KEY\" }",
+        &format!(
+            "record_key = {{ file = {:?} }}",
+            dir.join("record.key").display().to_string()
+        ),
+    );
+    assert!(
+        text.contains("record_key = { file"),
+        "the compose record_key line moved"
+    );
     std::os::unix::fs::symlink(out.join("regwatch"), dir.join("tls")).unwrap();
     let file = dir.join("regwatch.toml");
     std::fs::write(&file, &text).unwrap();
