@@ -170,6 +170,9 @@ pub async fn run(
         None
     };
     tracing::info!(brokers = %k.brokers, group = %k.group_id, topics = ?k.topics, "regwatch running");
+    if k.record_key.is_none() {
+        tracing::warn!("kafka.record_key is not set: records on the alerts, reminders and state topics are trusted as regwatch's own (README \"Threat model\")");
+    }
     if let Some(tx) = started {
         let _ = tx.send(Running {
             metrics: metrics.clone(),

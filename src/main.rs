@@ -310,6 +310,20 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
             r.timeout_ms
         );
     }
+    let bound = cfg
+        .registry
+        .iter()
+        .filter(|(_, p)| !p.topics.is_empty())
+        .count();
+    println!(
+        "  trust: {bound} of {} participants bound to their topics; kafka.record_key {}",
+        cfg.registry.len(),
+        if cfg.kafka.record_key.is_some() {
+            "set (alerts, reminders and state are authenticated)"
+        } else {
+            "not set (alerts, reminders and state topics are trusted)"
+        }
+    );
     let http = &cfg.http;
     if let Some(addr) = http.listen {
         if let Some(tls) = &http.tls {
@@ -319,16 +333,16 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
         let mut roles: Vec<&str> = http.tokens.iter().map(|t| t.role.as_str()).collect();
         roles.dedup();
         println!(
-            "  http endpoint {}://{addr}: {}, tokens for {}",
+            "  http endpoint {}://{addr}: {}, {}",
             if http.tls.is_some() { "https" } else { "http" },
             match &http.tls {
                 Some(t) if t.client_ca_file.is_some() => "client certificates required",
                 _ => "no client certificates",
             },
             if roles.is_empty() {
-                "no role (no bearer authentication)".to_string()
+                "no bearer tokens".to_string()
             } else {
-                roles.join(", ")
+                format!("bearer tokens for {}", roles.join(", "))
             }
         );
     }

@@ -52,6 +52,14 @@ fn check_config_accepts_the_shipped_example_and_a_registry_only_file() {
         "{}",
         text(&out.stdout)
     );
+    // What the configuration trusts is said, not left to be read off the file.
+    assert!(
+        text(&out.stdout).contains("trust: 0 of 8 participants bound")
+            && text(&out.stdout).contains("kafka.record_key not set")
+            && text(&out.stdout).contains("http endpoint http://127.0.0.1:9464"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let only = temp_file(
         "only-participants.toml",
