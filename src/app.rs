@@ -65,7 +65,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<Spawned> {
 /// Runs the daemon until `shutdown` completes, then drains. Returns an error if start-up
 /// fails or the drain does not finish within `daemon.shutdown_grace`.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     shutdown: impl std::future::Future<Output = ()>,
     started: Option<tokio::sync::oneshot::Sender<Running>>,
 ) -> anyhow::Result<()> {
@@ -97,6 +97,21 @@ pub async fn run(
         .await?;
     }
     let state_partitions = partition_count(&config).await?;
+    if config.kafka.record_key.is_none() && !config.kafka.trust_internal_topics {
+        let found = std::sync::Mutex::new(None);
+        retry_transient("reading the deployment's record key", || async {
+            let k = config.kafka.clone();
+            let key = tokio::task::spawn_blocking(move || {
+                crate::ingest::trust::deployment_key(&k, Duration::from_secs(30))
+            })
+            .await??;
+            *found.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+            Ok(())
+        })
+        .await?;
+        config.kafka.record_key = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    }
+    let k = &config.kafka;
     let producer: FutureProducer<client::Watched> =
         client::producer(k).create_with_context(client::Watched {
             health: health.clone(),
@@ -170,8 +185,8 @@ pub async fn run(
         None
     };
     tracing::info!(brokers = %k.brokers, group = %k.group_id, topics = ?k.topics, "regwatch running");
-    if k.record_key.is_none() {
-        tracing::warn!("kafka.record_key is not set: records on the alerts, reminders and state topics are trusted as regwatch's own (README \"Threat model\")");
+    if k.trust_internal_topics {
+        tracing::warn!("kafka.insecure_trust_internal_topics: records on the alerts, reminders and state topics are trusted as regwatch's own (README \"Threat model\")");
     }
     if let Some(tx) = started {
         let _ = tx.send(Running {

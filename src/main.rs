@@ -318,10 +318,14 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
     println!(
         "  trust: {bound} of {} participants bound to their topics; kafka.record_key {}",
         cfg.registry.len(),
-        if cfg.kafka.record_key.is_some() {
-            "set (alerts, reminders and state are authenticated)"
-        } else {
-            "not set (alerts, reminders and state topics are trusted)"
+        match (&cfg.kafka.record_key, cfg.kafka.trust_internal_topics) {
+            (Some(_), _) => "set (alerts, reminders and state are authenticated)",
+            (None, false) => {
+                "not set (alerts, reminders and state are authenticated with the deployment's key, kept in the state topic)"
+            }
+            (None, true) => {
+                "off (insecure_trust_internal_topics: alerts, reminders and state topics are trusted)"
+            }
         }
     );
     let http = &cfg.http;

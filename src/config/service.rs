@@ -17,8 +17,8 @@
 //! min_insync_replicas = 2                # of each topic regwatch creates (default: replication_factor - 1, at least 1; the cluster's default when neither is set)
 //! state_topic_config = ["segment.ms=600000"]   # over the state topic's compaction defaults
 //! transactional_state = true             # snapshots + offsets in one transaction per partition (fences old owners)
-//! record_key = { file = "/run/secrets/regwatch-record-key" }   # HMAC of alert, reminder and state records
-//! accept_unsigned_state = false          # true for one run: restore unsigned state and sign it
+//! record_key = { file = "/run/secrets/regwatch-record-key" }   # HMAC of alert, reminder and state records (default: a key kept in the state topic)
+//! insecure_trust_internal_topics = false # true: no HMAC; the internal topics are trusted
 //! create_topics = true                   # create the four topics above if missing
 //! commit_interval = "1s"                 # state flush + offset commit cadence
 //! fetch_queue_kbytes = 16384             # prefetch bound per partition (queued.max.messages.kbytes)
@@ -150,12 +150,12 @@ pub struct KafkaSettings {
     pub transactional_state: bool,
     /// Key of the HMAC every alert, reminder and state record carries (`regwatch.mac`):
     /// with it, the outbox delivers only records regwatch produced and a restore reads only
-    /// state regwatch wrote. `None`: the topics are trusted.
+    /// state regwatch wrote. `None` in the file: the deployment's own key, kept in the state
+    /// topic (`ingest::trust`), is filled in at start-up.
     pub record_key: Option<Secret>,
-    /// With `record_key`: state records without a MAC are restored (and written again with
-    /// one at the next flush) instead of refused. For the one run that moves an existing
-    /// state topic to `record_key`.
-    pub accept_unsigned_state: bool,
+    /// `kafka.insecure_trust_internal_topics`: no record key at all; whatever is on the
+    /// alerts, reminders and state topics is taken as regwatch's own.
+    pub trust_internal_topics: bool,
     pub create_topics: bool,
     pub commit_interval_ms: i64,
     pub fetch_queue_kbytes: u32,
@@ -199,7 +199,7 @@ pub(super) struct RawKafka {
     transactional_state: Option<bool>,
     record_key: Option<RawSecret>,
     #[serde(default)]
-    accept_unsigned_state: bool,
+    insecure_trust_internal_topics: bool,
     create_topics: Option<bool>,
     commit_interval: Option<String>,
     fetch_queue_kbytes: Option<u32>,
@@ -408,10 +408,10 @@ impl RawKafka {
         if max_in_flight_events == 0 {
             return Err(invalid("kafka.max_in_flight_events", "must be at least 1"));
         }
-        if self.accept_unsigned_state && self.record_key.is_none() {
+        if self.insecure_trust_internal_topics && self.record_key.is_some() {
             return Err(invalid(
-                "kafka.accept_unsigned_state",
-                "only means something with kafka.record_key (state is not authenticated without it)",
+                "kafka.insecure_trust_internal_topics",
+                "contradicts kafka.record_key: give one or the other",
             ));
         }
         let settings = KafkaSettings {
@@ -446,7 +446,7 @@ impl RawKafka {
                 .record_key
                 .map(|raw| secret("kafka.record_key", raw))
                 .transpose()?,
-            accept_unsigned_state: self.accept_unsigned_state,
+            trust_internal_topics: self.insecure_trust_internal_topics,
             create_topics: self.create_topics.unwrap_or(true),
             commit_interval_ms,
             fetch_queue_kbytes: self.fetch_queue_kbytes.unwrap_or(16_384),

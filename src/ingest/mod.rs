@@ -13,5 +13,6 @@ pub mod output;
 pub mod state;
 pub mod tail;
 pub mod telemetry;
+pub mod trust;
 pub mod txn;
 pub mod worker;

@@ -21,9 +21,11 @@
 //! restore uses only records whose MAC checks out; anything else (a record written by
 //! another client, a record copied under another key, a forged tombstone) is skipped,
 //! logged and counted (`regwatch_state_records_unauthenticated_total`), and the latest
-//! authentic value of its key stands. `kafka.accept_unsigned_state` lets one run read the
-//! unsigned records of a state topic written before `record_key` was set; they are written
-//! again, signed, at the partition's first flush.
+//! authentic value of its key stands. Unsigned records written before the partition's first
+//! signed one (a state topic from before record keys) are legacy: restored, and written
+//! again signed at the partition's first flush. Every partition gets a signed record at its
+//! first flush after its first restore (the topic record), so an unsigned record after it is
+//! refused.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -145,7 +147,7 @@ pub struct Loaded {
     /// (`kafka.record_key`).
     pub unauthenticated: u64,
     /// Records to write again, signed, by key (without the partition prefix) with their
-    /// value: unsigned ones restored under `kafka.accept_unsigned_state`, and authentic ones
+    /// value: legacy unsigned ones (before the partition's first signed record), and authentic ones
     /// that a refused record came after (compaction would keep the refused one).
     pub resign: Vec<(String, Vec<u8>)>,
 }
@@ -216,6 +218,9 @@ pub fn read(
     let mut latest: BTreeMap<String, Option<StateRecord>> = BTreeMap::new();
     let mut unreadable = std::collections::BTreeSet::new();
     let mut resign: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    // Whether a signed record of this source partition came yet: unsigned ones before it
+    // are legacy, after it forged.
+    let mut signed_seen = false;
     // Keys whose latest message was refused: compaction would keep that one and drop the
     // authentic value, so the authentic value is written again.
     let mut shadowed = std::collections::BTreeSet::new();
@@ -238,7 +243,7 @@ pub fn read(
         let trust = trust(k, &m);
         let trusted = match (&entry, trust) {
             (None, _) | (_, Trust::Authentic) => true,
-            (Some((record_key, _)), Trust::Unsigned) if k.accept_unsigned_state => {
+            (Some((record_key, _)), Trust::Unsigned) if !signed_seen => {
                 match m.payload() {
                     Some(v) => resign.insert(record_key.to_string(), v.to_vec()),
                     None => resign.remove(*record_key),
@@ -252,7 +257,8 @@ pub fn read(
         };
         if let Some((record_key, value)) = entry.filter(|_| trusted) {
             shadowed.remove(record_key);
-            if trust == Trust::Authentic {
+            if trust == Trust::Authentic && k.record_key.is_some() {
+                signed_seen = true;
                 resign.remove(record_key);
             }
             // The latest value of each key wins; an unreadable latest value is skipped,

@@ -647,7 +647,7 @@ impl Metrics {
             state_resigned: counter(
                 &registry,
                 "regwatch_state_records_resigned_total",
-                "State records written again with a MAC after a restore: unsigned ones (kafka.accept_unsigned_state) and authentic ones a refused record had come after.",
+                "State records written again with a MAC after a restore: legacy unsigned ones (written before the partition's first signed record) and authentic ones a refused record had come after.",
             ),
             restoring: gauge(
                 &registry,

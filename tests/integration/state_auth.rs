@@ -1,8 +1,8 @@
 //! Authenticated state on a real broker (`kafka.record_key`): records another client writes
 //! to the state topic (a forged incident, a forged tombstone, a record with a wrong MAC) are
 //! refused by the restore and counted, the authentic state stands and is written again
-//! above the forgery; an existing unsigned state topic moves to signed records through one
-//! run with `kafka.accept_unsigned_state`.
+//! above the forgery; an existing unsigned state topic moves to signed records in its first
+//! run with a key (by default the deployment's own, kept in the state topic).
 
 use std::time::Duration;
 
@@ -249,16 +249,14 @@ async fn an_unsigned_state_topic_moves_to_signed_records_in_one_run() {
     let broker = Broker::start();
     let name = "stmove";
     broker.create_topic(&format!("{name}.events"), 1);
-    let dir = tempdir("state-move");
-    std::fs::create_dir_all(&dir).unwrap();
-    let key_file = dir.join("record-key");
-    std::fs::write(&key_file, "an-internal-key-0123456789\n").unwrap();
-    let plain = config_text(&broker, name, 1);
-    let signed = with_key(&plain, &key_file, "");
-    let moving = with_key(&plain, &key_file, "accept_unsigned_state = true\n");
+    // Before record keys: nothing signed.
+    let default = config_text(&broker, name, 1);
+    let plain = default.replacen(
+        "[kafka]\n",
+        "[kafka]\ninsecure_trust_internal_topics = true\n",
+        1,
+    );
     let state_topic = format!("{name}.state");
-
-    // Before record_key: unsigned state.
     let daemon = start(&plain).await;
     let mut seq = 0;
     produce(
@@ -273,40 +271,62 @@ async fn an_unsigned_state_topic_moves_to_signed_records_in_one_run() {
         .iter()
         .all(|e| e.mac.is_none()));
 
-    // record_key alone refuses the unsigned state (and deletes nothing).
-    let daemon = start(&signed).await;
-    assert!(daemon.running.metrics.state_unauthenticated.get() >= 1);
-    assert!(open(daemon.running.http.unwrap()).await.is_empty());
-    daemon.stop().await.expect("clean stop");
-
-    // One run with accept_unsigned_state restores it and writes it again, signed...
-    let daemon = start(&moving).await;
+    // The default configuration: the deployment's key is proposed in the state topic, the
+    // legacy records (before any signed one) are restored and written again, signed.
+    let daemon = start(&default).await;
     assert_eq!(open(daemon.running.http.unwrap()).await, ["P1/OLD"]);
     let m = daemon.running.metrics.clone();
+    assert_eq!(m.state_unauthenticated.get(), 0);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while m.state_resigned.get() < 1 {
         assert!(
             std::time::Instant::now() < deadline,
-            "unsigned records written again"
+            "legacy records written again"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_state_records(&daemon, 1).await;
+    wait_state_records(&daemon, 2).await;
     daemon.stop().await.expect("clean stop");
+    let log = state_log(&broker, &state_topic);
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.key.starts_with(regwatch::ingest::trust::KEY_PREFIX))
+            .count(),
+        1,
+        "one deployment key"
+    );
 
-    // ...so that record_key alone restores it from then on.
-    let daemon = start(&signed).await;
-    assert_eq!(daemon.running.metrics.state_unauthenticated.get(), 0);
+    // From then on an unsigned record is a forgery: refused, the signed state stands.
+    let old = log
+        .iter()
+        .rev()
+        .find(|e| e.key.ends_with("|i|2|P1|OLD") && e.mac.is_some())
+        .expect("the incident, signed");
+    let producer = broker.producer();
+    producer
+        .send(
+            FutureRecord::<str, str>::to(&state_topic)
+                .key(&old.key)
+                .partition(0),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("an unsigned tombstone is written");
+    let daemon = start(&default).await;
+    assert_eq!(daemon.running.metrics.state_unauthenticated.get(), 1);
     assert_eq!(open(daemon.running.http.unwrap()).await, ["P1/OLD"]);
     daemon.stop().await.expect("clean stop");
 
-    // accept_unsigned_state without record_key is a configuration error.
-    let err = Config::from_toml(
-        &plain.replacen("[kafka]\n", "[kafka]\naccept_unsigned_state = true\n", 1),
-        None,
-        false,
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("kafka.accept_unsigned_state"), "{err}");
+    // Trusting the topics and giving a key contradict each other.
+    let dir = tempdir("state-move");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("record-key");
+    std::fs::write(&key_file, "an-internal-key-0123456789\n").unwrap();
+    let err = Config::from_toml(&with_key(&plain, &key_file, ""), None, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("kafka.insecure_trust_internal_topics"),
+        "{err}"
+    );
 }

@@ -275,6 +275,43 @@ fn sample_alerts() -> (Vec<(String, Vec<u8>)>, Vec<Value>) {
     (records, values)
 }
 
+/// Writes alerts as regwatch does: each carries its `regwatch.mac` under the deployment's
+/// record key, read from the state topic as the daemon reads it (the daemon is running, so
+/// the key exists).
+async fn produce_as_regwatch(
+    broker: &Broker,
+    kafka: &regwatch::config::KafkaSettings,
+    records: &[(String, Vec<u8>)],
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let k = kafka.clone();
+    let key = tokio::task::spawn_blocking(move || {
+        regwatch::ingest::trust::deployment_key(&k, Duration::from_secs(30))
+    })
+    .await
+    .unwrap()
+    .expect("the deployment's record key");
+    let producer = broker.producer();
+    for (pid, value) in records {
+        let mac = regwatch::delivery::sign::record_mac(
+            key.expose().as_bytes(),
+            &kafka.alerts_topic,
+            value,
+        );
+        let record = rdkafka::producer::FutureRecord::to(&kafka.alerts_topic)
+            .key(pid.as_bytes())
+            .payload(value.as_slice())
+            .headers(OwnedHeaders::new().insert(Header {
+                key: "regwatch.mac",
+                value: Some(mac.as_bytes()),
+            }));
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("alert written");
+    }
+}
+
 fn daemon_config(broker: &Broker, name: &str, delivery: &str) -> Config {
     let text = format!("{}\n{delivery}", config_text(broker, name, 3));
     Config::from_toml(&text, None, false).expect("test config")
@@ -346,7 +383,7 @@ exemption = "ineligible"
     let kafka = cfg.kafka.clone();
     let daemon = regwatch::app::spawn(cfg).await.expect("daemon starts");
     let (records, alerts) = sample_alerts();
-    produce(&broker.producer(), &kafka.alerts_topic, &records).await;
+    produce_as_regwatch(&broker, &kafka, &records).await;
 
     let all: BTreeSet<String> = alerts
         .iter()
@@ -557,7 +594,7 @@ async fn transient_failures_are_retried_and_refusals_are_dead_lettered() {
         .to_string();
     hook.refuse(&refused, 400);
     let first = records[..1].to_vec();
-    produce(&broker.producer(), &kafka.alerts_topic, &first).await;
+    produce_as_regwatch(&broker, &kafka, &first).await;
     let m = &daemon.running.metrics.webhook;
     let deadline = Instant::now() + Duration::from_secs(20);
     while m.failures.with_label_values(&["r", "connect"]).get() < 2 {
@@ -609,7 +646,7 @@ async fn transient_failures_are_retried_and_refusals_are_dead_lettered() {
     // dead-lettered, everything else delivered, processing goes on.
     let mut rest = records[1..].to_vec();
     rest.insert(3, ("GZ-BRK-0001".into(), b"{\"alert_id\": 7".to_vec()));
-    produce(&broker.producer(), &kafka.alerts_topic, &rest).await;
+    produce_as_regwatch(&broker, &kafka, &rest).await;
     let expected: BTreeSet<String> = alerts
         .iter()
         .map(|a| a["alert_id"].as_str().unwrap().to_string())
@@ -713,7 +750,7 @@ signing_keys = [{{ id = "t1", secret = "{NEW_KEY}" }}]
         .map(|a| a["alert_id"].as_str().unwrap().to_string())
         .collect();
     let t = Instant::now();
-    produce(&broker.producer(), &kafka.alerts_topic, &records).await;
+    produce_as_regwatch(&broker, &kafka, &records).await;
     live.wait_for(
         "every alert at the live receiver",
         Duration::from_secs(20),
@@ -996,21 +1033,15 @@ reminders = false
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_alert_on_the_alerts_topic_is_never_signed_and_sent() {
+    // The default configuration: no kafka.record_key, so the deployment's own key (kept in
+    // the state topic) authenticates regwatch's records.
     let broker = Broker::start();
     let name = "forged";
     broker.create_topic(&format!("{name}.events"), 3);
     let hook = Hook::up().await;
-    let dir = crate::broker::tempdir("record-key");
-    std::fs::create_dir_all(&dir).unwrap();
-    let key_file = dir.join("record-key");
-    std::fs::write(&key_file, "an-internal-key-0123456789\n").unwrap();
     let text = format!(
         "{}\n[[delivery.receivers]]\nname = \"r\"\nurl = \"{}\"\nsigning_keys = [{{ id = \"t1\", secret = \"{NEW_KEY}\" }}]\n",
-        config_text(&broker, name, 3).replacen(
-            "[kafka]\n",
-            &format!("[kafka]\nrecord_key = {{ file = {:?} }}\n", key_file.display().to_string()),
-            1
-        ),
+        config_text(&broker, name, 3),
         hook.url()
     );
     let cfg = Config::from_toml(&text, None, false).expect("config");
