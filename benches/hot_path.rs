@@ -17,7 +17,12 @@
 //!   duplicate short-cut is not what is measured; the outcomes are counted and checked.
 //!
 //! After criterion, a plain timed loop prints one summary line (events/s, ratio to baseline,
-//! mean event size). Without `--bench` (e.g. `cargo test --all-targets`) the data set is
+//! mean event size).
+//!
+//! `--count-instructions N` runs no benchmark: it builds the data set, then runs the baseline
+//! and decode + score over `N` events each, in two functions that `benches/instructions.sh`
+//! measures with callgrind (instructions do not depend on the machine's load, so CI can
+//! guard them). Without `--bench` (e.g. `cargo test --all-targets`) the data set is
 //! small and every benchmark runs once, so the test path stays quick.
 
 use std::fmt::Write as _;
@@ -766,9 +771,42 @@ fn summary(fx: &mut Fixture, scale: &Scale, full: bool) {
     );
 }
 
+/// The baseline over `n` events of the pool: callgrind counts the instructions in here.
+#[inline(never)]
+fn counted_baseline(fx: &mut Fixture, n: u64) {
+    black_box(fx.baseline(n));
+}
+
+/// Decode + score over `n` fresh events: callgrind counts the instructions in here.
+#[inline(never)]
+fn counted_decode_score(fx: &mut Fixture, n: u64) {
+    black_box(fx.decode_score(n));
+}
+
+/// The data set of the instruction count: the full mix, fewer messages (callgrind runs the
+/// program about fifty times slower).
+const COUNTED: Scale = Scale {
+    participants: 500,
+    incidents: 5_000,
+    messages: 20_000,
+    passes: 1,
+};
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let has = |flag: &str| args.iter().any(|a| a == flag);
+    if let Some(i) = args.iter().position(|a| a == "--count-instructions") {
+        let n: u64 = args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .expect("--count-instructions N");
+        let mut fx = Fixture::new(&COUNTED);
+        counted_baseline(&mut fx, n);
+        counted_decode_score(&mut fx, n);
+        fx.check();
+        println!("counted: {n} events each (baseline, decode_score)");
+        return;
+    }
     // `cargo bench` passes `--bench`; `cargo test --all-targets` passes nothing (criterion's
     // test mode: each benchmark runs once).
     let full = has("--bench") && !has("--test") && !has("--list");
