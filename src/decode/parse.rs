@@ -112,7 +112,7 @@ fn field_of(key: &[u8]) -> Option<Field> {
         b"record_type" => Field::RecordType,
         b"instrument" => Field::Instrument,
         b"venue" => Field::Venue,
-        other => Field::Figure(Figure::parse(std::str::from_utf8(other).ok()?)?),
+        other => Field::Figure(Figure::parse_bytes(other)?),
     })
 }
 
