@@ -416,3 +416,92 @@ fn a_state_record_without_reminder_fields_loads_and_is_anchored_at_the_restore()
         "anchored at the restore (50), first reminder an hour later"
     );
 }
+
+/// Restores `records` into a reminding engine (its clock at `clock`, or the one the records
+/// imply), moves the clock on by `later_ms`, and returns the reminders that fired, on a
+/// thread given 30 s: a schedule that never ends would hang, not fail.
+fn reminders_after_restore(
+    records: Vec<StateRecord>,
+    clock: Option<regwatch::time::Timestamp>,
+    later_ms: i64,
+) -> Vec<Alert> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut b = reminding_engine();
+        if let Some(c) = clock {
+            b.advance_to(c, &mut Vec::new());
+        }
+        assert_eq!(b.restore(records).incidents, 1);
+        let start = b.clock().expect("a restored clock");
+        let mut out = Vec::new();
+        b.advance_to(start.plus_millis(later_ms), &mut out);
+        // The schedule does not go on in the background either.
+        let mut more = Vec::new();
+        b.advance_to(start.plus_millis(later_ms + 48 * 60 * 60_000), &mut more);
+        out.extend(more);
+        out.retain(|a| a.reminder.is_some());
+        for a in &out {
+            assert!(!a.to_json().is_empty());
+        }
+        let _ = tx.send(out);
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("restoring a hostile reminder schedule hangs (or panicked)")
+}
+
+/// Found by fuzzing (`fuzz/`, target `state_record`): a restore takes a state record's
+/// reminder anchor and count as they are, and the clock from any record. With the clock
+/// billions of reminder intervals past the anchor (a participant record heard in the year
+/// 563 000), the count saturated at `u32::MAX` and that reminder fired again forever; with an
+/// anchor near `i64::MIN`, `now - anchor` overflowed. Either way the partition hung,
+/// allocating reminders until it ran out of memory. Now at most `MAX_OVERDUE_REMINDERS` fire
+/// and the schedule ends.
+#[test]
+fn a_hostile_reminder_schedule_in_restored_state_fires_a_bounded_number_of_reminders() {
+    use regwatch::score::{ParticipantRecord, MAX_OVERDUE_REMINDERS};
+
+    // A genuine anchored incident, as the daemon writes it.
+    let mut a = reminding_engine();
+    let mut store = Compacted::default();
+    a.advance_to(at(0.0), &mut Vec::new());
+    send(
+        &mut a,
+        infosec(0.0, "outage", json!({"system": "trading", "scope": "full"})),
+        &mut Vec::new(),
+    );
+    a.advance_to(at(95.0), &mut Vec::new());
+    store.apply(a.take_changes());
+    let key = regwatch::score::incident_key("P", "I");
+    let StateRecord::Incident(genuine) = store.0[&key].clone() else {
+        panic!("not an incident record");
+    };
+    assert!(genuine.reminder_anchor_ms.is_some());
+    let with = |f: &dyn Fn(&mut regwatch::score::IncidentRecord)| {
+        let mut r = genuine.clone();
+        f(&mut r);
+        StateRecord::Incident(r)
+    };
+    let bounded = MAX_OVERDUE_REMINDERS as usize;
+
+    // The fuzzer's case: the clock restored from a participant heard absurdly late.
+    let far = StateRecord::Participant(ParticipantRecord {
+        v: regwatch::score::STATE_VERSION,
+        participant_id: "P".into(),
+        heard_at_ms: 17_724_132_600_000_000,
+        silent: false,
+    });
+    let fired = reminders_after_restore(vec![with(&|_| {}), far], None, 60 * 60_000);
+    assert_eq!(fired.len(), bounded);
+    assert_eq!(fired.last().and_then(|r| r.reminder), Some(u32::MAX));
+
+    // Anchors far in the past, down to i64::MIN (the subtraction overflowed).
+    for anchor in [i64::MIN, -100_000_000_000_000_000] {
+        let r = with(&|r| r.reminder_anchor_ms = Some(anchor));
+        let fired = reminders_after_restore(vec![r], Some(at(200.0)), 60 * 60_000);
+        assert_eq!(fired.len(), bounded, "anchor {anchor}");
+    }
+
+    // A count that is already exhausted schedules nothing.
+    let r = with(&|r| r.reminders_sent = u32::MAX);
+    assert!(reminders_after_restore(vec![r], Some(at(200.0)), 60 * 60_000).is_empty());
+}

@@ -22,12 +22,18 @@ impl Engine {
     pub(super) fn schedule_reminder(&mut self, slot: Slot) {
         let interval = self.settings.reminder_interval_ms;
         let inc = &mut self.slab[slot as usize];
-        let Some(anchor) = inc.reminder_anchor.filter(|_| interval > 0) else {
+        // Only a restored record can hold an anchor or a count this far out; such a
+        // schedule ends rather than repeat one k, or fire at a saturated time forever.
+        let k = i64::from(inc.reminders_sent) + 1;
+        let at = inc
+            .reminder_anchor
+            .filter(|_| interval > 0 && inc.reminders_sent < u32::MAX)
+            .and_then(|anchor| anchor.millis().checked_add(interval.checked_mul(k)?))
+            .map(Timestamp);
+        let Some(at) = at else {
             inc.next_reminder = None;
             return;
         };
-        let k = i64::from(inc.reminders_sent) + 1;
-        let at = anchor.plus_millis(interval.saturating_mul(k));
         inc.next_reminder = Some(at);
         self.reminders.schedule(Due {
             at,
@@ -51,13 +57,15 @@ impl Engine {
         let inc = &mut self.slab[due.slot as usize];
         let k = inc.reminders_sent.saturating_add(1);
         // The last k due by `now`: more than MAX_OVERDUE_REMINDERS overdue ones skip ahead.
-        let last = ((now.millis() - anchor.millis()) / interval).clamp(0, i64::from(u32::MAX));
+        // Saturating: a restored anchor can be any instant.
+        let last =
+            (now.millis().saturating_sub(anchor.millis()) / interval).clamp(0, i64::from(u32::MAX));
         let last = last as u32;
         if last.saturating_sub(k) >= MAX_OVERDUE_REMINDERS {
             inc.reminders_sent = last - MAX_OVERDUE_REMINDERS;
         } else {
             let participant = self.registry.get(inc.participant);
-            let elapsed = due.at.millis() - anchor.millis();
+            let elapsed = due.at.millis().saturating_sub(anchor.millis());
             out.push(reminder_alert(
                 &self.rules,
                 participant,
