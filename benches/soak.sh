@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Soak test (not in CI): the daemon on a real Apache Kafka node for an hour at a steady rate,
+# with incidents opening, growing and resolving all along (`regwatch simulate`), sampled every
+# minute: the daemon's RSS, its open incidents, the state topic's size on the
+# broker's disk, the consumer lag, events and alerts. A daemon that leaks memory or state
+# shows a rising curve; a healthy one is flat after its warm-up.
+#
+#   bash benches/soak.sh                                  # 1 hour at 5,000 events/s
+#   DURATION=300 SAMPLE=15 RATE=2000 bash benches/soak.sh # a short one
+#   BUILD=0 bash benches/soak.sh                          # the release binary already built
+#
+# Output: one CSV line per sample on stdout and in $TARGET/soak/soak.csv, then the first
+# sample after the warm-up (WARMUP seconds, default a tenth of the run) against the last,
+# with each column's change. Logs under $TARGET/soak/. Needs Java 17+ and the Kafka artifacts
+# (`bash scripts/kafka.sh fetch`), curl, jq, python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DURATION=${DURATION:-3600}
+RATE=${RATE:-5000}
+SAMPLE=${SAMPLE:-60}
+WARMUP=${WARMUP:-$((DURATION / 10))}
+PARTITIONS=${PARTITIONS:-6}
+PARTICIPANTS=${PARTICIPANTS:-200}
+SEED=${SEED:-7}
+BUILD=${BUILD:-1}
+SIM_ARGS=${SIM_ARGS:---new-incident 0.05}   # incidents open and resolve all along
+COMMIT_INTERVAL=${COMMIT_INTERVAL:-1s}
+DAEMON_PROPS=${DAEMON_PROPS:-}
+KAFKA_TOML=${KAFKA_TOML:-}
+BROKER_PROPS=${BROKER_PROPS:-}
+TARGET=${CARGO_TARGET_DIR:-target}
+[[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
+OUT=$TARGET/soak
+mkdir -p "$OUT"
+
+LOG_TAG=soak
+NEED_BARE=0
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+
+TOPIC=soak.events
+HTTP=$(free_port)
+CFG=$OUT/soak.toml
+write_config "$CFG" "regwatch-soak-$$" "$TOPIC" soak "$HTTP"
+create_topic "$TOPIC"
+start_daemon "$CFG" "$OUT/daemon.log"
+for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$HTTP/readyz" >/dev/null 2>&1 && break
+    kill -0 "$DAEMON_PID" 2>/dev/null || die "the daemon exited (see $OUT/daemon.log)"
+    sleep 0.3
+done
+log "daemon ready (pid $DAEMON_PID); $RATE events/s for ${DURATION}s, a sample every ${SAMPLE}s"
+
+# shellcheck disable=SC2086 # SIM_ARGS: options split on spaces
+REGWATCH_LOG=warn "$BIN" simulate --config "$CFG" --topic "$TOPIC" --rate "$RATE" \
+    --duration "${DURATION}s" --seed "$SEED" $SIM_ARGS 2>"$OUT/simulate.log" &
+SIM_PID=$!
+PIDS+=("$SIM_PID")
+
+# Bytes of the state topic's log segments on the broker's disk (compaction keeps them
+# bounded; the index files, preallocated, are left out).
+state_bytes() {
+    find "$KDIR"/node-1/ -path '*regwatch.state.soak-*' -name '*.log' -printf '%s\n' 2>/dev/null |
+        awk '{ s += $1 } END { printf "%d\n", s }'
+}
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+CSV=$OUT/soak.csv
+echo "elapsed_s,rss_mb,open_incidents,state_topic_mb,lag_messages,events,alerts,cpu_s" | tee "$CSV"
+t0=$SECONDS
+while kill -0 "$SIM_PID" 2>/dev/null; do
+    sleep "$SAMPLE"
+    kill -0 "$DAEMON_PID" 2>/dev/null || die "the daemon exited (see $OUT/daemon.log)"
+    m=$(metrics "$HTTP")
+    printf '%d,%.1f,%d,%.2f,%d,%d,%d,%s\n' \
+        "$((SECONDS - t0))" \
+        "$(calc "$(rss_kb "$DAEMON_PID") / 1024")" \
+        "$(metric_sum regwatch_open_incidents <<<"$m")" \
+        "$(calc "$(state_bytes) / 1048576")" \
+        "$(metric_sum regwatch_consumer_lag_messages <<<"$m")" \
+        "$(metric_sum regwatch_events_total <<<"$m")" \
+        "$(metric_sum regwatch_alerts_total <<<"$m")" \
+        "$(cpu_s "$DAEMON_PID")" | tee -a "$CSV"
+done
+wait "$SIM_PID" || log "simulate reported failures (see $OUT/simulate.log)"
+log "$(tail -n1 "$OUT/simulate.log")"
+stop_daemon "$DAEMON_PID"
+
+# The first sample after the warm-up against the last: flat means each change is small.
+python3 - "$CSV" "$WARMUP" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+warm = [r for r in rows if float(r["elapsed_s"]) >= float(sys.argv[2])] or rows
+if not warm:
+    sys.exit("no sample")
+a, b = warm[0], rows[-1]
+print(f"from {a['elapsed_s']} s to {b['elapsed_s']} s:")
+for col in ("rss_mb", "open_incidents", "state_topic_mb", "lag_messages"):
+    x, y = float(a[col]), float(b[col])
+    change = f"{(y - x) * 100 / x:+.0f} %" if x else "n/a"
+    print(f"  {col:16} {x:>10.1f} -> {y:>10.1f}  ({change})")
+events = float(b["events"]) - float(a["events"])
+secs = float(b["elapsed_s"]) - float(a["elapsed_s"])
+cpu = float(b["cpu_s"]) - float(a["cpu_s"])
+if secs > 0 and events > 0:
+    print(f"  steady: {events / secs:.0f} events/s, {cpu * 1e6 / events:.1f} CPU s per million events")
+PY
+[[ $STOP_RC == 0 ]] || die "the daemon exited with $STOP_RC at SIGTERM"
