@@ -35,9 +35,23 @@ pub const RECORD_MAC_HEADER: &str = "regwatch.mac";
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// An HMAC-SHA256 under `secret` (HMAC takes keys of any length: this cannot fail).
+fn keyed(secret: &[u8]) -> HmacSha256 {
+    HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length")
+}
+
+/// A finished tag as the hex text of a header.
+fn tag_hex(m: HmacSha256) -> String {
+    hex(&m.finalize().into_bytes())
+}
+
+/// Whether the hex text `mac` is the tag of `m` (constant-time).
+fn tag_matches(m: HmacSha256, mac: &str) -> bool {
+    unhex(mac).is_some_and(|tag| m.verify_slice(&tag).is_ok())
+}
+
 fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-    let mut m = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
+    let mut m = keyed(secret);
     m.update(timestamp.to_string().as_bytes());
     m.update(b".");
     m.update(body);
@@ -45,7 +59,7 @@ fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
 }
 
 fn mac_v2(secret: &[u8], timestamp: i64, idempotency_key: &str, body: &[u8]) -> HmacSha256 {
-    let mut m = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
+    let mut m = keyed(secret);
     m.update(b"v2.");
     m.update(timestamp.to_string().as_bytes());
     m.update(b".");
@@ -56,7 +70,7 @@ fn mac_v2(secret: &[u8], timestamp: i64, idempotency_key: &str, body: &[u8]) -> 
 }
 
 fn record_tag(secret: &[u8], topic: &str, payload: &[u8]) -> HmacSha256 {
-    let mut m = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
+    let mut m = keyed(secret);
     m.update(b"regwatch.record.v1\0");
     m.update(topic.as_bytes());
     m.update(b"\0");
@@ -66,24 +80,20 @@ fn record_tag(secret: &[u8], topic: &str, payload: &[u8]) -> HmacSha256 {
 
 /// The `regwatch.mac` header value of a record regwatch produces to `topic`.
 pub fn record_mac(secret: &[u8], topic: &str, payload: &[u8]) -> String {
-    hex(&record_tag(secret, topic, payload).finalize().into_bytes())
+    tag_hex(record_tag(secret, topic, payload))
 }
 
 /// Whether `mac` (a `regwatch.mac` header) authenticates `payload` on `topic`
 /// (constant-time).
 pub fn record_authentic(secret: &[u8], topic: &str, payload: &[u8], mac: &str) -> bool {
-    unhex(mac).is_some_and(|tag| {
-        record_tag(secret, topic, payload)
-            .verify_slice(&tag)
-            .is_ok()
-    })
+    tag_matches(record_tag(secret, topic, payload), mac)
 }
 
 /// The `regwatch.mac` header value of a state record: it binds the record's key (which
 /// incident or participant of which partition it is) and its value, or its being a
 /// tombstone, so neither can be moved or forged without the key.
 pub fn state_mac(secret: &[u8], topic: &str, key: &str, value: Option<&[u8]>) -> String {
-    hex(&state_tag(secret, topic, key, value).finalize().into_bytes())
+    tag_hex(state_tag(secret, topic, key, value))
 }
 
 /// Whether `mac` authenticates the state record (`key`, `value`) on `topic` (constant-time).
@@ -94,15 +104,11 @@ pub fn state_authentic(
     value: Option<&[u8]>,
     mac: &str,
 ) -> bool {
-    unhex(mac).is_some_and(|tag| {
-        state_tag(secret, topic, key, value)
-            .verify_slice(&tag)
-            .is_ok()
-    })
+    tag_matches(state_tag(secret, topic, key, value), mac)
 }
 
 fn state_tag(secret: &[u8], topic: &str, key: &str, value: Option<&[u8]>) -> HmacSha256 {
-    let mut m = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
+    let mut m = keyed(secret);
     m.update(b"regwatch.state.v1\0");
     m.update(topic.as_bytes());
     m.update(b"\0");
@@ -118,7 +124,8 @@ fn state_tag(secret: &[u8], topic: &str, key: &str, value: Option<&[u8]>) -> Hma
     m
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

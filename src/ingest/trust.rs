@@ -21,6 +21,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::client;
 use crate::config::{KafkaSettings, Secret};
+use crate::delivery::sign::hex;
 
 /// Key prefix of the deployment's record key in the state topic.
 pub const KEY_PREFIX: &str = "regwatch.record_key|";
@@ -91,8 +92,4 @@ fn first_key(k: &KafkaSettings, deadline: Instant) -> anyhow::Result<Option<Secr
             return Ok(None);
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

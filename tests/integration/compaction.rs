@@ -21,7 +21,7 @@ fn state_log(broker: &Broker, topic: &str, partitions: i32) -> Vec<(String, bool
 }
 
 /// The incidents the daemon's API shows (participant, incident, levels, figures).
-async fn incidents(addr: std::net::SocketAddr) -> Vec<Value> {
+pub(crate) async fn incidents(addr: std::net::SocketAddr) -> Vec<Value> {
     let bytes = reqwest::get(format!("http://{addr}/incidents"))
         .await
         .expect("incident API answers")

@@ -11,7 +11,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use regwatch::config::Config;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::broker::{produce, tempdir, Broker};
 use crate::kafka::{config_text, event};
@@ -76,18 +76,9 @@ fn state_log(broker: &Broker, topic: &str) -> Vec<Entry> {
 
 /// The open incidents the daemon's API shows, as participant/incident.
 async fn open(addr: std::net::SocketAddr) -> Vec<String> {
-    let bytes = reqwest::get(format!("http://{addr}/incidents"))
+    let mut ids: Vec<String> = crate::compaction::incidents(addr)
         .await
-        .expect("incident API answers")
-        .bytes()
-        .await
-        .expect("a body");
-    let body: Value = serde_json::from_slice(&bytes).expect("JSON");
-    assert_eq!(body["complete"], true, "{body}");
-    let mut ids: Vec<String> = body["incidents"]
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|i| format!("{}/{}", i["participant_id"], i["incident_id"]).replace('"', ""))
         .collect();
     ids.sort();

@@ -15,6 +15,7 @@ use regwatch::telemetry::{Health, Metrics};
 
 use crate::broker::tempdir;
 use crate::security::{openssl, test_ca};
+use crate::webhook::free_port;
 
 pub(crate) const SCRAPE_TOKEN: &str = "scrape-token-for-the-tests-0001";
 pub(crate) const SUPERVISOR_TOKEN: &str = "supervisor-token-for-the-tests-0001";
@@ -386,14 +387,6 @@ async fn a_rotated_certificate_reaches_new_connections_and_a_broken_one_is_not_s
     let third = serial(ca.clone()).await.unwrap();
     assert_eq!(second, third);
     assert_eq!(reloads("error"), 1);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The deploy bundle's way: `deploy/tls/make-certs.sh` makes the files, the compose

@@ -182,6 +182,20 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     conflicted: Vec<bool>,
 }
 
+/// Shows `home` as participant `p`'s home in `regwatch_participant_partitions`.
+fn show_home(shared: &Shared, p: crate::registry::ParticipantIdx, home: &super::homes::Home) {
+    shared
+        .metrics
+        .ops
+        .participant_partitions
+        .with_label_values(&[
+            &*shared.registry.get(p).id,
+            &*home.topic,
+            &home.partition.to_string(),
+        ])
+        .set(1);
+}
+
 /// Blocking work the worker ran in the background, done.
 enum Background {
     /// A commit of this offset, and the broker's answer.
@@ -423,16 +437,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 return Err(why);
             }
             self.claimed[p.get()] = true;
-            self.shared
-                .metrics
-                .ops
-                .participant_partitions
-                .with_label_values(&[
-                    &*self.shared.registry.get(p).id,
-                    self.topic.as_str(),
-                    &self.partition.to_string(),
-                ])
-                .set(1);
+            show_home(&self.shared, p, &self.home);
         }
         Ok(())
     }
@@ -582,16 +587,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     match self.shared.homes.claim(event.participant, &self.home) {
                         Ok(()) => {
                             self.claimed[p] = true;
-                            self.shared
-                                .metrics
-                                .ops
-                                .participant_partitions
-                                .with_label_values(&[
-                                    &*registry.get(event.participant).id,
-                                    self.topic.as_str(),
-                                    &self.partition.to_string(),
-                                ])
-                                .set(1);
+                            show_home(&self.shared, event.participant, &self.home);
                         }
                         Err(home) => {
                             if !std::mem::replace(&mut self.conflicted[p], true) {
