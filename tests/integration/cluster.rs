@@ -186,12 +186,13 @@ async fn leader_kills_a_daemon_kill_and_a_cluster_outage_lose_no_alert() {
     );
     // A duplicate is the same alert: the same id and the same verdict. An event graded again
     // after the SIGKILL (its snapshot was not committed yet) gives the same alert at a later
-    // wall-clock instant, so only the instant and the duration counted up to it may differ.
+    // wall-clock instant, so only the instant and the duration counted up to it (in wall and
+    // in trading minutes) may differ.
     let mut bodies: HashMap<String, Value> = HashMap::new();
     for g in hook.got().iter().filter(|g| g.status == 200) {
         let key = g.header("idempotency-key").to_string();
         let mut body: Value = serde_json::from_slice(&g.body).expect("a JSON alert");
-        for instant in ["at", "duration_minutes"] {
+        for instant in ["at", "duration_minutes", "trading_minutes"] {
             body.as_object_mut().map(|o| o.remove(instant));
         }
         let first = bodies.entry(key.clone()).or_insert_with(|| body.clone());
