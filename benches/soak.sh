@@ -8,9 +8,18 @@
 #   bash benches/soak.sh                                  # 1 hour at 5,000 events/s
 #   DURATION=300 SAMPLE=15 RATE=2000 bash benches/soak.sh # a short one
 #   BUILD=0 bash benches/soak.sh                          # the release binary already built
+#   RETENTION=24h bash benches/soak.sh                    # the default retention (grows all hour)
+#
+# State is bounded by churn x retention: a resolved incident is kept `engine.resolved_retention`
+# (24 h by default) so late reports are recognised, and its tombstone stays in the compacted
+# state topic for `delete.retention.ms`. At the synthetic churn (about 150 incidents resolved a
+# second; a real sandbox sees a few a day) a 24 h retention cannot reach its steady state within
+# an hour, so the soak keeps resolved incidents RETENTION (default 10m) and has the state topic
+# roll segments every 5 minutes and drop tombstones after 10 (STATE_TOPIC_CONFIG): from the
+# first retention's end on, every curve must be flat.
 #
 # Output: one CSV line per sample on stdout and in $TARGET/soak/soak.csv, then the first
-# sample after the warm-up (WARMUP seconds, default a tenth of the run) against the last,
+# sample after the warm-up (WARMUP seconds, default half the run) against the last,
 # with each column's change. Logs under $TARGET/soak/. Needs Java 17+ and the Kafka artifacts
 # (`bash scripts/kafka.sh fetch`), curl, jq, python3.
 set -euo pipefail
@@ -20,7 +29,7 @@ ROOT=$PWD
 DURATION=${DURATION:-3600}
 RATE=${RATE:-5000}
 SAMPLE=${SAMPLE:-60}
-WARMUP=${WARMUP:-$((DURATION / 10))}
+WARMUP=${WARMUP:-$((DURATION / 2))}  # the retention, a segment roll and the tombstones' retention first
 PARTITIONS=${PARTITIONS:-6}
 PARTICIPANTS=${PARTICIPANTS:-200}
 SEED=${SEED:-7}
@@ -28,7 +37,12 @@ BUILD=${BUILD:-1}
 SIM_ARGS=${SIM_ARGS:---new-incident 0.05}   # incidents open and resolve all along
 COMMIT_INTERVAL=${COMMIT_INTERVAL:-1s}
 DAEMON_PROPS=${DAEMON_PROPS:-}
+RETENTION=${RETENTION:-10m}
+STATE_TOPIC_CONFIG=${STATE_TOPIC_CONFIG:-'"segment.ms=300000", "delete.retention.ms=600000", "min.cleanable.dirty.ratio=0.1"'}
 KAFKA_TOML=${KAFKA_TOML:-}
+KAFKA_TOML="state_topic_config = [$STATE_TOPIC_CONFIG]
+$KAFKA_TOML"
+export REGWATCH__ENGINE__RESOLVED_RETENTION=$RETENTION
 BROKER_PROPS=${BROKER_PROPS:-}
 TARGET=${CARGO_TARGET_DIR:-target}
 [[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET

@@ -216,6 +216,10 @@ struct Changes {
 }
 
 impl Engine {
+    /// The bytes of one incident's slot in the slab (open or retained resolved), beside the
+    /// heap it holds.
+    pub const SLOT_BYTES: usize = std::mem::size_of::<Incident>();
+
     pub fn new(registry: Arc<Registry>, rules: Arc<Rules>, settings: EngineSettings) -> Engine {
         let participants = (0..registry.len())
             .map(|_| ParticipantState::default())

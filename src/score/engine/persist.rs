@@ -186,7 +186,8 @@ impl Engine {
         inc.first_reported_at = Timestamp(r.first_reported_at_ms);
         inc.last_report_at = Timestamp(r.last_report_at_ms);
         inc.resolved_at = r.resolved_at_ms.map(Timestamp);
-        if r.reasons.iter().any(|v| !v.is_empty()) {
+        // A resolved incident keeps no reasons (`resolve`), whatever an older record holds.
+        if inc.resolved_at.is_none() && r.reasons.iter().any(|v| !v.is_empty()) {
             inc.reasons = Some(Box::new(r.reasons.clone()));
         }
         inc.figures = parts.figures;

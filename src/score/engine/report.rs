@@ -158,6 +158,10 @@ impl Engine {
         inc.generation = inc.generation.wrapping_add(1);
         inc.deadline = None;
         inc.next_reminder = None;
+        // Retained only to recognise late reports: the reasons went out with its alerts and
+        // are most of what an incident holds, so a retained one keeps none (nor does its
+        // state record).
+        inc.reasons = None;
         let generation = inc.generation;
         let ps = &mut self.participants[inc.participant.get()];
         ps.open = ps.open.saturating_sub(1);
