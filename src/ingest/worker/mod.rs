@@ -49,6 +49,11 @@ mod flush;
 /// Messages taken from the partition queue in one go when they are already fetched.
 const BATCH: usize = 256;
 
+/// One event in this many has its decode and score stages timed (`regwatch_stage_latency_seconds`): a
+/// clock read costs about as much as a tenth of the hot path, so every event timed would
+/// slow what is measured.
+const STAGE_SAMPLE: u32 = 32;
+
 /// Wait before producing a failed record again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(250);
 
@@ -165,6 +170,11 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     last_message_ms: i64,
     /// The partition's event-time clock: the engine's time.
     clock: PartitionClock,
+    /// The wall time last read for the clock: read again only for a record not older than
+    /// it (a backlog's records are older, so a backlog reads the clock once per batch).
+    wall: crate::time::Timestamp,
+    /// Events read, to time one in [`STAGE_SAMPLE`].
+    sampled: u32,
     /// The topic as librdkafka takes it (for the cached watermarks).
     topic_c: std::ffi::CString,
     /// The participant this partition's topic is bound to, if any (topic binding).
@@ -270,6 +280,8 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         open_reported: 0,
         last_message_ms: 0,
         clock: PartitionClock::default(),
+        wall: wall_now(),
+        sampled: 0,
         topic_c,
         start_offset: None,
         owner,
@@ -562,8 +574,14 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         // Yield to the runtime now and then: a partition queue with a backlog is always
         // ready, and must not starve this task's other inputs or the other tasks.
         tokio::task::consume_budget().await;
-        // The record's own time first: a backlog is graded as it happened.
-        let (at, anomaly) = self.clock.record(m.timestamp().to_millis(), wall_now());
+        // The record's own time first: a backlog is graded as it happened. The clock's
+        // verdict on a record older than the wall time last read is the same with a fresher
+        // read (wall time only grows), so the wall clock is read only for newer records.
+        let ts = m.timestamp().to_millis();
+        if ts.is_none_or(|t| t > self.wall.millis()) {
+            self.wall = wall_now();
+        }
+        let (at, anomaly) = self.clock.record(ts, self.wall);
         if let Some(a) = anomaly {
             self.counters.anomalies[a as usize].inc();
         }
@@ -572,12 +590,16 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         // workers.
         let registry = &*self.shared.registry;
         let max = self.shared.engine.max_event_bytes;
-        let t0 = Instant::now();
+        self.sampled = self.sampled.wrapping_add(1);
+        let t0 = self.sampled.is_multiple_of(STAGE_SAMPLE).then(Instant::now);
         let result = match m.payload() {
             None => Err(Reject::NotJson),
             Some(bytes) => decode(bytes, registry, max).and_then(|event| {
-                let t1 = Instant::now();
-                self.telemetry.record(Stage::Decode, t1 - t0);
+                let t1 = t0.map(|t0| {
+                    let t1 = Instant::now();
+                    self.telemetry.record(Stage::Decode, t1 - t0);
+                    t1
+                });
                 check_key(m.key(), &registry.get(event.participant).id)?;
                 if !registry.may_speak(self.owner, event.participant) {
                     return Err(Reject::TopicMismatch);
@@ -600,7 +622,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     }
                 }
                 let outcome = self.engine.apply(&event, &mut self.alerts);
-                self.telemetry.record(Stage::Score, t1.elapsed());
+                if let Some(t1) = t1 {
+                    self.telemetry.record(Stage::Score, t1.elapsed());
+                }
                 outcome.map(|o| (event.participant, event.kind, o))
             }),
         };
