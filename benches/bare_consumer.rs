@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench bare_consumer -- count   --brokers HOST:PORT --topic T --count N
 //!                                              [--group G] [--timeout-s S] [--props K=V,..]
+//! cargo bench --bench bare_consumer -- lines   --file EVENTS.jsonl
 //! cargo bench --bench bare_consumer -- latency --brokers HOST:PORT --topic ALERTS
 //!                                              [--group G] [--idle-s S] [--max-s S] [--raw 1]
 //!                                              [--props K=V,..]
@@ -26,6 +27,11 @@
 //!   way for the broker's bare produce-to-consume latency, the floor under the daemon's).
 //! - `--props` passes librdkafka properties through (e.g. `fetch.wait.max.ms=10`), to try a
 //!   setting on the bare consumer before proposing it for the daemon.
+//!
+//! - `lines --file F`: the baseline of `regwatch replay` (no broker): reads the JSON-lines
+//!   file through a buffered reader line by line and skips each line with
+//!   `serde_json::from_slice::<IgnoredAny>`; one JSON line with `count`, `invalid`,
+//!   `elapsed_s`, CPU and peak RSS as for `count`.
 //!
 //! Unless its first argument is a mode (as when `cargo test --all-targets` or a bare
 //! `cargo bench` runs every bench target, whatever flags they pass) it prints a note and exits
@@ -55,7 +61,7 @@ impl Args {
     fn parse() -> Result<Option<Args>, String> {
         let mut it = std::env::args().skip(1).filter(|a| a != "--bench");
         let mode = match it.next() {
-            Some(m) if m == "count" || m == "latency" => m,
+            Some(m) if m == "count" || m == "latency" || m == "lines" => m,
             _ => return Ok(None),
         };
         let mut opts = HashMap::new();
@@ -100,10 +106,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = if args.mode == "count" {
-        count(&args)
-    } else {
-        latency(&args)
+    let result = match args.mode.as_str() {
+        "count" => count(&args),
+        "lines" => lines(&args),
+        _ => latency(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -203,6 +209,44 @@ fn count(args: &Args) -> Result<bool, String> {
 }
 
 /// Produce-to-alert latencies of the alerts topic.
+/// `lines`: a buffered line read and a `serde_json` skip of each line, the floor under
+/// `regwatch replay` of the same file.
+fn lines(args: &Args) -> Result<bool, String> {
+    use std::io::BufRead;
+    let path = args.get("file")?;
+    let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut input = std::io::BufReader::new(file);
+    let mut line = Vec::with_capacity(4096);
+    let (mut count, mut invalid) = (0u64, 0u64);
+    let start = Instant::now();
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return Err(format!("{path}: {e}")),
+        }
+        count += 1;
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&line).is_err() {
+            invalid += 1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (user, sys) = cpu_seconds();
+    let line = serde_json::json!({
+        "count": count,
+        "invalid": invalid,
+        "elapsed_s": elapsed,
+        "events_per_s": count as f64 / elapsed.max(1e-9),
+        "cpu_user_s": user,
+        "cpu_sys_s": sys,
+        "cpu_s": user + sys,
+        "vmhwm_kb": vm_hwm_kb(),
+    });
+    println!("{line}");
+    Ok(count > 0)
+}
+
 fn latency(args: &Args) -> Result<bool, String> {
     let start = Instant::now();
     let idle = Duration::from_secs_f64(args.num("idle-s", 5.0)?);

@@ -92,8 +92,10 @@ if [[ $BUILD != 0 ]]; then
 else
     BIN=$TARGET/release/regwatch
     # The newest bare_consumer bench executable.
-    BARE=$(find "$TARGET/release/deps" -maxdepth 1 -type f -name 'bare_consumer-*' -perm -u+x \
-        -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n1 | cut -d' ' -f2-)
+    if [[ ${NEED_BARE:-1} == 1 ]]; then
+        BARE=$(find "$TARGET/release/deps" -maxdepth 1 -type f -name 'bare_consumer-*' -perm -u+x \
+            -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n1 | cut -d' ' -f2-) || true
+    fi
 fi
 [[ -x $BIN ]] || die "cannot find the regwatch binary ($BIN)"
 if [[ ${NEED_BARE:-1} == 1 ]]; then

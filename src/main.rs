@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use regwatch::config::Config;
@@ -89,6 +90,10 @@ enum Command {
         /// Topic (default: the first of kafka.topics).
         #[arg(long)]
         topic: Option<String>,
+        /// Write `--count` events as JSON lines to this file (for `regwatch replay`) instead
+        /// of producing them; event times start now and step 1/rate seconds (1 ms at rate 0).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Validate a configuration file (and the rules file it names); exit 0 when it is good.
     CheckConfig { file: PathBuf },
@@ -149,7 +154,9 @@ fn main() -> ExitCode {
             new_incident,
             seed,
             topic,
+            out,
         } => run_simulate(
+            out.as_deref(),
             &config,
             regwatch::ingest::load::Plan {
                 topic: topic.unwrap_or_default(),
@@ -233,6 +240,7 @@ fn run_demo(duration_ms: u64, http_port: u16, rate: f64) -> anyhow::Result<ExitC
 }
 
 fn run_simulate(
+    out: Option<&Path>,
     config: &Path,
     mut plan: regwatch::ingest::load::Plan,
     mix: regwatch::simulate::Mix,
@@ -240,6 +248,26 @@ fn run_simulate(
 ) -> anyhow::Result<ExitCode> {
     init_logging("info", false);
     let cfg = Config::load(config)?;
+    if let Some(out) = out {
+        let count = plan.count.context("--out needs --count")?;
+        let mut generator = regwatch::simulate::Generator::new(&cfg.registry, seed, mix);
+        let step = if plan.rate > 0.0 {
+            1000.0 / plan.rate
+        } else {
+            1.0
+        };
+        let start = regwatch::time::wall_now().millis();
+        let file = std::fs::File::create(out).with_context(|| format!("{}", out.display()))?;
+        let mut w = std::io::BufWriter::new(file);
+        for i in 0..count {
+            let at = Timestamp(start + (i as f64 * step) as i64);
+            w.write_all(generator.next(at).value)?;
+            w.write_all(b"\n")?;
+        }
+        w.flush()?;
+        eprintln!("simulate: {count} events to {}", out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     if plan.topic.is_empty() {
         plan.topic = match &cfg.kafka.topics {
             regwatch::config::TopicSelection::List(l) => l[0].clone(),

@@ -202,8 +202,5 @@ fn digest_id(parts: &[&str]) -> String {
         }
         h.update(p.as_bytes());
     }
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::delivery::sign::hex(&h.finalize()[..16])
 }

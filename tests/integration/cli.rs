@@ -436,3 +436,75 @@ fn the_demo_runs_and_grades_the_lunch_break_backlog_as_it_happened() {
     );
     assert!(stdout.contains("demo done:"), "{stdout}");
 }
+
+/// `simulate --out` writes a replayable file, the same for the same seed, without a broker:
+/// what the replay benchmark reads (`benches/e2e.sh`).
+#[test]
+fn simulate_writes_a_seeded_event_file_that_replay_grades() {
+    let dir = std::env::temp_dir().join(format!("regwatch-cli-sim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, seed: &str| {
+        let path = dir.join(name);
+        let out = regwatch()
+            .args([
+                "simulate",
+                "--config",
+                "config/regwatch.toml",
+                "--count",
+                "2000",
+            ])
+            .args([
+                "--bad",
+                "0",
+                "--new-incident",
+                "0.2",
+                "--seed",
+                seed,
+                "--out",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        std::fs::read_to_string(&path).unwrap()
+    };
+    let a = write("a.jsonl", "5");
+    assert_eq!(a.lines().count(), 2000);
+    // The same seed, the same events (their times start at the run's wall clock).
+    let b = write("b.jsonl", "5");
+    let strip = |s: &str| -> Vec<Value> {
+        s.lines()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                for f in ["occurred_at", "started_at"] {
+                    v.as_object_mut().unwrap().remove(f);
+                }
+                v
+            })
+            .collect()
+    };
+    assert_eq!(strip(&a), strip(&b));
+    let out = regwatch()
+        .args(["replay", "--config", "config/regwatch.toml"])
+        .arg(dir.join("a.jsonl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("2000 lines, 2000 accepted, 0 duplicates, 0 rejected"),
+        "every generated event is accepted: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        !parse_alerts(&out.stdout).is_empty(),
+        "incidents were opened and alerted"
+    );
+    let refused = regwatch()
+        .args(["simulate", "--config", "config/regwatch.toml", "--out"])
+        .arg(dir.join("c.jsonl"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("--out needs --count"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
