@@ -219,6 +219,9 @@ daemon_consume() {
         graph=()
         # shellcheck disable=SC2054 # one argument, "dwarf,16384"
         [[ $PERF == dwarf ]] && graph=(--call-graph dwarf,16384)
+        # Attached once the process has exec'd and started its threads (it then spends a
+        # second or two joining the group).
+        sleep 0.3
         perf record -e cpu-clock -F 999 "${graph[@]}" -p "$DAEMON_PID" \
             -o "$OUT/perf-daemon.data" >"$OUT/perf-record.log" 2>&1 &
         perf_pid=$!
