@@ -111,10 +111,20 @@ if not warm:
     sys.exit("no sample")
 a, b = warm[0], rows[-1]
 print(f"from {a['elapsed_s']} s to {b['elapsed_s']} s:")
+print(f"  {'':16} {'first':>10}    {'last':>10}  {'change':>8}  {'min':>10} {'max':>10}")
 for col in ("rss_mb", "open_incidents", "state_topic_mb", "lag_messages"):
     x, y = float(a[col]), float(b[col])
+    values = [float(r[col]) for r in warm]
     change = f"{(y - x) * 100 / x:+.0f} %" if x else "n/a"
-    print(f"  {col:16} {x:>10.1f} -> {y:>10.1f}  ({change})")
+    print(f"  {col:16} {x:>10.1f} -> {y:>10.1f}  {change:>8}  {min(values):>10.1f} {max(values):>10.1f}")
+# The curves, one mean per tenth of the run (the state topic's log is a saw: segments roll,
+# then the cleaner compacts them).
+n = max(1, len(rows) // 10)
+print(f"  means per {n} samples: elapsed_s rss_mb open_incidents state_topic_mb lag_messages")
+for i in range(0, len(rows), n):
+    part = rows[i:i + n]
+    mean = lambda c: sum(float(r[c]) for r in part) / len(part)
+    print(f"    {part[-1]['elapsed_s']:>6} {mean('rss_mb'):>8.1f} {mean('open_incidents'):>8.0f} {mean('state_topic_mb'):>8.1f} {mean('lag_messages'):>8.1f}")
 events = float(b["events"]) - float(a["events"])
 secs = float(b["elapsed_s"]) - float(a["elapsed_s"])
 cpu = float(b["cpu_s"]) - float(a["cpu_s"])
