@@ -49,9 +49,9 @@ mod flush;
 /// Messages taken from the partition queue in one go when they are already fetched.
 const BATCH: usize = 256;
 
-/// One event in this many has its decode and score stages timed (`regwatch_stage_latency_seconds`): a
-/// clock read costs about as much as a tenth of the hot path, so every event timed would
-/// slow what is measured.
+/// One event in this many has its decode and score stages timed
+/// (`regwatch_stage_latency_seconds`): a clock read costs about as much as a tenth of the hot
+/// path, so every event timed would slow what is measured.
 const STAGE_SAMPLE: u32 = 32;
 
 /// Wait before producing a failed record again.
