@@ -500,8 +500,15 @@ fn compile_rules(
 }
 
 /// Asks the broker for metadata every 5 s: `regwatch_broker_up` (and readiness) say whether
-/// it answered within the last 15 s.
+/// it answered within the last 15 s, and `regwatch_source_partitions` how many partitions the
+/// subscribed events topics have (what `/incidents` must cover to call itself complete).
 async fn probe_broker(k: crate::config::KafkaSettings, metrics: Arc<Metrics>) {
+    // A pattern subscription is counted with Rust's regex, librdkafka's being POSIX: the two
+    // agree on the anchored patterns a configuration uses.
+    let pattern = match &k.topics {
+        crate::config::TopicSelection::Pattern(p) => regex::Regex::new(p).ok(),
+        crate::config::TopicSelection::List(_) => None,
+    };
     let client: BaseConsumer = match client::reader(&k).create() {
         Ok(c) => c,
         Err(e) => {
@@ -515,11 +522,30 @@ async fn probe_broker(k: crate::config::KafkaSettings, metrics: Arc<Metrics>) {
     loop {
         tick.tick().await;
         let c = client.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            c.fetch_metadata(None, Duration::from_secs(5)).is_ok()
+        let topics = k.topics.clone();
+        let pattern = pattern.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            let md = c.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+            let subscribed = |name: &str| match (&topics, &pattern) {
+                (crate::config::TopicSelection::List(l), _) => l.iter().any(|t| t == name),
+                (_, Some(re)) => !name.starts_with("__") && re.is_match(name),
+                (_, None) => false,
+            };
+            Some(
+                md.topics()
+                    .iter()
+                    .filter(|t| subscribed(t.name()))
+                    .map(|t| t.partitions().len() as i64)
+                    .sum::<i64>(),
+            )
         })
         .await
-        .unwrap_or(false);
+        .ok()
+        .flatten();
+        if let Some(partitions) = answer {
+            metrics.source_partitions.set(partitions);
+        }
+        let ok = answer.is_some();
         if ok {
             last_ok = Some(std::time::Instant::now());
         }

@@ -211,11 +211,18 @@ struct IncidentFilter {
 #[derive(serde::Serialize)]
 struct Incidents {
     count: usize,
-    /// False while some owned partitions are still being restored (their incidents are
-    /// missing from the list).
+    /// True only when the list covers every partition of the subscribed events topics: this
+    /// instance owns them all (`partitions_owned` >= `partitions_total`), every owner
+    /// answered and none is still being restored. Behind a load balancer over several
+    /// instances, each answers for its own partitions only, and says so here.
     complete: bool,
+    /// When the answer was assembled (wall time).
+    as_of: crate::time::Timestamp,
     partitions_answered: usize,
     partitions_owned: i64,
+    /// Partitions of the subscribed events topics in the cluster, from the broker's
+    /// metadata (0 until the broker first answered).
+    partitions_total: i64,
     /// Owned partitions whose state is still being read back.
     partitions_restoring: i64,
     incidents: Vec<IncidentView>,
@@ -286,11 +293,14 @@ async fn incidents_handler(
     });
     let owned = s.metrics.partitions.get();
     let restoring = s.metrics.restoring.get();
+    let total = s.metrics.source_partitions.get();
     Json(Incidents {
         count: incidents.len(),
-        complete: asked as i64 >= owned && restoring == 0,
+        complete: asked as i64 >= owned && restoring == 0 && total > 0 && owned >= total,
+        as_of: crate::time::wall_now(),
         partitions_answered: asked,
         partitions_owned: owned,
+        partitions_total: total,
         partitions_restoring: restoring,
         incidents,
     })

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub dead_letters: IntCounter,
     pub produce_retries: IntCounterVec,
     pub partitions: IntGauge,
+    /// Partitions of the subscribed events topics in the cluster (the broker probe's
+    /// metadata): what a complete incident list covers.
+    pub source_partitions: IntGauge,
     pub open_incidents: IntGauge,
     pub state_flushes: IntCounter,
     pub state_records: IntCounter,
@@ -618,6 +621,11 @@ impl Metrics {
                 &registry,
                 "regwatch_assigned_partitions",
                 "Event partitions this instance owns.",
+            ),
+            source_partitions: gauge(
+                &registry,
+                "regwatch_source_partitions",
+                "Partitions of the subscribed events topics in the cluster (broker metadata, every 5 s).",
             ),
             open_incidents: gauge(
                 &registry,

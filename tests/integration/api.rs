@@ -60,6 +60,23 @@ async fn wait_metric(base: &str, prefix: &str, value: &str) -> String {
     }
 }
 
+/// The open incidents one engine holds after replaying `events` (what the API must show).
+fn replayed(cfg: &Config, events: &[(String, Vec<u8>)]) -> Vec<regwatch::score::IncidentView> {
+    let mut engine = Engine::new(
+        Arc::new(cfg.registry.clone()),
+        Arc::new(cfg.rules.clone()),
+        EngineSettings {
+            clock: ClockMode::EventTime,
+            ..cfg.engine.clone()
+        },
+    );
+    let mut out = Vec::new();
+    for (_, e) in events {
+        let _ = engine.process(e, &mut out);
+    }
+    engine.incident_views(None, Level::None)
+}
+
 /// A test's own copy of the built-in grid, and a daemon configuration that reads it, with
 /// `extra` lines after `[rules] path`: (the grid's text, the copy's path, the configuration).
 fn own_rules(
@@ -102,21 +119,7 @@ async fn the_incident_api_shows_what_the_engine_holds_and_a_reload_regrades_it()
     let events = workload(&mut seq, 1);
     produce(&broker.producer(), &format!("{name}.events"), &events).await;
 
-    // What one engine holds after the same events.
-    let mut engine = Engine::new(
-        Arc::new(cfg.registry.clone()),
-        Arc::new(cfg.rules.clone()),
-        EngineSettings {
-            clock: ClockMode::EventTime,
-            ..cfg.engine.clone()
-        },
-    );
-    let mut out = Vec::new();
-    for (_, e) in &events {
-        let _ = engine.process(e, &mut out);
-    }
-    let expected: BTreeSet<_> = engine
-        .incident_views(None, Level::None)
+    let expected: BTreeSet<_> = replayed(&cfg, &events)
         .iter()
         .map(|i| {
             (
@@ -148,6 +151,8 @@ async fn the_incident_api_shows_what_the_engine_holds_and_a_reload_regrades_it()
     assert_eq!(all["count"], expected.len());
     assert_eq!(all["complete"], true, "every owned partition answered");
     assert_eq!(all["partitions_answered"], all["partitions_owned"]);
+    assert_eq!(all["partitions_total"], 3, "{all}");
+    assert!(all["as_of"].is_string(), "{all}");
     for i in all["incidents"].as_array().unwrap() {
         for axis in ["investor_loss", "market_order"] {
             assert!(i[axis]["level"].is_string() && i[axis]["reasons"].is_array());
@@ -397,4 +402,81 @@ async fn a_watched_calendars_file_reloads_and_regrades_in_its_sessions() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     daemon.stop().await.expect("clean stop");
+}
+
+/// Behind a load balancer each instance answers for the partitions it owns: with two in the
+/// group, neither calls its list complete, each says how much of the deployment it covers,
+/// and together they hold what one engine replaying the events holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_each_say_their_incident_list_covers_part_of_the_deployment() {
+    let broker = Broker::start();
+    let name = "api-two";
+    broker.create_topic(&format!("{name}.events"), 4);
+    let (_, _, text) = own_rules(&broker, name, 4, "");
+    let cfg = Config::from_toml(&text, None, false).unwrap();
+    let mut seq = 0;
+    let events = workload(&mut seq, 1);
+    produce(&broker.producer(), &format!("{name}.events"), &events).await;
+    let expected: BTreeSet<_> = replayed(&cfg, &events)
+        .iter()
+        .map(|i| (i.participant_id.clone(), i.incident_id.clone()))
+        .collect();
+    assert!(expected.len() >= 10, "{expected:?}");
+    let one = regwatch::app::spawn(Config::from_toml(&text, None, false).unwrap())
+        .await
+        .expect("first instance starts");
+    let two = regwatch::app::spawn(Config::from_toml(&text, None, false).unwrap())
+        .await
+        .expect("second instance starts");
+    let bases = [
+        format!("http://{}", one.running.http.unwrap()),
+        format!("http://{}", two.running.http.unwrap()),
+    ];
+    let ids = |v: &Value| -> BTreeSet<(String, String)> {
+        keys(v).into_iter().map(|(p, i, _, _)| (p, i)).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answers = loop {
+        let a = incidents(&bases[0], "").await;
+        let b = incidents(&bases[1], "").await;
+        let owned = |v: &Value| v["partitions_owned"].as_i64().unwrap_or(0);
+        let settled = owned(&a) > 0
+            && owned(&b) > 0
+            && owned(&a) + owned(&b) == 4
+            && a["partitions_restoring"] == 0
+            && b["partitions_restoring"] == 0;
+        let union: BTreeSet<_> = ids(&a).union(&ids(&b)).cloned().collect();
+        if settled && union == expected {
+            break [a, b];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "two instances never split the partitions and covered the engine: {a} {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for a in &answers {
+        assert_eq!(a["complete"], false, "one instance of two: {a}");
+        assert_eq!(a["partitions_total"], 4, "{a}");
+        assert_eq!(a["partitions_answered"], a["partitions_owned"], "{a}");
+        assert!(a["as_of"].is_string(), "{a}");
+    }
+    assert!(
+        ids(&answers[0]).is_disjoint(&ids(&answers[1])),
+        "a participant's incidents live on one instance"
+    );
+    two.stop().await.expect("clean stop");
+    // Alone again, the first instance takes every partition back and its list is complete.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let a = incidents(&bases[0], "").await;
+        if a["complete"] == true {
+            assert_eq!(ids(&a), expected, "{a}");
+            assert_eq!(a["partitions_owned"], 4);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never complete again: {a}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    one.stop().await.expect("clean stop");
 }
