@@ -272,17 +272,23 @@ async fn start_http(
     Ok((stop_tx, Some(bound)))
 }
 
-/// The partition count of the state topic (it fixes where each partition's state lives).
+/// How long a start-up step is retried while the cluster is unreachable. One metadata
+/// request alone may take 30 s to time out, so a minute allowed only two: a daemon
+/// restarted just before a whole-cluster outage exited while the cluster came back (the
+/// cluster fault test caught it).
+const STARTUP_RETRY_WINDOW: Duration = Duration::from_secs(300);
+
 /// Runs a start-up step again while it fails for a transient reason (the client library's
-/// own error: a request timed out, a broker is down or moving leadership), for up to a
-/// minute: a daemon started during a broker failure waits for the cluster instead of
-/// exiting. A refusal that names a setting fails at once.
+/// own error: a request timed out, a broker is down or moving leadership), for up to
+/// [`STARTUP_RETRY_WINDOW`]: a daemon started during a cluster failure waits for the cluster
+/// (not ready, every retry logged) instead of exiting. A refusal that names a setting fails
+/// at once.
 async fn retry_transient<F, Fut>(what: &str, mut step: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + STARTUP_RETRY_WINDOW;
     let mut backoff = Duration::from_millis(500);
     loop {
         match step().await {
@@ -300,6 +306,7 @@ where
     }
 }
 
+/// The partition count of the state topic (it fixes where each partition's state lives).
 async fn partition_count(config: &Config) -> anyhow::Result<i32> {
     let k = config.kafka.clone();
     tokio::task::spawn_blocking(move || {
