@@ -510,12 +510,11 @@ fn compile_rules(
 /// it answered within the last 15 s, and `regwatch_source_partitions` how many partitions the
 /// subscribed events topics have (what `/incidents` must cover to call itself complete).
 async fn probe_broker(k: crate::config::KafkaSettings, metrics: Arc<Metrics>) {
-    // A pattern subscription is counted with Rust's regex, librdkafka's being POSIX: the two
-    // agree on the anchored patterns a configuration uses.
-    let pattern = match &k.topics {
-        crate::config::TopicSelection::Pattern(p) => regex::Regex::new(p).ok(),
-        crate::config::TopicSelection::List(_) => None,
-    };
+    // A pattern subscription leaves out internal topics (`__consumer_offsets`), as
+    // librdkafka's does. (The configuration's checks compiled the pattern; were it not to
+    // compile, no partition would be counted and the probe would go on.)
+    let pattern = matches!(k.topics, crate::config::TopicSelection::Pattern(_));
+    let matcher = k.topics.matcher().ok().map(Arc::new);
     let client: BaseConsumer = match client::reader(&k).create() {
         Ok(c) => c,
         Err(e) => {
@@ -529,14 +528,12 @@ async fn probe_broker(k: crate::config::KafkaSettings, metrics: Arc<Metrics>) {
     loop {
         tick.tick().await;
         let c = client.clone();
-        let topics = k.topics.clone();
-        let pattern = pattern.clone();
+        let matcher = matcher.clone();
         let answer = tokio::task::spawn_blocking(move || {
             let md = c.fetch_metadata(None, Duration::from_secs(5)).ok()?;
-            let subscribed = |name: &str| match (&topics, &pattern) {
-                (crate::config::TopicSelection::List(l), _) => l.iter().any(|t| t == name),
-                (_, Some(re)) => !name.starts_with("__") && re.is_match(name),
-                (_, None) => false,
+            let subscribed = |name: &str| {
+                !(pattern && name.starts_with("__"))
+                    && matcher.as_ref().is_some_and(|m| m.consumes(name))
             };
             Some(
                 md.topics()

@@ -443,12 +443,9 @@ const MAX_DURATION_MS: i64 = 366 * 86_400_000;
 /// Every bound topic is a valid Kafka topic name that the daemon consumes (listed in
 /// `kafka.topics`, or matched by `kafka.topic_pattern`).
 fn check_bindings(registry: &Registry, topics: &TopicSelection) -> Result<(), String> {
-    let pattern = match topics {
-        TopicSelection::Pattern(p) => {
-            Some(regex::Regex::new(p).map_err(|e| format!("kafka.topic_pattern: {e}"))?)
-        }
-        TopicSelection::List(_) => None,
-    };
+    let matcher = topics
+        .matcher()
+        .map_err(|e| format!("kafka.topic_pattern: {e}"))?;
     for (i, p) in registry.iter() {
         for t in &p.topics {
             let i = i.get();
@@ -460,12 +457,7 @@ fn check_bindings(registry: &Registry, topics: &TopicSelection) -> Result<(), St
                     "participants[{i}].topics: {t:?} is not a Kafka topic name (1..=249 of a-z A-Z 0-9 . _ -)"
                 ));
             }
-            let consumed = match (topics, &pattern) {
-                (TopicSelection::List(list), _) => list.iter().any(|l| l == &**t),
-                (_, Some(re)) => re.is_match(t),
-                _ => false,
-            };
-            if !consumed {
+            if !matcher.consumes(t) {
                 return Err(format!(
                     "participants[{i}].topics: {t:?} of participant {:?} is not consumed (add it to kafka.topics, or use a kafka.topic_pattern that matches it)",
                     p.id

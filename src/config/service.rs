@@ -79,6 +79,34 @@ pub enum TopicSelection {
     Pattern(String),
 }
 
+impl TopicSelection {
+    /// Which topic names this selection consumes, with the pattern compiled once. The pattern
+    /// is matched with Rust's regex, librdkafka's being POSIX: the two agree on the anchored
+    /// patterns a configuration uses.
+    pub fn matcher(&self) -> Result<TopicMatcher, regex::Error> {
+        Ok(match self {
+            TopicSelection::List(list) => TopicMatcher::List(list.clone()),
+            TopicSelection::Pattern(p) => TopicMatcher::Pattern(regex::Regex::new(p)?),
+        })
+    }
+}
+
+/// A [`TopicSelection`] ready to test topic names.
+#[derive(Clone, Debug)]
+pub enum TopicMatcher {
+    List(Vec<String>),
+    Pattern(regex::Regex),
+}
+
+impl TopicMatcher {
+    pub fn consumes(&self, topic: &str) -> bool {
+        match self {
+            TopicMatcher::List(list) => list.iter().any(|t| t == topic),
+            TopicMatcher::Pattern(re) => re.is_match(topic),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     Plaintext,
