@@ -20,7 +20,7 @@ seconds=${1:-30}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  targets=(event_decoder config rules calendar state_record alert_reader)
+  targets=(event_decoder config rules calendar state_record alert_reader history_record)
 fi
 flags=(--sanitizer none --debug-assertions --codegen-units 16)
 

@@ -15,10 +15,11 @@
 //! - regwatch's principal: READ and DESCRIBE on the events topics (the literal names of
 //!   `kafka.topics`, or a PREFIXED resource on the literal prefix of `kafka.topic_pattern`);
 //!   READ, WRITE, DESCRIBE and DESCRIBE_CONFIGS on its own topics (alerts, reminders, dead
-//!   letters, state, and the alert dead letters when webhook receivers exist), with CREATE on
-//!   them and on the bound topics when `kafka.create_topics` is on (literal topics, narrower
-//!   than CREATE on the cluster); READ on its consumer group, its state reader's group and the
-//!   outbox's groups (PREFIXED `<outbox group>.`); WRITE and DESCRIBE on the transactional ids
+//!   letters, state, the alert dead letters when webhook receivers exist, and the history when
+//!   `[history]` is on), with CREATE on them and on the bound topics when `kafka.create_topics`
+//!   is on (literal topics, narrower than CREATE on the cluster); READ on its consumer group,
+//!   its state reader's group, its history reader's group (`<group_id>.desk`) and the outbox's
+//!   groups (PREFIXED `<outbox group>.`); WRITE and DESCRIBE on the transactional ids
 //!   PREFIXED `<group_id>.state.` when `kafka.transactional_state` is on.
 //!
 //! No IdempotentWrite on the cluster: since Kafka 3.0 (KIP-679) WRITE on any topic lets an
@@ -321,8 +322,11 @@ pub fn commands(cfg: &Config, opts: &Options) -> Vec<String> {
     if cfg.delivery.enabled() {
         own.push(cfg.delivery.dead_letter_topic.as_str());
     }
+    if cfg.history.enabled {
+        own.push(cfg.history.topic.as_str());
+    }
     out.push(
-        "# regwatch's own topics: alerts, reminders, dead letters, state (and alert dead letters)."
+        "# regwatch's own topics: alerts, reminders, dead letters, state (and alert dead letters, history)."
             .into(),
     );
     let mut ops = vec!["Read", "Write", "Describe", "DescribeConfigs"];
@@ -337,12 +341,16 @@ pub fn commands(cfg: &Config, opts: &Options) -> Vec<String> {
         out.push(line(me, &["Create"], Resource::Topics(&bound)));
     }
     let reader = format!("{}.state-reader", k.group_id);
-    out.push("# Its consumer group, and the group of its state reader (restores).".into());
-    out.push(line(
-        me,
-        &["Read"],
-        Resource::Groups(&[k.group_id.as_str(), reader.as_str()]),
-    ));
+    let desk = format!("{}.desk", k.group_id);
+    let mut groups = vec![k.group_id.as_str(), reader.as_str()];
+    if cfg.history.enabled {
+        groups.push(desk.as_str());
+    }
+    out.push(
+        "# Its consumer group, and the groups of its state reader (restores) and history reader (the desk)."
+            .into(),
+    );
+    out.push(line(me, &["Read"], Resource::Groups(&groups)));
     if cfg.delivery.enabled() {
         let prefix = match &cfg.delivery.group_id {
             Some(g) => format!("{g}."),
@@ -452,9 +460,9 @@ topics = ["acl.events.P2", "acl.events.P2-extra"]
                 "+ --allow-principal User:P1 --operation Write --operation Describe --resource-pattern-type literal --topic acl.events.P1",
                 "+ --allow-principal User:P2 --operation Write --operation Describe --resource-pattern-type literal --topic acl.events.P2 --topic acl.events.P2-extra",
                 "+ --allow-principal User:regwatch --operation Read --operation Describe --resource-pattern-type prefixed --topic acl.events",
-                "+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --operation DescribeConfigs --operation Create --resource-pattern-type literal --topic rw.alerts --topic rw.reminders --topic rw.dlq --topic rw.state",
+                "+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --operation DescribeConfigs --operation Create --resource-pattern-type literal --topic rw.alerts --topic rw.reminders --topic rw.dlq --topic rw.state --topic regwatch.history",
                 "+ --allow-principal User:regwatch --operation Create --resource-pattern-type literal --topic acl.events.P1 --topic acl.events.P2 --topic acl.events.P2-extra",
-                "+ --allow-principal User:regwatch --operation Read --resource-pattern-type literal --group rw --group rw.state-reader",
+                "+ --allow-principal User:regwatch --operation Read --resource-pattern-type literal --group rw --group rw.state-reader --group rw.desk",
                 "+ --allow-principal User:regwatch --operation Write --operation Describe --resource-pattern-type prefixed --transactional-id rw.state.",
             ]
         );
@@ -510,8 +518,8 @@ kind = "broker"
                 "+ --allow-principal User:A --operation Write --operation Describe --resource-pattern-type literal --topic sandbox.events",
                 r"+ --allow-principal 'User:it'\''s' --operation Write --operation Describe --resource-pattern-type literal --topic sandbox.events",
                 "+ --allow-principal User:regwatch --operation Read --operation Describe --resource-pattern-type literal --topic sandbox.events --topic sandbox.events.B",
-                "+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --operation DescribeConfigs --resource-pattern-type literal --topic regwatch.alerts --topic regwatch.reminders --topic regwatch.dead-letters --topic regwatch.state --topic regwatch.alert-dead-letters",
-                "+ --allow-principal User:regwatch --operation Read --resource-pattern-type literal --group regwatch --group regwatch.state-reader",
+                "+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --operation DescribeConfigs --resource-pattern-type literal --topic regwatch.alerts --topic regwatch.reminders --topic regwatch.dead-letters --topic regwatch.state --topic regwatch.alert-dead-letters --topic regwatch.history",
+                "+ --allow-principal User:regwatch --operation Read --resource-pattern-type literal --group regwatch --group regwatch.state-reader --group regwatch.desk",
                 "+ --allow-principal User:regwatch --operation Read --resource-pattern-type prefixed --group hooks.",
             ],
             "no Create without create_topics, no transactional ids without transactional_state"

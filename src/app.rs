@@ -76,8 +76,20 @@ pub async fn run(
         .set_config(&config.digest, config.rules.digest());
     let health = Arc::new(Health::default());
     let (queries, _) = tokio::sync::broadcast::channel(16);
-    let (http_stop, http_addr) =
-        start_http(&config, metrics.clone(), health.clone(), queries.clone()).await?;
+    let (rules_tx, rules_rx) = tokio::sync::watch::channel(Arc::new(config.rules.clone()));
+    let desk = config
+        .history
+        .enabled
+        .then(|| Arc::new(crate::desk::Desk::new(config.history.clone())));
+    let (http_stop, http_addr) = start_http(
+        &config,
+        metrics.clone(),
+        health.clone(),
+        queries.clone(),
+        desk.clone(),
+        rules_rx.clone(),
+    )
+    .await?;
 
     let k = &config.kafka;
     let brokers = {
@@ -90,13 +102,23 @@ pub async fn run(
             client::ensure_topics(k, brokers)
         })
         .await?;
+        if config.history.enabled {
+            retry_transient("creating the history topic", || {
+                client::ensure_history_topic(k, brokers, &config.history)
+            })
+            .await?;
+        }
         let bound: Vec<&str> = config.registry.bound_topics().collect();
         retry_transient("creating the participants' bound topics", || {
             client::ensure_bound_topics(k, brokers, &bound)
         })
         .await?;
     }
-    let state_partitions = partition_count(&config).await?;
+    let state_partitions = partition_count(&config, &config.kafka.state_topic).await?;
+    let history_partitions = match config.history.enabled {
+        true => partition_count(&config, &config.history.topic).await?,
+        false => 0,
+    };
     if config.kafka.record_key.is_none() && !config.kafka.trust_internal_topics {
         let found = std::sync::Mutex::new(None);
         retry_transient("reading the deployment's record key", || async {
@@ -121,8 +143,8 @@ pub async fn run(
     engine.clock = ClockMode::External;
     engine.watch_all_from_start = false;
     engine.track_changes = true;
+    engine.record_history = config.history.enabled;
     let grace = Duration::from_millis(config.daemon.shutdown_grace_ms.max(0) as u64);
-    let (rules_tx, rules_rx) = tokio::sync::watch::channel(Arc::new(config.rules));
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
     // Registered here, before anything else runs: a SIGHUP from now on reloads, never kills.
     #[cfg(unix)]
@@ -169,6 +191,20 @@ pub async fn run(
         state_partitions,
         tick: Duration::from_millis(config.daemon.tick_ms as u64),
         stop_timeout: grace,
+        history_topic: config.history.enabled.then(|| config.history.topic.clone()),
+        history_watermark_ms: (config.history.stale_after_ms / 3).max(1_000),
+        history_partitions,
+        instance: instance_name(),
+    });
+    let desk_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let desk_reader = desk.as_ref().map(|desk| {
+        crate::desk::reader::spawn(
+            k.clone(),
+            config.history.topic.clone(),
+            desk.clone(),
+            metrics.clone(),
+            desk_stop.clone(),
+        )
     });
     let group = Group::start(shared, k.topics.clone(), health.clone())?;
     let outbox = if config.delivery.enabled() {
@@ -216,6 +252,10 @@ pub async fn run(
     })
     .await;
     let _ = http_stop.send(());
+    desk_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(reader) = desk_reader {
+        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    }
     reloader.abort();
     prober.abort();
     coverage.abort();
@@ -238,6 +278,8 @@ async fn start_http(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     queries: tokio::sync::broadcast::Sender<crate::ingest::worker::IncidentQuery>,
+    desk: Option<Arc<crate::desk::Desk>>,
+    rules: tokio::sync::watch::Receiver<Arc<crate::score::Rules>>,
 ) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, Option<SocketAddr>)> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let Some(addr) = config.http.listen else {
@@ -246,11 +288,17 @@ async fn start_http(
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
     let settings = config.http.clone();
+    let api = telemetry::DeskApi {
+        desk,
+        registry: Arc::new(config.registry.clone()),
+        rules,
+    };
     tokio::spawn(async move {
         let stop = async {
             let _ = stop_rx.await;
         };
-        if let Err(e) = telemetry::serve(&settings, metrics, health, queries, bound_tx, stop).await
+        if let Err(e) =
+            telemetry::serve(&settings, metrics, health, queries, api, bound_tx, stop).await
         {
             tracing::error!(%addr, error = %e, "HTTP endpoint failed");
             let _ = failed_tx.send(e.to_string());
@@ -268,8 +316,19 @@ async fn start_http(
     } else {
         "http"
     };
-    tracing::info!(%bound, scheme = tls, tokens = config.http.tokens.len(), "serving /metrics, /healthz, /readyz, /incidents");
+    tracing::info!(%bound, scheme = tls, tokens = config.http.tokens.len(), "serving /metrics, /healthz, /readyz, /incidents, /participants, /report, /board");
     Ok((stop_tx, Some(bound)))
+}
+
+/// This instance's name in the history's watermarks: host name and process id.
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "regwatch".into());
+    format!("{host}/{}", std::process::id())
 }
 
 /// How long a start-up step is retried while the cluster is unreachable. One metadata
@@ -307,31 +366,29 @@ where
 }
 
 /// The partition count of the state topic (it fixes where each partition's state lives).
-async fn partition_count(config: &Config) -> anyhow::Result<i32> {
+async fn partition_count(config: &Config, topic: &str) -> anyhow::Result<i32> {
     let k = config.kafka.clone();
+    let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         let c: BaseConsumer = client::reader(&k).create()?;
         for attempt in 0..30 {
-            match c.fetch_metadata(Some(&k.state_topic), Duration::from_secs(5)) {
+            match c.fetch_metadata(Some(&topic), Duration::from_secs(5)) {
                 Ok(md) => {
                     if let Some(t) = md.topics().first() {
                         if t.error().is_none() && !t.partitions().is_empty() {
                             return Ok(t.partitions().len() as i32);
                         }
                     }
-                    tracing::info!(topic = %k.state_topic, attempt, "waiting for the state topic");
+                    tracing::info!(%topic, attempt, "waiting for the topic");
                 }
                 // A broker failing over: asked again.
                 Err(e) => {
-                    tracing::warn!(topic = %k.state_topic, attempt, error = %e, "state topic metadata unavailable")
+                    tracing::warn!(%topic, attempt, error = %e, "topic metadata unavailable")
                 }
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        anyhow::bail!(
-            "state topic {} does not exist (create it, or set kafka.create_topics = true)",
-            k.state_topic
-        )
+        anyhow::bail!("topic {topic} does not exist (create it, or set kafka.create_topics = true)")
     })
     .await?
 }
@@ -531,17 +588,11 @@ async fn probe_broker(k: crate::config::KafkaSettings, metrics: Arc<Metrics>) {
         let matcher = matcher.clone();
         let answer = tokio::task::spawn_blocking(move || {
             let md = c.fetch_metadata(None, Duration::from_secs(5)).ok()?;
-            let subscribed = |name: &str| {
-                !(pattern && name.starts_with("__"))
-                    && matcher.as_ref().is_some_and(|m| m.consumes(name))
-            };
-            Some(
-                md.topics()
-                    .iter()
-                    .filter(|t| subscribed(t.name()))
-                    .map(|t| t.partitions().len() as i64)
-                    .sum::<i64>(),
-            )
+            Some(client::subscribed_partitions(
+                &md,
+                matcher.as_deref(),
+                pattern,
+            ))
         })
         .await
         .ok()

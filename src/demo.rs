@@ -256,6 +256,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         cfg.kafka.state_topic.as_str(),
         cfg.kafka.reminders_topic.as_str(),
         cfg.delivery.dead_letter_topic.as_str(),
+        cfg.history.topic.as_str(),
     ] {
         broker.create_topic(t, 3)?;
     }
@@ -297,7 +298,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     drop(backlog);
     let daemon = crate::app::spawn(cfg).await?;
     if let Some(addr) = daemon.running.http {
-        println!("metrics: http://{addr}/metrics   open incidents: http://{addr}/incidents   (Ctrl-C to stop)");
+        println!("metrics: http://{addr}/metrics   incident board: http://{addr}/board   incidents: http://{addr}/incidents   (Ctrl-C to stop)");
     }
     println!(
         "on-call webhook (major and above, signed): {}\n",

@@ -108,6 +108,25 @@ enum Command {
         #[arg(long)]
         ready: bool,
     },
+    /// A participant's incidents over a period (verdicts, reasons with citations, alert ids)
+    /// from the history topic, as JSON or CSV: the export for an exemption decision.
+    Report {
+        /// Configuration file (brokers, history topic, record key).
+        #[arg(long)]
+        config: PathBuf,
+        /// Participant id.
+        #[arg(long)]
+        participant: String,
+        /// Incidents still open at or resolved after this RFC 3339 instant.
+        #[arg(long, value_parser = parse_timestamp)]
+        from: Option<Timestamp>,
+        /// Incidents started at or before this RFC 3339 instant.
+        #[arg(long, value_parser = parse_timestamp)]
+        to: Option<Timestamp>,
+        /// json or csv.
+        #[arg(long, default_value = "json", value_parser = ["json", "csv"])]
+        format: String,
+    },
     /// Print the Kafka ACLs the configuration needs, as kafka-acls.sh command lines.
     Acls {
         /// Configuration file (registry, kafka and delivery settings).
@@ -184,6 +203,13 @@ fn main() -> ExitCode {
             principal,
             participant_principal,
         } => print_acls(&config, principal, participant_principal),
+        Command::Report {
+            config,
+            participant,
+            from,
+            to,
+            format,
+        } => report(&config, participant, from, to, format == "csv"),
     };
     match result {
         Ok(code) => code,
@@ -212,6 +238,28 @@ fn init_logging(default: &str, json: bool) {
     } else {
         builder.init();
     }
+}
+
+fn report(
+    config: &Path,
+    participant: String,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    csv: bool,
+) -> anyhow::Result<ExitCode> {
+    init_logging("warn", false);
+    let cfg = Config::load(config)?;
+    let req = regwatch::report::Request {
+        participant,
+        from,
+        to,
+        csv,
+    };
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    regwatch::report::run(&cfg, &req, &mut out)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_daemon(config: &Path) -> anyhow::Result<ExitCode> {

@@ -162,6 +162,15 @@ impl serde::Serialize for Timestamp {
     }
 }
 
+/// From RFC 3339 text, as written (regwatch's own records, read back).
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Timestamp::parse_rfc3339(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not an RFC 3339 time")))
+    }
+}
+
 fn digits(b: &[u8], at: usize, n: usize) -> Option<i64> {
     let mut v = 0i64;
     for &c in b.get(at..at + n)? {

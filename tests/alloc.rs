@@ -162,13 +162,21 @@ fn registry() -> Registry {
 /// A window small enough for the tests to run past it.
 const DEDUP_WINDOW: usize = 512;
 
-fn engine() -> Engine {
+fn engine_settings() -> regwatch::score::EngineSettings {
     let cfg = Config::with_participants(registry_participants()).expect("valid config");
-    let settings = regwatch::score::EngineSettings {
+    regwatch::score::EngineSettings {
         dedup_window: DEDUP_WINDOW,
         ..cfg.engine
-    };
-    Engine::new(Arc::new(cfg.registry), Arc::new(cfg.rules), settings)
+    }
+}
+
+fn engine() -> Engine {
+    let cfg = Config::with_participants(registry_participants()).expect("valid config");
+    Engine::new(
+        Arc::new(cfg.registry),
+        Arc::new(cfg.rules),
+        engine_settings(),
+    )
 }
 
 fn infosec_leak(event_id: &str, incident: &str, status: &str, at_ms: i64, records: u64) -> Vec<u8> {
@@ -435,6 +443,75 @@ fn sustained_updates_past_the_dedup_window_allocate_nothing() {
     assert_eq!((graded, heartbeats, other), (2_250, 750, 0));
     assert!(out.is_empty(), "no alert expected, got {:?}", out.first());
     assert_eq!(n, 0, "3000 events allocated {n} times ({size} bytes)");
+}
+
+/// With the history on (the daemon's default), a report is noted for the history topic
+/// into buffers the flush empties but keeps: once they have grown to a flush interval's
+/// worth, noting allocates nothing.
+#[test]
+fn noting_reports_for_the_history_allocates_nothing_once_warm() {
+    let mut feed = warmed_feed();
+    let settings = regwatch::score::EngineSettings {
+        record_history: true,
+        track_changes: true,
+        ..engine_settings()
+    };
+    feed.engine = Engine::new(
+        feed.engine.registry().clone(),
+        feed.engine.rules().clone(),
+        settings,
+    );
+    for ev in [
+        Ev::Leak("INC-LEAK", 10),
+        Ev::Outage("INC-OUT", 1.0),
+        Ev::Spoof("INC-SPOOF", 0.2),
+    ] {
+        feed.warm(ev, "open");
+    }
+    let interval = |feed: &mut Feed, from: u64| -> Vec<Vec<u8>> {
+        (0..200u64)
+            .map(|i| {
+                let ev = match i % 3 {
+                    0 => Ev::Leak("INC-LEAK", 10 + from + i),
+                    1 => Ev::Outage("INC-OUT", 1.0 + ((from + i) % 3) as f64),
+                    _ => Ev::Spoof("INC-SPOOF", 0.2 + ((from + i) % 10) as f64 / 100.0),
+                };
+                feed.at -= 249;
+                feed.bytes(ev, "update")
+            })
+            .collect()
+    };
+    // A first flush interval grows the buffers; the flush drains them.
+    let mut out = std::mem::take(&mut feed.out);
+    for bytes in interval(&mut feed, 0) {
+        feed.engine.process(&bytes, &mut out).expect("accepted");
+    }
+    let _ = feed.engine.take_changes();
+    let mut noted = 0;
+    feed.engine.drain_reports(|_| noted += 1);
+    assert!(
+        noted >= 60,
+        "reports that changed an incident are noted: {noted}"
+    );
+    assert_eq!(
+        feed.engine.take_views().len(),
+        3,
+        "the changed incidents' views"
+    );
+    let second = interval(&mut feed, 1_000);
+    let ((), n, size) = allocs(|| {
+        for bytes in &second {
+            let _ = feed.engine.process(bytes, &mut out);
+        }
+    });
+    assert!(out.is_empty(), "no alert expected, got {:?}", out.first());
+    assert_eq!(n, 0, "200 noted reports allocated {n} times ({size} bytes)");
+    let mut again = 0;
+    feed.engine.drain_reports(|r| {
+        assert!(!r.event_id.is_empty() && r.incident_id.starts_with("INC-"));
+        again += 1;
+    });
+    assert!(again >= 60, "{again}");
 }
 
 #[test]

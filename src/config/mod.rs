@@ -34,6 +34,7 @@
 //! ```
 
 mod delivery;
+mod history;
 mod service;
 mod web;
 
@@ -45,8 +46,10 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 pub use delivery::{DeliverySettings, PayloadFormat, Receiver, Route, SigningKey};
+pub use history::HistorySettings;
 pub use service::{
-    DaemonSettings, KafkaSettings, LogSettings, Protocol, Secret, Security, TopicSelection,
+    DaemonSettings, KafkaSettings, LogSettings, Protocol, Secret, Security, TopicMatcher,
+    TopicSelection,
 };
 pub use web::{read_tokens, HttpSettings, Role, TlsSettings, TokenFile};
 
@@ -103,6 +106,7 @@ pub struct Config {
     pub http: HttpSettings,
     pub delivery: DeliverySettings,
     pub log: LogSettings,
+    pub history: HistorySettings,
     /// SHA-256 of the configuration text, for operators to tell which config runs.
     pub digest: String,
 }
@@ -183,6 +187,8 @@ struct RawConfig {
     delivery: delivery::RawDelivery,
     #[serde(default)]
     log: service::RawLog,
+    #[serde(default)]
+    history: history::RawHistory,
     #[serde(default)]
     participants: Vec<RawParticipant>,
     #[serde(default)]
@@ -268,6 +274,7 @@ impl RawConfig {
             clock: ClockMode::EventTime,
             watch_all_from_start: d.watch_all_from_start,
             track_changes: d.track_changes,
+            record_history: d.record_history,
             max_event_bytes: within(
                 "engine.max_event_bytes",
                 e.max_event_bytes,
@@ -398,6 +405,23 @@ impl RawConfig {
             invalid(key, problem)
         })?;
         let kafka = self.kafka.validate()?;
+        let history = self.history.validate()?;
+        if [
+            &kafka.alerts_topic,
+            &kafka.dead_letter_topic,
+            &kafka.state_topic,
+            &kafka.reminders_topic,
+        ]
+        .contains(&&history.topic)
+        {
+            return Err(invalid(
+                "history.topic",
+                format!(
+                    "{:?} is already the alerts, dead-letter, state or reminders topic",
+                    history.topic
+                ),
+            ));
+        }
         check_bindings(&registry, &kafka.topics).map_err(|e| {
             let (key, problem) = e.split_once(": ").unwrap_or(("participants", e.as_str()));
             invalid(key, problem)
@@ -416,6 +440,7 @@ impl RawConfig {
             http: self.http.validate(base)?,
             delivery,
             log: self.log.validate()?,
+            history,
             digest,
         })
     }

@@ -185,6 +185,23 @@ pub fn preflight(k: &KafkaSettings, timeout: Duration) -> anyhow::Result<usize> 
     }
 }
 
+/// Partitions of the subscribed events topics in `md` (a pattern never takes Kafka's
+/// internal `__` topics).
+pub fn subscribed_partitions(
+    md: &rdkafka::metadata::Metadata,
+    matcher: Option<&crate::config::TopicMatcher>,
+    pattern: bool,
+) -> i64 {
+    md.topics()
+        .iter()
+        .filter(|t| {
+            !(pattern && t.name().starts_with("__"))
+                && matcher.is_some_and(|m| m.consumes(t.name()))
+        })
+        .map(|t| t.partitions().len() as i64)
+        .sum()
+}
+
 /// The topic configs of the alerts, dead-letter and reminders topics.
 const PLAIN: &[(&str, &str)] = &[("cleanup.policy", "delete")];
 
@@ -227,6 +244,25 @@ pub async fn ensure_bound_topics(
     let admin: AdminClient<DefaultClientContext> = base(k).create()?;
     let list: Vec<(&str, &[(&str, &str)])> = topics.iter().map(|t| (*t, PLAIN)).collect();
     create_topics(&admin, k, brokers, &list).await
+}
+
+/// Creates the history topic when missing: compacted and time-limited (`compact,delete`,
+/// `retention.ms` from `history.retention`), its segments rolled hourly so superseded views
+/// and watermarks are compacted away (see `desk::keys`).
+pub async fn ensure_history_topic(
+    k: &KafkaSettings,
+    brokers: usize,
+    history: &crate::config::HistorySettings,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base(k).create()?;
+    let retention = history.retention_ms.to_string();
+    let configs: &[(&str, &str)] = &[
+        ("cleanup.policy", "compact,delete"),
+        ("retention.ms", &retention),
+        ("segment.ms", "3600000"),
+        ("min.cleanable.dirty.ratio", "0.1"),
+    ];
+    create_topics(&admin, k, brokers, &[(history.topic.as_str(), configs)]).await
 }
 
 /// Creates one topic (`cleanup.policy=delete`) when missing.

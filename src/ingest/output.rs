@@ -22,6 +22,7 @@ pub enum Stream {
     Alerts,
     DeadLetters,
     State,
+    History,
 }
 
 impl Stream {
@@ -30,6 +31,7 @@ impl Stream {
             Stream::Alerts => "alerts",
             Stream::DeadLetters => "dead_letters",
             Stream::State => "state",
+            Stream::History => "history",
         }
     }
 }

@@ -297,14 +297,20 @@ pub struct IncidentView {
     /// The part of it inside the sessions of `calendar`.
     pub trading_minutes: f64,
     pub calendar: String,
+    /// `open` or `resolved`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Timestamp>,
     /// The latest alert sent for it (absent while below `alerts.min_level`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_alert_id: Option<String>,
     pub reminders_sent: u32,
     pub summary: String,
+    /// The engine time the view was taken at (what `duration_minutes` counts up to).
+    pub as_of: Timestamp,
 }
 
-/// The view of an open incident at `now`.
+/// The view of an incident at `now` (open, or resolved: then as it was resolved).
 pub fn incident_view(
     rules: &Rules,
     p: &Participant,
@@ -312,15 +318,11 @@ pub fn incident_view(
     now: Timestamp,
 ) -> IncidentView {
     let mut copy = inc.clone();
-    let a = incident_alert(
-        rules,
-        p,
-        &mut copy,
-        AlertStatus::Firing,
-        Trigger::Escalated,
-        now,
-        None,
-    );
+    let (status, trigger) = match inc.is_open() {
+        true => (AlertStatus::Firing, Trigger::Escalated),
+        false => (AlertStatus::Resolved, Trigger::Resolved),
+    };
+    let a = incident_alert(rules, p, &mut copy, status, trigger, now, None);
     IncidentView {
         participant_id: a.participant_id,
         participant_name: a.participant_name,
@@ -339,10 +341,32 @@ pub fn incident_view(
         duration_minutes: a.duration_minutes.unwrap_or_default(),
         trading_minutes: a.trading_minutes.unwrap_or_default(),
         calendar: a.calendar.unwrap_or_default(),
-        last_alert_id: latest_alert_id(p, inc),
+        status: if inc.is_open() { "open" } else { "resolved" },
+        resolved_at: inc.resolved_at,
+        last_alert_id: if inc.is_open() {
+            latest_alert_id(p, inc)
+        } else {
+            resolved_alert_id(p, inc)
+        },
         reminders_sent: inc.reminders_sent,
         summary: a.summary,
+        as_of: now,
     }
+}
+
+/// The id of the `resolved` alert of a resolved incident, if it was alerted.
+fn resolved_alert_id(p: &Participant, inc: &Incident) -> Option<String> {
+    inc.emitted.map(|e| {
+        incident_alert_id(
+            &p.id,
+            &inc.incident_id,
+            inc.first_reported_at,
+            AlertStatus::Resolved,
+            e.grade.investor_loss,
+            e.grade.market_order,
+            e.exemption,
+        )
+    })
 }
 
 /// The id of the latest real alert of an open incident (a firing one), if it was alerted.

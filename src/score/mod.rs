@@ -22,7 +22,7 @@ mod timers;
 
 pub use engine::{
     Census, ClockMode, Engine, EngineSettings, EngineStats, Outcome, ParticipantCensus,
-    RestoreSummary, MAX_OVERDUE_REMINDERS,
+    ReportEntry, RestoreSummary, MAX_OVERDUE_REMINDERS,
 };
 pub use grade::{AxisReport, Reason, Subject, FLOOR_RULE};
 pub use level::{Axis, Exemption, Grade, Level};

@@ -1,35 +1,33 @@
 //! The HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (the process is alive),
 //! `/readyz` (the consumer owns partitions, none is restoring, the broker answers, nothing
-//! failed) and `/incidents`, the
-//! supervisors' read-only view of open incidents.
+//! failed), and the supervisors' routes (`/incidents`, `/participants`, `/report`, the
+//! `/board` pages: see [`super::api`]).
 //!
-//! `GET /incidents?participant=ID&min_level=major` asks every partition worker of this
-//! instance for its open incidents that match (both parameters optional) and answers
-//! `{"count": n, "incidents": [...]}`, most severe first; each incident carries both axes
-//! with their reasons, the exemption status and the latest alert's id. With several
-//! instances, each answers for the partitions it owns.
+//! `GET /incidents?scope=local` (and `/incidents` when `[history]` is off) asks every
+//! partition worker of this instance for its open incidents that match (`participant`,
+//! `min_level`) and answers for the partitions this instance owns, saying so in `complete`.
 //!
 //! With `[http.tls]` the endpoint speaks only TLS; with `[[http.tokens]]` `/metrics` needs
-//! a token of the scrape role and `/incidents` one of the supervisor role (see [`super::web`]);
-//! `/healthz` and `/readyz` stay open for probes.
+//! a token of the scrape role and the supervisors' routes one of the supervisor role (see
+//! [`super::web`]); `/healthz` and `/readyz` stay open for probes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
 
+use super::api::{self, DeskApi};
 use super::web::{acceptor, Gate, Peer, Reloading, TlsListener};
 use super::Metrics;
 use crate::config::{HttpSettings, Role};
 use crate::ingest::worker::IncidentQuery;
-use crate::score::{IncidentView, Level};
+use crate::score::IncidentView;
 
 /// Readiness as the ingest side reports it, and the pipeline's fatal failures.
 #[derive(Default)]
@@ -70,13 +68,17 @@ impl Health {
 }
 
 #[derive(Clone)]
-struct AppState {
-    metrics: Arc<Metrics>,
+pub(super) struct AppState {
+    pub(super) metrics: Arc<Metrics>,
     health: Arc<Health>,
     queries: tokio::sync::broadcast::Sender<IncidentQuery>,
-    /// One incident query at a time: a client hammering the API cannot stall the workers.
+    /// One local incident query at a time: a client hammering the API cannot stall the
+    /// workers.
     one_query: Arc<tokio::sync::Semaphore>,
-    gate: Arc<Gate>,
+    pub(super) gate: Arc<Gate>,
+    pub(super) api: DeskApi,
+    /// Served over TLS (the board's cookie is then `Secure`).
+    pub(super) tls: bool,
 }
 
 /// Serves `settings.listen` until `shutdown` completes. Returns the bound address through
@@ -88,6 +90,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     queries: tokio::sync::broadcast::Sender<IncidentQuery>,
+    api: DeskApi,
     bound: tokio::sync::oneshot::Sender<SocketAddr>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -137,13 +140,27 @@ pub async fn serve(
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
-        .route("/incidents", get(incidents_handler))
+        .route("/incidents", get(api::incidents))
+        .route("/incidents/{participant}/{incident}", get(api::incident))
+        .route("/participants", get(api::participant_list))
+        .route("/participants/{id}", get(api::participant))
+        .route("/report", get(api::report))
+        .route("/board", get(api::board))
+        .route("/board/login", get(api::login_page).post(api::login))
+        .route("/board/participants", get(api::board_participants))
+        .route("/board/participants/{id}", get(api::board_participant))
+        .route(
+            "/board/incidents/{participant}/{incident}",
+            get(api::board_incident),
+        )
         .with_state(AppState {
             metrics,
             health,
             queries,
             one_query: Arc::new(tokio::sync::Semaphore::new(1)),
             gate: Arc::new(gate),
+            api,
+            tls: settings.tls.is_some(),
         });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let _ = bound.send(listener.local_addr()?);
@@ -201,15 +218,9 @@ async fn ready_handler(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IncidentFilter {
-    participant: Option<String>,
-    min_level: Option<String>,
-}
-
 #[derive(serde::Serialize)]
 struct Incidents {
+    scope: &'static str,
     count: usize,
     /// True only when the list covers every partition of the subscribed events topics: this
     /// instance owns them all (`partitions_owned` >= `partitions_total`), every owner
@@ -231,30 +242,23 @@ struct Incidents {
 /// How long the API waits for the workers' answers.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn incidents_handler(
-    State(s): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    filter: Result<Query<IncidentFilter>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if let Err(refused) = s.gate.check(&peer, &headers, Role::Supervisor) {
-        return refused;
-    }
+/// `/incidents?scope=local` (or with `[history]` off): the open incidents of this
+/// instance's partition workers, asked directly (`participant` and `min_level` only).
+pub(super) async fn local_incidents(s: AppState, q: api::Params) -> Response {
     let bad = |text: String| (StatusCode::BAD_REQUEST, format!("{text}\n")).into_response();
-    let Ok(Query(filter)) = filter else {
-        return bad("query parameters: participant=ID, min_level=LEVEL".into());
+    let filter = match q.filter() {
+        Ok(f) => f,
+        Err(r) => return r,
     };
-    let min_level = match filter.min_level.as_deref() {
-        None => Level::None,
-        Some(text) => match Level::parse(text) {
-            Some(l) => l,
-            None => {
-                return bad(format!(
-                    "min_level {text:?}: one of general, larger, major, extraordinary"
-                ))
-            }
-        },
-    };
+    if filter.axis.is_some()
+        || filter.exemption.is_some()
+        || filter.from.is_some()
+        || filter.to.is_some()
+        || filter.status.as_deref() != Some("open")
+    {
+        return bad("scope=local answers open incidents by participant and min_level only".into());
+    }
+    let min_level = filter.min_level;
     let Ok(_permit) = tokio::time::timeout(QUERY_TIMEOUT, s.one_query.acquire()).await else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -295,6 +299,7 @@ async fn incidents_handler(
     let restoring = s.metrics.restoring.get();
     let total = s.metrics.source_partitions.get();
     Json(Incidents {
+        scope: "local",
         count: incidents.len(),
         complete: asked as i64 >= owned && restoring == 0 && total > 0 && owned >= total,
         as_of: crate::time::wall_now(),

@@ -39,6 +39,11 @@ pub struct Metrics {
     /// Partitions whose state is being read back before their events are consumed.
     pub restoring: IntGauge,
     pub restore_failures: IntCounter,
+    /// History records the desk read, by outcome (`folded`, `refused`: no valid MAC,
+    /// `unreadable`), the incident stories it holds and those it let go at its bound.
+    pub history_records: IntCounterVec,
+    pub history_incidents: IntGauge,
+    pub history_evicted: IntCounter,
     /// Partition workers that ended abnormally (panicked), or producers that hit a fatal
     /// error: the process exits non-zero after either.
     pub worker_failures: IntCounterVec,
@@ -656,6 +661,22 @@ impl Metrics {
                 &registry,
                 "regwatch_state_records_resigned_total",
                 "State records written again with a MAC after a restore: legacy unsigned ones (written before the partition's first signed record) and authentic ones a refused record had come after.",
+            ),
+            history_records: counter_vec(
+                &registry,
+                "regwatch_history_records_total",
+                "History-topic records this instance's desk read, by outcome: folded, refused (no valid regwatch.mac: not written by regwatch), unreadable.",
+                &["outcome"],
+            ),
+            history_incidents: gauge(
+                &registry,
+                "regwatch_history_incidents",
+                "Incident stories this instance's desk holds (open and resolved, every partition).",
+            ),
+            history_evicted: counter(
+                &registry,
+                "regwatch_history_evicted_total",
+                "Incident stories the desk let go at history.max_incidents (resolved ones changed longest ago first); still in the history topic.",
             ),
             restoring: gauge(
                 &registry,

@@ -280,6 +280,23 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The cookie a browser carries the token in (set by the board's sign-in form, since a
+/// browser cannot send a bearer header when following a link).
+pub const TOKEN_COOKIE: &str = "regwatch_token";
+
+/// The token of the `regwatch_token` cookie, if the request carries one.
+fn token_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == TOKEN_COOKIE).then(|| value.trim())
+        })
+}
+
 /// Decides whether a request may reach a route.
 pub struct Gate {
     tokens: Option<Reloading<Tokens>>,
@@ -336,7 +353,8 @@ impl Gate {
             .and_then(|v| {
                 let (scheme, token) = v.split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            });
+            })
+            .or_else(|| token_cookie(headers));
         let Some(presented) = presented else {
             return Err(self.refuse(
                 "missing_token",

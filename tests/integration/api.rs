@@ -404,9 +404,10 @@ async fn a_watched_calendars_file_reloads_and_regrades_in_its_sessions() {
     daemon.stop().await.expect("clean stop");
 }
 
-/// Behind a load balancer each instance answers for the partitions it owns: with two in the
-/// group, neither calls its list complete, each says how much of the deployment it covers,
-/// and together they hold what one engine replaying the events holds.
+/// Asked for its own partitions (`scope=local`), each instance answers for the partitions it
+/// owns: with two in the group, neither calls its list complete, each says how much of the
+/// deployment it covers, and together they hold what one engine replaying the events holds.
+/// (The fleet-wide answer any instance gives is `desk.rs`'s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_each_say_their_incident_list_covers_part_of_the_deployment() {
     let broker = Broker::start();
@@ -437,8 +438,8 @@ async fn two_instances_each_say_their_incident_list_covers_part_of_the_deploymen
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let answers = loop {
-        let a = incidents(&bases[0], "").await;
-        let b = incidents(&bases[1], "").await;
+        let a = incidents(&bases[0], "?scope=local").await;
+        let b = incidents(&bases[1], "?scope=local").await;
         let owned = |v: &Value| v["partitions_owned"].as_i64().unwrap_or(0);
         let settled = owned(&a) > 0
             && owned(&b) > 0
@@ -469,7 +470,7 @@ async fn two_instances_each_say_their_incident_list_covers_part_of_the_deploymen
     // Alone again, the first instance takes every partition back and its list is complete.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let a = incidents(&bases[0], "").await;
+        let a = incidents(&bases[0], "?scope=local").await;
         if a["complete"] == true {
             assert_eq!(ids(&a), expected, "{a}");
             assert_eq!(a["partitions_owned"], 4);

@@ -199,7 +199,7 @@ fn cfg_partitions(text: &str) -> i32 {
 }
 
 /// The incidents without what depends on the instant asked: the duration, the summary
-/// that states it, and the minutes observed by a time-driven reason with the axis score
+/// that states it, the engine time the view was taken at, and the minutes observed by a time-driven reason with the axis score
 /// that follows them.
 fn strip(incidents: &[Value]) -> Vec<Value> {
     incidents
@@ -208,6 +208,7 @@ fn strip(incidents: &[Value]) -> Vec<Value> {
             let mut i = i.clone();
             if let Some(o) = i.as_object_mut() {
                 o.remove("summary");
+                o.remove("as_of");
                 o.remove("duration_minutes");
                 o.remove("trading_minutes");
                 for axis in ["investor_loss", "market_order"] {

@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod compaction;
 mod dashboards;
+mod desk;
 mod faults;
 mod fencing;
 mod grid;

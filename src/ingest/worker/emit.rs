@@ -140,6 +140,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 headers,
             };
             self.produce(Stream::Alerts, record).await;
+            self.history_alert(a, payload.as_bytes()).await;
         }
         self.alerts = alerts;
         self.alerts.clear();

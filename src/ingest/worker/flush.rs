@@ -6,8 +6,10 @@
 use super::*;
 
 impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
-    /// Takes a snapshot of what changed; it is written once all earlier records are acked.
-    pub(super) fn start_flush(&mut self) {
+    /// Takes a snapshot of what changed, and writes the history it caused first; the
+    /// snapshot is written once all earlier records are acked. `released`: the last flush
+    /// before the partition is let go.
+    pub(super) async fn start_flush(&mut self, released: bool) {
         self.last_flush = Instant::now();
         let prefix = state::key_prefix(&self.topic, self.partition);
         let resign = std::mem::take(&mut self.resign);
@@ -41,6 +43,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             }
             StateChange::Deleted(key) => (format!("{prefix}{key}"), None),
         }));
+        self.write_history(released).await;
         self.ledger.start_flush(records);
     }
 
@@ -282,7 +285,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                 }
                 self.engine.advance_to(wall_now(), &mut self.alerts);
                 self.emit_alerts(None).await;
-                self.start_flush();
+                self.start_flush(true).await;
                 final_started = true;
                 if self.ledger.is_idle() {
                     break;

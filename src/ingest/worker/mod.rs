@@ -45,6 +45,7 @@ use crate::time::wall_now;
 
 mod emit;
 mod flush;
+mod history;
 
 /// Messages taken from the partition queue in one go when they are already fetched.
 const BATCH: usize = 256;
@@ -77,6 +78,14 @@ pub struct Shared {
     pub tick: Duration,
     /// How long a stop may take to drain, flush and commit.
     pub stop_timeout: Duration,
+    /// The history topic (`[history]` enabled), and how often a partition's watermark is
+    /// written there.
+    pub history_topic: Option<String>,
+    pub history_watermark_ms: i64,
+    /// Partitions of the history topic: a participant's records all go to one, in order.
+    pub history_partitions: i32,
+    /// This instance's name in watermarks (host and process id).
+    pub instance: String,
 }
 
 /// A question from the incident API: the open incidents of this worker's engine that match.
@@ -190,6 +199,8 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     claimed: Vec<bool>,
     /// By registry position: a conflict was already logged for the participant.
     conflicted: Vec<bool>,
+    /// When this partition's watermark was last written to the history topic.
+    last_watermark: Option<Instant>,
 }
 
 /// Shows `home` as participant `p`'s home in `regwatch_participant_partitions`.
@@ -286,6 +297,7 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         start_offset: None,
         owner,
         record_partitions: None,
+        last_watermark: None,
     };
     metrics.restoring.inc();
     let restored = w.restore(&mut stop).await;
@@ -376,6 +388,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
                     }
                     self.resign = std::mem::take(&mut loaded.resign);
                     let summary = self.engine.restore(loaded.records);
+                    self.engine.queue_open_views();
                     if let Err(why) = self.claim_restored() {
                         return Err(self.refuse_state("participant_split", why, stop).await);
                     }
@@ -566,7 +579,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         if self.ledger.is_idle()
             && self.last_flush.elapsed().as_millis() as i64 >= self.shared.kafka.commit_interval_ms
         {
-            self.start_flush();
+            self.start_flush(false).await;
         }
     }
 

@@ -64,6 +64,7 @@ use crate::time::{Timestamp, MS_PER_MINUTE};
 
 mod census;
 mod clock;
+mod history;
 mod persist;
 mod reminders;
 mod report;
@@ -72,6 +73,7 @@ mod watch;
 
 pub use census::{Census, ParticipantCensus};
 use clock::reminder_live;
+pub use history::ReportEntry;
 pub use persist::RestoreSummary;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +113,9 @@ pub struct EngineSettings {
     /// it is heard again. A partition's engine stops watching participants whose messages now
     /// go elsewhere. 0 keeps them forever; ignored with `watch_all_from_start`.
     pub liveness_retention_ms: i64,
+    /// Note every report that changes an incident and the view of every changed incident,
+    /// for the history topic (`drain_reports`, `take_views`; needs `track_changes`).
+    pub record_history: bool,
 }
 
 impl Default for EngineSettings {
@@ -129,6 +134,7 @@ impl Default for EngineSettings {
             reminder_interval_ms: 0,
             reminder_min_level: Level::Major,
             liveness_retention_ms: 0,
+            record_history: false,
         }
     }
 }
@@ -203,6 +209,7 @@ pub struct Engine {
     clock_persisted: Option<Timestamp>,
     stats: EngineStats,
     census: Census,
+    history: history::History,
 }
 
 /// What changed since the last `take_changes` (only with `track_changes`).
@@ -242,6 +249,7 @@ impl Engine {
             clock_persisted: None,
             stats: EngineStats::default(),
             census: Census::default(),
+            history: Default::default(),
             settings,
         }
     }

@@ -16,7 +16,14 @@ impl Engine {
     /// tombstones of evicted incidents first (a key may be evicted and then reused), then
     /// incidents, then participants' liveness, then the clock if it moved. Empty unless `track_changes` is set.
     pub fn take_changes(&mut self) -> Vec<StateChange> {
-        let changes = std::mem::take(&mut self.changes);
+        // The lists the hot path pushes to keep their capacity (copied out here, at the
+        // flush), so marking a change allocates nothing once they have grown.
+        let changes = Changes {
+            incidents: self.changes.incidents.drain(..).collect(),
+            participants: self.changes.participants.drain(..).collect(),
+            evicted: std::mem::take(&mut self.changes.evicted),
+            forgotten: std::mem::take(&mut self.changes.forgotten),
+        };
         let mut out = Vec::with_capacity(
             changes.evicted.len()
                 + changes.forgotten.len()
@@ -42,8 +49,13 @@ impl Engine {
                 out.push(StateChange::Put(StateRecord::Incident(Box::new(
                     IncidentRecord::from_incident(pid, inc),
                 ))));
+                inc.dirty = false;
+                if self.settings.record_history {
+                    let view = self.view_of(slot);
+                    self.history.views.push(view);
+                }
             }
-            inc.dirty = false;
+            self.slab[slot as usize].dirty = false;
         }
         for p in changes.participants {
             self.participants[p.get()].dirty = false;

@@ -2,6 +2,7 @@
 //! regrading it and emitting the alerts its transitions call for, resolving it.
 
 use super::*;
+use crate::decode::Figures;
 
 impl Engine {
     pub(super) fn report(
@@ -31,6 +32,7 @@ impl Engine {
             None => (self.create(event, report)?, true),
         };
         let inc = &mut self.slab[slot as usize];
+        let before = inc.figures;
         let change = inc.merge(report, event.occurred_at);
         if change.attributes || created {
             let participant = self.registry.get(inc.participant);
@@ -41,6 +43,17 @@ impl Engine {
         if change.any || created {
             self.incident_changed(slot);
             self.evaluate(slot, now, Cause::Report(&event.event_id), out);
+            if self.settings.record_history {
+                let before = if created { Figures::default() } else { before };
+                self.note_report(
+                    slot,
+                    before,
+                    &event.event_id,
+                    now,
+                    event.occurred_at,
+                    created,
+                );
+            }
         }
         Ok(Outcome::Graded)
     }
