@@ -426,6 +426,17 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
             }
         );
     }
+    let h = &cfg.history;
+    if h.enabled {
+        println!(
+            "  history: topic {}, kept {} days; the desk holds up to {} incidents",
+            h.topic,
+            h.retention_ms / 86_400_000,
+            h.max_incidents
+        );
+    } else {
+        println!("  history: off (/incidents answers for each instance's own partitions)");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

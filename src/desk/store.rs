@@ -42,6 +42,40 @@ pub struct Story {
 }
 
 impl Story {
+    /// Each level an axis reached, in order: from its alerts (reminders aside), the axis,
+    /// the level it left and the one it reached, the reasons (rule, metric, observed value,
+    /// operator, threshold, citation), the minutes counted then (wall and trading) and the
+    /// id of the alert that announced it.
+    pub fn crossings(&self) -> Vec<Value> {
+        let mut held = [Level::None; 2];
+        let mut out = Vec::new();
+        for e in self.entries.iter().filter(|e| e.kind == "alert") {
+            for (i, axis) in [Axis::InvestorLoss, Axis::MarketOrder]
+                .into_iter()
+                .enumerate()
+            {
+                let a = &e.record[axis.as_str()];
+                let level = level_of(&a["level"]);
+                if level > held[i] {
+                    out.push(serde_json::json!({
+                        "at": e.at,
+                        "axis": axis.as_str(),
+                        "from": held[i],
+                        "to": level,
+                        "reasons": a["reasons"],
+                        "duration_minutes": e.record["duration_minutes"],
+                        "trading_minutes": e.record["trading_minutes"],
+                        "calendar": e.record["calendar"],
+                        "trigger": e.record["trigger"],
+                        "alert_id": e.id,
+                    }));
+                    held[i] = level;
+                }
+            }
+        }
+        out
+    }
+
     pub fn is_open(&self) -> bool {
         self.view
             .as_ref()
@@ -408,6 +442,17 @@ mod tests {
         let story = s.get("P", "I").unwrap();
         let ids: Vec<&str> = story.entries.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["e1", "a1", "e2"]);
+        let up = serde_json::to_vec(&json!({"participant_id": "P", "incident_id": "I", "alert_id": "a2", "at": "2026-03-02T09:45:00.000Z", "trigger": "escalated",
+            "investor_loss": {"level": "major", "reasons": [{"rule": "r", "threshold": 5.0}]}, "market_order": {"level": "general"}, "duration_minutes": 15.0})).unwrap();
+        assert!(s.fold(keys::ALERT, &up));
+        let crossings = s.get("P", "I").unwrap().crossings();
+        assert_eq!(crossings.len(), 2, "{crossings:?}");
+        assert_eq!(crossings[0]["axis"], "investor_loss");
+        assert_eq!(crossings[0]["from"], "none");
+        assert_eq!(crossings[0]["to"], "major");
+        assert_eq!(crossings[0]["alert_id"], "a2");
+        assert_eq!(crossings[0]["reasons"][0]["rule"], "r");
+        assert_eq!(crossings[1]["axis"], "market_order");
         assert!(!s.fold(keys::REPORT, b"not json"));
         assert_eq!(s.unreadable, 1);
     }

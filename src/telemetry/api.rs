@@ -281,6 +281,7 @@ pub(super) async fn incident(
             json!({
                 "incident": view,
                 "timeline": story.entries,
+                "crossings": story.crossings(),
                 "entries_dropped": story.dropped,
             })
         })

@@ -291,6 +291,20 @@ async fn any_instance_answers_for_the_fleet_with_every_incidents_story() {
                 "{e}"
             );
         }
+        // Each level reached on each axis, announced by one of its alerts.
+        for axis in ["investor_loss", "market_order"] {
+            let reached = story["crossings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["axis"] == axis)
+                .inspect(|c| assert!(alert_ids.contains(&c["alert_id"].as_str().unwrap()), "{c}"))
+                .map(|c| Level::parse(c["to"].as_str().unwrap()).unwrap())
+                .max()
+                .unwrap_or(Level::None);
+            let level = Level::parse(story["incident"][axis]["level"].as_str().unwrap()).unwrap();
+            assert_eq!(reached, level, "{p}/{i} {axis}: {story}");
+        }
         if story["incident"]["status"] == "resolved" {
             assert!(
                 timeline.iter().any(|e| e["record"]["resolved"] == true),

@@ -40,6 +40,14 @@ struct ViewRecord<'a> {
     partition: i32,
 }
 
+/// How far a partition was graded when a flush began.
+#[derive(Clone, Copy)]
+pub(super) struct Mark {
+    offset: Option<i64>,
+    clock: Option<crate::time::Timestamp>,
+    at: crate::time::Timestamp,
+}
+
 /// How far a partition's story is written.
 #[derive(Serialize)]
 pub(super) struct WatermarkRecord<'a> {
@@ -49,7 +57,7 @@ pub(super) struct WatermarkRecord<'a> {
     offset: Option<i64>,
     /// The partition's engine clock.
     clock: Option<crate::time::Timestamp>,
-    /// Wall time of writing.
+    /// Wall time of the flush whose history is all written.
     at: crate::time::Timestamp,
     /// `owned`, or `released` by the last flush of an owner that let the partition go.
     status: &'static str,
@@ -63,6 +71,9 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         let Some(topic) = self.shared.history_topic.clone() else {
             return;
         };
+        // Everything produced before this flush (the previous flush's history among it)
+        // is acknowledged: the previous mark may be published.
+        let acked = self.ledger.all_acked();
         // (partition key, record key, kind, value)
         let mut records: Vec<(String, String, &'static str, Vec<u8>)> = Vec::new();
         self.engine.drain_reports(|r| {
@@ -93,18 +104,34 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             let value = serde_json::to_vec(&record).unwrap_or_default();
             records.push((view.participant_id.clone(), key, keys::VIEW, value));
         }
+        // The mark of this flush: how far the history is written once what this flush
+        // produces is acknowledged. Once everything produced before this flush is
+        // acknowledged, the mark taken at the previous flush is known written: that is the
+        // one an owner publishes (a watermark never runs ahead of the story it vouches
+        // for). A release is published at once: it only takes coverage away.
+        let mark = Mark {
+            offset: self.ledger.next_offset().or(self.start_offset),
+            clock: self.engine.clock(),
+            at: wall_now(),
+        };
+        let written = self.last_mark.replace(mark);
         let due = self
             .last_watermark
             .is_none_or(|t| t.elapsed().as_millis() as i64 >= self.shared.history_watermark_ms);
-        if due || released {
+        let publish = match (released, written) {
+            (true, _) => Some((mark, "released")),
+            (false, Some(w)) if due && acked => Some((w, "owned")),
+            _ => None,
+        };
+        if let Some((m, status)) = publish {
             self.last_watermark = Some(Instant::now());
             let value = serde_json::to_vec(&WatermarkRecord {
                 topic: &self.topic,
                 partition: self.partition,
-                offset: self.ledger.next_offset().or(self.start_offset),
-                clock: self.engine.clock(),
-                at: wall_now(),
-                status: if released { "released" } else { "owned" },
+                offset: m.offset,
+                clock: m.clock,
+                at: m.at,
+                status,
                 instance: &self.shared.instance,
             })
             .unwrap_or_default();

@@ -201,6 +201,8 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     conflicted: Vec<bool>,
     /// When this partition's watermark was last written to the history topic.
     last_watermark: Option<Instant>,
+    /// How far the partition was graded at the last flush (published at the next).
+    last_mark: Option<history::Mark>,
 }
 
 /// Shows `home` as participant `p`'s home in `regwatch_participant_partitions`.
@@ -298,6 +300,7 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         owner,
         record_partitions: None,
         last_watermark: None,
+        last_mark: None,
     };
     metrics.restoring.inc();
     let restored = w.restore(&mut stop).await;
