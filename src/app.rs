@@ -102,12 +102,6 @@ pub async fn run(
             client::ensure_topics(k, brokers)
         })
         .await?;
-        if config.history.enabled {
-            retry_transient("creating the history topic", || {
-                client::ensure_history_topic(k, brokers, &config.history)
-            })
-            .await?;
-        }
         let bound: Vec<&str> = config.registry.bound_topics().collect();
         retry_transient("creating the participants' bound topics", || {
             client::ensure_bound_topics(k, brokers, &bound)
@@ -116,9 +110,15 @@ pub async fn run(
     }
     let state_partitions = partition_count(&config, &config.kafka.state_topic).await?;
     let history_partitions = match config.history.enabled {
-        true => partition_count(&config, &config.history.topic).await?,
+        true => history_partitions(&config, brokers).await,
         false => 0,
     };
+    let history = history_partitions > 0;
+    if !history {
+        if let Some(desk) = &desk {
+            desk.turn_off();
+        }
+    }
     if config.kafka.record_key.is_none() && !config.kafka.trust_internal_topics {
         let found = std::sync::Mutex::new(None);
         retry_transient("reading the deployment's record key", || async {
@@ -143,7 +143,7 @@ pub async fn run(
     engine.clock = ClockMode::External;
     engine.watch_all_from_start = false;
     engine.track_changes = true;
-    engine.record_history = config.history.enabled;
+    engine.record_history = history;
     let grace = Duration::from_millis(config.daemon.shutdown_grace_ms.max(0) as u64);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
     // Registered here, before anything else runs: a SIGHUP from now on reloads, never kills.
@@ -191,13 +191,13 @@ pub async fn run(
         state_partitions,
         tick: Duration::from_millis(config.daemon.tick_ms as u64),
         stop_timeout: grace,
-        history_topic: config.history.enabled.then(|| config.history.topic.clone()),
+        history_topic: history.then(|| config.history.topic.clone()),
         history_watermark_ms: (config.history.stale_after_ms / 3).max(1_000),
         history_partitions,
         instance: instance_name(),
     });
     let desk_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let desk_reader = desk.as_ref().map(|desk| {
+    let desk_reader = desk.as_ref().filter(|_| history).map(|desk| {
         crate::desk::reader::spawn(
             k.clone(),
             config.history.topic.clone(),
@@ -318,6 +318,47 @@ async fn start_http(
     };
     tracing::info!(%bound, scheme = tls, tokens = config.http.tokens.len(), "serving /metrics, /healthz, /readyz, /incidents, /participants, /report, /board");
     Ok((stop_tx, Some(bound)))
+}
+
+/// The history topic's partition count, creating it first with `kafka.create_topics`; 0
+/// when it cannot be had (created or found): the daemon then runs without the history (an
+/// existing deployment whose ACLs or topics predate it keeps running, and `/incidents`
+/// answers for each instance's own partitions), saying so loudly.
+async fn history_partitions(config: &Config, brokers: usize) -> i32 {
+    let h = &config.history;
+    let k = &config.kafka;
+    if k.create_topics {
+        if let Err(e) = retry_transient("creating the history topic", || {
+            client::ensure_history_topic(k, brokers, h)
+        })
+        .await
+        {
+            tracing::error!(topic = %h.topic, error = %e, "cannot create the history topic: running WITHOUT the history (no fleet-wide /incidents, timelines, exports or board); grant regwatch Create on it (regwatch acls) or create it (README \"The supervisors' desk\")");
+            return 0;
+        }
+    }
+    let (k, topic) = (k.clone(), h.topic.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = client::reader(&k).create().ok()?;
+        for _ in 0..10 {
+            if let Ok(md) = c.fetch_metadata(Some(&topic), Duration::from_secs(5)) {
+                if let Some(t) = md.topics().first() {
+                    if t.error().is_none() && !t.partitions().is_empty() {
+                        return Some(t.partitions().len() as i32);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    if found.is_none() {
+        tracing::error!(topic = %h.topic, "the history topic does not exist: running WITHOUT the history (no fleet-wide /incidents, timelines, exports or board); create it (README \"The supervisors' desk\") or set kafka.create_topics = true");
+    }
+    found.unwrap_or(0)
 }
 
 /// This instance's name in the history's watermarks: host name and process id.

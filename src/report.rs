@@ -27,7 +27,7 @@ pub fn run(cfg: &Config, req: &Request, out: &mut dyn std::io::Write) -> anyhow:
         cfg.history.enabled,
         "[history] enabled = false: there is no history topic to report from"
     );
-    let desk = Desk::new(cfg.history.clone());
+    let desk = Desk::for_participant(cfg.history.clone(), &req.participant);
     reader::load(
         &cfg.kafka,
         &cfg.history.topic,

@@ -13,7 +13,7 @@ use regwatch::score::Rules;
 const KINDS: [&str; 5] = [keys::REPORT, keys::VIEW, keys::ALERT, keys::WATERMARK, "other"];
 
 fuzz_target!(|data: &[u8]| {
-    let mut store = Store::new(4, 3);
+    let mut store = Store::new(4, 3, 8);
     // Several records: split on 0xFF, each led by its kind byte.
     for record in data.split(|b| *b == 0xFF) {
         let Some((&kind, value)) = record.split_first() else {
@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         store.fold(KINDS[kind as usize % KINDS.len()], value);
     }
     assert!(store.stories.len() <= 4);
+    assert!(store.entries() <= 8);
     for story in store.stories.values() {
         assert!(story.entries.len() <= 3);
         assert!(story.entries.windows(2).all(|w| w[0].at <= w[1].at));

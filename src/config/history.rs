@@ -6,7 +6,8 @@
 //! topic = "regwatch.history"     # reports, alerts, incident views, partition watermarks
 //! retention = "180d"             # how long the topic keeps a record (retention.ms when regwatch creates it)
 //! max_incidents = 100000         # incidents one instance's desk holds (the oldest resolved go first)
-//! max_entries = 2000             # timeline entries kept per incident (the first and the latest)
+//! max_entries = 500              # timeline entries kept per incident (the first and the latest)
+//! max_entries_total = 200000     # timeline entries one desk holds, all incidents together
 //! stale_after = "30s"            # a partition whose owner wrote nothing newer is not covered
 //! ```
 
@@ -21,6 +22,7 @@ pub struct HistorySettings {
     pub retention_ms: i64,
     pub max_incidents: usize,
     pub max_entries: usize,
+    pub max_entries_total: usize,
     pub stale_after_ms: i64,
 }
 
@@ -31,7 +33,8 @@ impl Default for HistorySettings {
             topic: "regwatch.history".into(),
             retention_ms: 180 * 86_400_000,
             max_incidents: 100_000,
-            max_entries: 2_000,
+            max_entries: 500,
+            max_entries_total: 200_000,
             stale_after_ms: 30_000,
         }
     }
@@ -45,6 +48,7 @@ pub(super) struct RawHistory {
     retention: Option<String>,
     max_incidents: Option<usize>,
     max_entries: Option<usize>,
+    max_entries_total: Option<usize>,
     stale_after: Option<String>,
 }
 
@@ -83,6 +87,13 @@ impl RawHistory {
                 format!("{max_entries} is outside 10..=1000000"),
             ));
         }
+        let max_entries_total = self.max_entries_total.unwrap_or(d.max_entries_total);
+        if !(max_entries..=100_000_000).contains(&max_entries_total) {
+            return Err(invalid(
+                "history.max_entries_total",
+                format!("{max_entries_total} is outside history.max_entries..=100000000"),
+            ));
+        }
         let stale_after_ms =
             duration_or("history.stale_after", self.stale_after, d.stale_after_ms)?;
         if stale_after_ms < 1_000 {
@@ -94,6 +105,7 @@ impl RawHistory {
             retention_ms,
             max_incidents,
             max_entries,
+            max_entries_total,
             stale_after_ms,
         })
     }

@@ -41,6 +41,8 @@ pub struct Desk {
     /// Wall time (ms) of the latest question waiting for the reader to reach the topic's
     /// end: until it has, the reader looks at its pace for questions.
     wanted_ms: AtomicI64,
+    /// The history could not be had at start-up: the desk answers nothing.
+    off: std::sync::atomic::AtomicBool,
 }
 
 /// A partition as the desk sees it.
@@ -118,13 +120,38 @@ pub fn project(view: &mut serde_json::Value, store: &Store, rules: &crate::score
 
 impl Desk {
     pub fn new(settings: HistorySettings) -> Desk {
-        let store = Store::new(settings.max_incidents, settings.max_entries);
+        let store = Store::new(
+            settings.max_incidents,
+            settings.max_entries,
+            settings.max_entries_total,
+        );
         Desk {
             settings,
             store: RwLock::new(store),
             caught_up_ms: AtomicI64::new(0),
             wanted_ms: AtomicI64::new(0),
+            off: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A desk of one participant's stories only (`regwatch report`: bounded by that
+    /// participant's history, not the fleet's).
+    pub fn for_participant(settings: HistorySettings, participant: &str) -> Desk {
+        let desk = Desk::new(settings);
+        desk.write(|s| {
+            let store = std::mem::take(s);
+            *s = store.only(participant);
+        });
+        desk
+    }
+
+    /// The daemon runs without the history (its topic could not be had).
+    pub fn turn_off(&self) {
+        self.off.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_on(&self) -> bool {
+        !self.off.load(Ordering::Relaxed)
     }
 
     /// Reads the store.

@@ -45,8 +45,12 @@ pub struct Reader {
 impl Reader {
     pub fn new(k: &KafkaSettings, topic: &str) -> anyhow::Result<Reader> {
         let mut c = crate::ingest::client::reader(k);
+        // Follow the topic closely: a question waits for what was written before it.
         c.set("group.id", format!("{}.desk", k.group_id))
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "50")
+            .set("fetch.error.backoff.ms", "20")
+            .set("fetch.queue.backoff.ms", "20");
         Ok(Reader {
             consumer: c.create()?,
             topic: topic.to_string(),
@@ -88,18 +92,24 @@ impl Reader {
         self.exported = now;
     }
 
-    /// Assigns partitions the topic gained since the last look (from their beginning).
-    fn follow_partitions(&mut self) -> anyhow::Result<()> {
-        if self.last_metadata.is_some_and(|t| t.elapsed() < METADATA) {
-            return Ok(());
+    /// Assigns partitions the topic gained since the last look (from their beginning), at
+    /// most every [`METADATA`] unless `now`. Returns whether the topic's metadata was whole
+    /// (the topic exists and every partition has a leader): only then may an end be taken.
+    fn follow_partitions(&mut self, now: bool) -> anyhow::Result<bool> {
+        if !now && self.last_metadata.is_some_and(|t| t.elapsed() < METADATA) {
+            return Ok(true);
         }
         self.last_metadata = Some(Instant::now());
         let md = self.consumer.fetch_metadata(Some(&self.topic), CALL)?;
-        let n = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == self.topic)
-            .map_or(0, |t| t.partitions().len() as i32);
+        let Some(t) = md.topics().iter().find(|t| t.name() == self.topic) else {
+            return Ok(false);
+        };
+        let whole = t.error().is_none()
+            && !t.partitions().is_empty()
+            && t.partitions()
+                .iter()
+                .all(|p| p.error().is_none() && p.leader() >= 0);
+        let n = t.partitions().len() as i32;
         if n > self.assigned {
             let mut tpl = TopicPartitionList::new();
             for p in self.assigned..n {
@@ -108,13 +118,13 @@ impl Reader {
             self.consumer.incremental_assign(&tpl)?;
             self.assigned = n;
         }
-        Ok(())
+        Ok(whole)
     }
 
     /// Reads for up to `wait`, folding what arrives; moves the desk's read-to mark on when
     /// the ends taken earlier are reached.
     pub fn step(&mut self, desk: &Desk, wait: Duration) -> anyhow::Result<()> {
-        self.follow_partitions()?;
+        self.follow_partitions(false)?;
         let until = Instant::now() + wait;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -169,6 +179,9 @@ impl Reader {
             return Ok(());
         }
         self.last_check = Instant::now();
+        // An end is taken only over the whole topic as the broker knows it now: a partition
+        // not yet assigned (the topic just created, or grown) would otherwise be skipped.
+        let whole = self.follow_partitions(true)?;
         let positions = self.consumer.position()?;
         let at = |p: i32| {
             positions
@@ -187,7 +200,7 @@ impl Reader {
                 self.target = None;
             }
         }
-        if self.target.is_none() && self.assigned > 0 {
+        if self.target.is_none() && whole && self.assigned > 0 {
             let t = wall_now();
             let mut ends = HashMap::new();
             for p in 0..self.assigned {

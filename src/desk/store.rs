@@ -2,9 +2,10 @@
 //! participant's telemetry status, every partition's watermark, folded from the history
 //! topic's records in any order they arrive (a redelivered record changes nothing).
 //!
-//! Bounded: at most `max_incidents` stories (beyond it the resolved ones updated longest ago
-//! go first, then the oldest) and `max_entries` timeline entries per incident (the first
-//! entry and the latest ones are kept; the story says how many were dropped).
+//! Bounded: at most `max_incidents` stories and `max_entries_total` timeline entries in all
+//! (beyond either the resolved stories updated longest ago go first, then the oldest), and
+//! `max_entries` entries per incident (the first entry and the latest ones are kept; the
+//! story says how many were dropped).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -82,9 +83,10 @@ impl Story {
             .is_none_or(|v| v["status"].as_str() != Some("resolved"))
     }
 
-    fn add(&mut self, entry: Entry, max: usize) {
+    /// Adds an entry once; returns how many entries the story gained (0 or 1).
+    fn add(&mut self, entry: Entry, max: usize) -> usize {
         if !self.ids.insert(format!("{}|{}", entry.kind, entry.id)) {
-            return;
+            return 0;
         }
         // In time order. At one instant a report goes before the alerts it caused (it is
         // written at the flush after them); otherwise in the order written, which one
@@ -97,7 +99,9 @@ impl Story {
             // The first entry (how it began) stays; the oldest after it goes.
             self.entries.remove(1);
             self.dropped += 1;
+            return 0;
         }
+        1
     }
 }
 
@@ -219,6 +223,11 @@ pub fn severity_order(a: &Value, b: &Value) -> std::cmp::Ordering {
 pub struct Store {
     max_incidents: usize,
     max_entries: usize,
+    /// Timeline entries held by all stories together, and their bound.
+    entries: usize,
+    max_entries_total: usize,
+    /// Fold only this participant's records (and every watermark): `regwatch report`.
+    only: Option<String>,
     pub stories: HashMap<(String, String), Story>,
     pub participants: BTreeMap<String, ParticipantInfo>,
     pub watermarks: BTreeMap<(String, i32), Watermark>,
@@ -231,12 +240,19 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(max_incidents: usize, max_entries: usize) -> Store {
+    pub fn new(max_incidents: usize, max_entries: usize, max_entries_total: usize) -> Store {
         Store {
             max_incidents: max_incidents.max(1),
             max_entries: max_entries.max(2),
+            max_entries_total: max_entries_total.max(2),
             ..Store::default()
         }
+    }
+
+    /// A store that keeps one participant's stories only (and every watermark).
+    pub fn only(mut self, participant: &str) -> Store {
+        self.only = Some(participant.to_string());
+        self
     }
 
     /// Folds one history record of `kind`. Returns false (and counts it) when it is not
@@ -246,6 +262,11 @@ impl Store {
             self.unreadable += 1;
             return false;
         };
+        if let Some(only) = &self.only {
+            if kind != keys::WATERMARK && v["participant_id"].as_str() != Some(only) {
+                return true;
+            }
+        }
         let ids = |v: &Value| {
             Some((
                 v["participant_id"].as_str()?.to_string(),
@@ -262,7 +283,7 @@ impl Store {
                         record: v.clone(),
                     };
                     let max = self.max_entries;
-                    self.story(p, i).add(entry, max);
+                    self.entries += self.story(p, i).add(entry, max);
                     true
                 }
                 _ => false,
@@ -284,7 +305,7 @@ impl Store {
                                 record: v.clone(),
                             };
                             let max = self.max_entries;
-                            self.story(p, i).add(entry, max);
+                            self.entries += self.story(p, i).add(entry, max);
                         }
                         None => self.telemetry(&p, &v, at),
                     }
@@ -370,23 +391,35 @@ impl Store {
         }
     }
 
-    /// Keeps at most `max_incidents` stories: the resolved ones touched longest ago go
-    /// first, then the oldest (a tenth at a time, so a full desk does not sort per record).
+    /// Keeps at most `max_incidents` stories and `max_entries_total` timeline entries: the
+    /// resolved stories touched longest ago go first, then the oldest (down to nine tenths
+    /// of each bound, so a full desk does not sort per record).
     fn bound(&mut self) {
-        if self.stories.len() <= self.max_incidents {
+        if self.stories.len() <= self.max_incidents && self.entries <= self.max_entries_total {
             return;
         }
-        let target = self.max_incidents - self.max_incidents / 10;
+        let stories = self.max_incidents - self.max_incidents / 10;
+        let entries = self.max_entries_total - self.max_entries_total / 10;
         let mut order: Vec<(bool, u64, (String, String))> = self
             .stories
             .iter()
             .map(|(k, s)| (s.is_open(), s.touched, k.clone()))
             .collect();
         order.sort();
-        for (_, _, key) in order.into_iter().take(self.stories.len() - target) {
-            self.stories.remove(&key);
-            self.evicted += 1;
+        for (_, _, key) in order {
+            if self.stories.len() <= stories && self.entries <= entries {
+                break;
+            }
+            if let Some(story) = self.stories.remove(&key) {
+                self.entries -= story.entries.len();
+                self.evicted += 1;
+            }
         }
+    }
+
+    /// Timeline entries held, all stories together.
+    pub fn entries(&self) -> usize {
+        self.entries
     }
 
     /// The views that `filter` admits, most severe first.
@@ -427,7 +460,7 @@ mod tests {
 
     #[test]
     fn reports_and_alerts_fold_once_in_time_order() {
-        let mut s = Store::new(10, 100);
+        let mut s = Store::new(10, 100, 1000);
         let report = |id: &str, at: &str| {
             serde_json::to_vec(
                 &json!({"participant_id": "P", "incident_id": "I", "event_id": id, "at": at}),
@@ -459,7 +492,7 @@ mod tests {
 
     #[test]
     fn filters_and_severity_order() {
-        let mut s = Store::new(10, 100);
+        let mut s = Store::new(10, 100, 1000);
         s.fold(keys::VIEW, &view("P", "low", "general", "open"));
         s.fold(keys::VIEW, &view("P", "high", "major", "open"));
         s.fold(keys::VIEW, &view("Q", "done", "larger", "resolved"));
@@ -499,8 +532,21 @@ mod tests {
     }
 
     #[test]
+    fn the_entries_of_all_stories_together_are_bounded() {
+        let mut s = Store::new(100, 100, 20);
+        for i in 0..30 {
+            let r = json!({"participant_id": "P", "incident_id": format!("I{}", i % 6), "event_id": format!("e{i}"), "at": "2026-03-02T09:30:00.000Z"});
+            s.fold(keys::REPORT, &serde_json::to_vec(&r).unwrap());
+            assert!(s.entries() <= 20, "{}", s.entries());
+        }
+        let held: usize = s.stories.values().map(|st| st.entries.len()).sum();
+        assert_eq!(held, s.entries());
+        assert!(s.evicted > 0);
+    }
+
+    #[test]
     fn a_full_desk_evicts_resolved_stories_first_and_timelines_keep_their_start() {
-        let mut s = Store::new(10, 3);
+        let mut s = Store::new(10, 3, 1000);
         for i in 0..10 {
             s.fold(
                 keys::VIEW,

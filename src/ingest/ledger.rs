@@ -136,6 +136,17 @@ impl Ledger {
         self.acks.in_flight()
     }
 
+    /// The sequence number the next record will get: every record produced so far is
+    /// numbered below it.
+    pub fn issued(&self) -> u64 {
+        self.acks.next()
+    }
+
+    /// Whether every record numbered below `seq` is acknowledged.
+    pub fn acked_below(&self, seq: u64) -> bool {
+        self.acks.acked_below(seq)
+    }
+
     /// Every record produced so far is acknowledged.
     pub fn all_acked(&self) -> bool {
         self.acks.acked_below(self.acks.next())

@@ -159,17 +159,32 @@ impl Params {
 /// How long a question waits for the desk to have read everything written before it.
 const FRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How much longer a question waits for an answer short of complete to become complete (an
+/// owner vouches for its partition a moment after its incidents are written: an instance
+/// just started, a partition just taken over).
+const COMPLETE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The desk's coverage, once it has read the history topic up to the moment asked (or
 /// after [`FRESH_WAIT`], when `complete` then says it had not): an answer includes what
 /// the owners had written when the question came.
 async fn coverage(s: &AppState, desk: &Desk) -> Coverage {
+    let pause = std::time::Duration::from_millis(20);
     let asked = crate::time::wall_now();
     desk.want_fresh();
     let deadline = tokio::time::Instant::now() + FRESH_WAIT;
     while desk.read_to().is_none_or(|t| t < asked) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(pause).await;
     }
-    desk.coverage(s.metrics.source_partitions.get())
+    let total = s.metrics.source_partitions.get();
+    let deadline = tokio::time::Instant::now() + COMPLETE_WAIT;
+    loop {
+        let cover = desk.coverage(total);
+        if cover.complete || tokio::time::Instant::now() >= deadline {
+            return cover;
+        }
+        desk.want_fresh();
+        tokio::time::sleep(pause).await;
+    }
 }
 
 /// `/incidents`, fleet-wide from the desk (or this instance's own with `scope=local`).
@@ -185,7 +200,10 @@ pub(super) async fn incidents(
     let Ok(Query(q)) = query else {
         return bad("query parameters: participant, min_level, axis, exemption, status, from, to, limit, offset, scope".into());
     };
-    let desk = match (&s.api.desk, q.scope.as_deref()) {
+    let desk = match (
+        &s.api.desk.clone().filter(|d| d.is_on()),
+        q.scope.as_deref(),
+    ) {
         (_, Some("local")) | (None, _) => return super::http::local_incidents(s, q).await,
         (Some(desk), None | Some("fleet")) => desk.clone(),
         (_, Some(other)) => return bad(format!("scope {other:?}: fleet or local")),
@@ -228,7 +246,7 @@ pub(super) async fn incidents(
 fn no_desk() -> Response {
     (
         StatusCode::NOT_FOUND,
-        "the history is off ([history] enabled = false): only /incidents?scope=local answers\n",
+        "the history is off ([history] enabled = false, or its topic could not be had at start-up: see the log): only /incidents?scope=local answers\n",
     )
         .into_response()
 }
@@ -252,7 +270,12 @@ async fn desked(
         true => page_gate(s, peer, headers)?,
         false => s.gate.check(peer, headers, Role::Supervisor)?,
     }
-    let desk = s.api.desk.clone().ok_or_else(no_desk)?;
+    let desk = s
+        .api
+        .desk
+        .clone()
+        .filter(|d| d.is_on())
+        .ok_or_else(no_desk)?;
     let cover = coverage(s, &desk).await;
     Ok(Desked {
         desk,

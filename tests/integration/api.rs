@@ -149,7 +149,10 @@ async fn the_incident_api_shows_what_the_engine_holds_and_a_reload_regrades_it()
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert_eq!(all["count"], expected.len());
-    assert_eq!(all["complete"], true, "every owned partition answered");
+    assert_eq!(
+        all["complete"], true,
+        "every owned partition answered: {all}"
+    );
     assert_eq!(all["partitions_answered"], all["partitions_owned"]);
     assert_eq!(all["partitions_total"], 3, "{all}");
     assert!(all["as_of"].is_string(), "{all}");

@@ -682,3 +682,51 @@ fn collect_links(v: &Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+/// A deployment whose history topic cannot be had (topics made by hand before it existed,
+/// `kafka.create_topics = false`) keeps running: its `/incidents` answers for its own
+/// partitions and says so, the desk's routes say the history is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_history_topic_the_daemon_runs_and_answers_for_its_own_partitions() {
+    let broker = Broker::start();
+    let name = "nohist";
+    let topic = format!("{name}.events");
+    broker.create_topic(&topic, 1);
+    let text = config_text(&broker, name, 1);
+    // A first run without the history creates regwatch's other topics.
+    let first = regwatch::app::spawn(
+        Config::from_toml(
+            &format!("{text}\n[history]\nenabled = false\n"),
+            None,
+            false,
+        )
+        .unwrap(),
+    )
+    .await
+    .expect("daemon starts");
+    first.stop().await.expect("clean stop");
+    let text = text.replacen("[kafka]\n", "[kafka]\ncreate_topics = false\n", 1);
+    let daemon = regwatch::app::spawn(Config::from_toml(&text, None, false).unwrap())
+        .await
+        .expect("the daemon starts without its history topic");
+    let base = format!("http://{}", daemon.running.http.unwrap());
+    let mut seq = 0;
+    let events = workload(&mut seq, 1);
+    produce(&broker.producer(), &topic, &events).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = get_json(&format!("{base}/incidents")).await;
+        assert_eq!(v["scope"], "local", "{v}");
+        if v["count"].as_u64().unwrap() >= 12 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never graded: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for route in ["/board", "/participants", "/report?participant=P1"] {
+        let r = reqwest::get(format!("{base}{route}")).await.unwrap();
+        assert_eq!(r.status(), 404, "{route}");
+        assert!(r.text().await.unwrap().contains("history is off"));
+    }
+    daemon.stop().await.expect("clean stop");
+}

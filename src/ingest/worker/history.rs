@@ -65,15 +65,12 @@ pub(super) struct WatermarkRecord<'a> {
 }
 
 impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
-    /// Produces the history gathered since the last flush (after `take_changes`), and the
-    /// watermark when it is due or `released`.
+    /// Produces the history gathered since the last flush (after `take_changes`), then
+    /// takes the partition's mark (published once acknowledged), or publishes its release.
     pub(super) async fn write_history(&mut self, released: bool) {
         let Some(topic) = self.shared.history_topic.clone() else {
             return;
         };
-        // Everything produced before this flush (the previous flush's history among it)
-        // is acknowledged: the previous mark may be published.
-        let acked = self.ledger.all_acked();
         // (partition key, record key, kind, value)
         let mut records: Vec<(String, String, &'static str, Vec<u8>)> = Vec::new();
         self.engine.drain_reports(|r| {
@@ -104,43 +101,60 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             let value = serde_json::to_vec(&record).unwrap_or_default();
             records.push((view.participant_id.clone(), key, keys::VIEW, value));
         }
-        // The mark of this flush: how far the history is written once what this flush
-        // produces is acknowledged. Once everything produced before this flush is
-        // acknowledged, the mark taken at the previous flush is known written: that is the
-        // one an owner publishes (a watermark never runs ahead of the story it vouches
-        // for). A release is published at once: it only takes coverage away.
+        for (by, key, kind, value) in &records {
+            self.produce_history(&topic, by, key, kind, value).await;
+        }
+        // The mark of this flush: how far the partition is graded, vouched for once every
+        // record produced so far (this flush's history among them) is acknowledged. A
+        // release is published at once: it only takes coverage away.
         let mark = Mark {
             offset: self.ledger.next_offset().or(self.start_offset),
             clock: self.engine.clock(),
             at: wall_now(),
         };
-        let written = self.last_mark.replace(mark);
+        if released {
+            self.pending_mark = None;
+            self.produce_watermark(&topic, mark, "released").await;
+        } else {
+            self.pending_mark = Some((mark, self.ledger.issued()));
+            self.publish_mark().await;
+        }
+    }
+
+    /// Publishes the pending mark as the partition's watermark once everything produced up
+    /// to it is acknowledged (a watermark never runs ahead of the story it vouches for), at
+    /// most every `history_watermark_ms` (the first at once). Called at each flush and tick.
+    pub(super) async fn publish_mark(&mut self) {
+        let Some(topic) = self.shared.history_topic.clone() else {
+            return;
+        };
+        let Some((mark, seq)) = self.pending_mark else {
+            return;
+        };
         let due = self
             .last_watermark
             .is_none_or(|t| t.elapsed().as_millis() as i64 >= self.shared.history_watermark_ms);
-        let publish = match (released, written) {
-            (true, _) => Some((mark, "released")),
-            (false, Some(w)) if due && acked => Some((w, "owned")),
-            _ => None,
-        };
-        if let Some((m, status)) = publish {
-            self.last_watermark = Some(Instant::now());
-            let value = serde_json::to_vec(&WatermarkRecord {
-                topic: &self.topic,
-                partition: self.partition,
-                offset: m.offset,
-                clock: m.clock,
-                at: m.at,
-                status,
-                instance: &self.shared.instance,
-            })
-            .unwrap_or_default();
-            let key = keys::watermark(&self.topic, self.partition);
-            records.push((key.clone(), key, keys::WATERMARK, value));
+        if due && self.ledger.acked_below(seq) && !self.ledger.is_fenced() {
+            self.pending_mark = None;
+            self.produce_watermark(&topic, mark, "owned").await;
         }
-        for (by, key, kind, value) in &records {
-            self.produce_history(&topic, by, key, kind, value).await;
-        }
+    }
+
+    async fn produce_watermark(&mut self, topic: &str, m: Mark, status: &'static str) {
+        self.last_watermark = Some(Instant::now());
+        let value = serde_json::to_vec(&WatermarkRecord {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: m.offset,
+            clock: m.clock,
+            at: m.at,
+            status,
+            instance: &self.shared.instance,
+        })
+        .unwrap_or_default();
+        let key = keys::watermark(&self.topic, self.partition);
+        self.produce_history(topic, &key, &key, keys::WATERMARK, &value)
+            .await;
     }
 
     /// Produces an alert or a reminder to the history topic too.

@@ -201,8 +201,9 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     conflicted: Vec<bool>,
     /// When this partition's watermark was last written to the history topic.
     last_watermark: Option<Instant>,
-    /// How far the partition was graded at the last flush (published at the next).
-    last_mark: Option<history::Mark>,
+    /// How far the partition was graded at the last flush, and the sequence number every
+    /// record it vouches for is below: published once they are all acknowledged.
+    pending_mark: Option<(history::Mark, u64)>,
 }
 
 /// Shows `home` as participant `p`'s home in `regwatch_participant_partitions`.
@@ -300,7 +301,7 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         owner,
         record_partitions: None,
         last_watermark: None,
-        last_mark: None,
+        pending_mark: None,
     };
     metrics.restoring.inc();
     let restored = w.restore(&mut stop).await;
@@ -578,6 +579,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         }
         self.follow_clock();
         self.emit_alerts(None).await;
+        self.publish_mark().await;
         self.report_open();
         if self.ledger.is_idle()
             && self.last_flush.elapsed().as_millis() as i64 >= self.shared.kafka.commit_interval_ms
