@@ -324,6 +324,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let metrics = daemon.running.metrics.clone();
     let result = daemon.stop().await;
     printer.abort();
+    // Their clients are closed while the embedded cluster still answers: a consumer
+    // closed after it leaves its group's coordinator for gone, which takes ~45 s.
+    let _ = traffic.await;
+    let _ = printer.await;
     let m = &metrics;
     let w = &m.webhook;
     println!(

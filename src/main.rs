@@ -127,6 +127,28 @@ enum Command {
         #[arg(long, default_value = "json", value_parser = ["json", "csv"])]
         format: String,
     },
+    /// The fleet's incidents as a table, from the incident API of any instance (`/incidents`).
+    Incidents {
+        /// Configuration file: the endpoint (http.listen, TLS) of the instance to ask.
+        #[arg(long, required_unless_present = "url")]
+        config: Option<PathBuf>,
+        /// The instance's base URL instead (e.g. https://regwatch-0:9464).
+        #[arg(long)]
+        url: Option<String>,
+        /// A file holding a supervisor-role bearer token (when the endpoint has tokens).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The CA of the endpoint's certificate (https).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Query parameters, as /incidents takes them (e.g. status=all, min_level=major,
+        /// participant=ID, exemption=ineligible).
+        #[arg(value_name = "KEY=VALUE")]
+        filters: Vec<String>,
+        /// Print the API's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the Kafka ACLs the configuration needs, as kafka-acls.sh command lines.
     Acls {
         /// Configuration file (registry, kafka and delivery settings).
@@ -203,6 +225,21 @@ fn main() -> ExitCode {
             principal,
             participant_principal,
         } => print_acls(&config, principal, participant_principal),
+        Command::Incidents {
+            config,
+            url,
+            token_file,
+            ca_file,
+            filters,
+            json,
+        } => incidents(
+            config.as_deref(),
+            url,
+            token_file.as_deref(),
+            ca_file.as_deref(),
+            &filters,
+            json,
+        ),
         Command::Report {
             config,
             participant,
@@ -238,6 +275,85 @@ fn init_logging(default: &str, json: bool) {
     } else {
         builder.init();
     }
+}
+
+fn incidents(
+    config: Option<&Path>,
+    url: Option<String>,
+    token_file: Option<&Path>,
+    ca_file: Option<&Path>,
+    filters: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let base = match (url, config) {
+        (Some(url), _) => url.trim_end_matches('/').to_string(),
+        (None, Some(config)) => {
+            let cfg = Config::load(config)?;
+            let Some(mut addr) = cfg.http.listen else {
+                anyhow::bail!("http.listen is \"off\" in {}: give --url", config.display());
+            };
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let scheme = if cfg.http.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{addr}")
+        }
+        (None, None) => anyhow::bail!("give --config or --url"),
+    };
+    let mut query = Vec::new();
+    for f in filters {
+        let (k, v) = f
+            .split_once('=')
+            .with_context(|| format!("{f:?}: filters are KEY=VALUE"))?;
+        query.push((k.to_string(), v.to_string()));
+    }
+    let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(15));
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).with_context(|| format!("--ca-file {}", ca.display()))?;
+        client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    let client = client.build()?;
+    let token = match token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("--token-file {}", f.display()))?
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let url = format!("{base}/incidents");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, body) = rt
+        .block_on(async {
+            let mut r = client.get(&url).query(&query);
+            if let Some(t) = &token {
+                r = r.bearer_auth(t);
+            }
+            let r = r.send().await?;
+            Ok::<_, reqwest::Error>((r.status(), r.text().await.unwrap_or_default()))
+        })
+        .with_context(|| format!("asking {url}"))?;
+    if !status.is_success() {
+        anyhow::bail!("{url}: {} {}", status.as_u16(), body.trim());
+    }
+    let answer: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("{url}: not JSON"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", regwatch::desk::table::render(&answer));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn report(
@@ -283,7 +399,11 @@ fn run_demo(duration_ms: u64, http_port: u16, rate: f64) -> anyhow::Result<ExitC
         http_port,
         rate,
     };
-    runtime()?.block_on(regwatch::demo::run(opts))?;
+    let rt = runtime()?;
+    let result = rt.block_on(regwatch::demo::run(opts));
+    // The prompt comes back when the demo says it is done: nothing left running may hold it.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -22,6 +22,7 @@ pub mod page;
 pub mod participants;
 pub mod reader;
 pub mod store;
+pub mod table;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::RwLock;

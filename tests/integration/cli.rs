@@ -437,6 +437,63 @@ fn the_demo_runs_and_grades_the_lunch_break_backlog_as_it_happened() {
     assert!(stdout.contains("demo done:"), "{stdout}");
 }
 
+/// The demo ends when it says it ends: at the end of `--duration`, and on Ctrl-C, the
+/// process exits within moments of stopping (it used to take ~45 s more, closing a consumer
+/// after the embedded cluster was gone). The bound is generous for a loaded machine; the
+/// hang it guards against is twenty times longer.
+#[test]
+fn the_demo_exits_promptly_at_its_end_and_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string()
+    };
+    // Reads stdout until a line containing `what`; returns when it was seen.
+    let wait_for = |lines: &mut dyn Iterator<Item = std::io::Result<String>>, what: &str| {
+        for line in lines {
+            if line.unwrap().contains(what) {
+                return std::time::Instant::now();
+            }
+        }
+        panic!("the demo never printed {what:?}");
+    };
+    for ctrl_c in [false, true] {
+        let duration = if ctrl_c { "0" } else { "4s" };
+        let mut child = regwatch()
+            .args(["demo", "--duration", duration, "--http-port", &port()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stopping = if ctrl_c {
+            wait_for(&mut lines, "on-call webhook");
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            let pid = child.id().to_string();
+            assert!(std::process::Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success());
+            std::time::Instant::now()
+        } else {
+            wait_for(&mut lines, "stopping:")
+        };
+        wait_for(&mut lines, "demo done:");
+        let status = child.wait().unwrap();
+        let took = stopping.elapsed();
+        assert!(status.success(), "ctrl_c {ctrl_c}: {status}");
+        assert!(
+            took < std::time::Duration::from_secs(10),
+            "ctrl_c {ctrl_c}: the prompt came back {took:?} after the demo stopped"
+        );
+    }
+}
+
 /// `simulate --out` writes a replayable file, the same for the same seed, without a broker:
 /// what the replay benchmark reads (`benches/e2e.sh`).
 #[test]

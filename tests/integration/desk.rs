@@ -589,6 +589,39 @@ async fn the_incident_board_renders_in_a_real_browser() {
     let (want, _) = oracle(&cfg, &events);
     shows(&base, &want).await;
 
+    // The same list as a table from the command line (`regwatch incidents`).
+    let out = std::process::Command::new(crate::kafka::regwatch_bin())
+        .args(["incidents", "--url", &base, "status=all"])
+        .output()
+        .expect("regwatch incidents runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), want.len() + 2, "{table}");
+    assert!(lines[0].starts_with("LEVEL"), "{table}");
+    for (p, i, level, ..) in &want {
+        assert!(
+            lines.iter().any(|l| l.starts_with(level.as_str())
+                && l.contains(p.as_str())
+                && l.contains(i.as_str())),
+            "{p}/{i} in {table}"
+        );
+    }
+    assert!(
+        lines.last().unwrap().contains("complete: every partition"),
+        "{table}"
+    );
+    let refused = std::process::Command::new(crate::kafka::regwatch_bin())
+        .args(["incidents", "--url", &base, "status=closed"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("400"));
+
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artefacts");
     std::fs::create_dir_all(&dir).unwrap();
     let dom = chromium(&format!("{base}/board"), &dir.join("board.png"), 1280);
