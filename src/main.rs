@@ -127,6 +127,11 @@ enum Command {
         #[arg(long, default_value = "json", value_parser = ["json", "csv"])]
         format: String,
     },
+    /// Rules files: `check FILE` validates one as a reload would.
+    Rules {
+        #[command(subcommand)]
+        action: RulesAction,
+    },
     /// The fleet's incidents as a table, from the incident API of any instance (`/incidents`).
     Incidents {
         /// Configuration file: the endpoint (http.listen, TLS) of the instance to ask.
@@ -163,6 +168,13 @@ enum Command {
         #[arg(long, default_value = regwatch::acls::DEFAULT_PARTICIPANT_PRINCIPAL)]
         participant_principal: String,
     },
+}
+
+#[derive(Subcommand)]
+enum RulesAction {
+    /// Validate a rules file (exit 0 when a reload would take it; otherwise the rule and
+    /// why) and summarise it: rules per axis and level, where the exemption is lost.
+    Check { file: PathBuf },
 }
 
 fn parse_duration(s: &str) -> Result<u64, String> {
@@ -225,6 +237,9 @@ fn main() -> ExitCode {
             principal,
             participant_principal,
         } => print_acls(&config, principal, participant_principal),
+        Command::Rules {
+            action: RulesAction::Check { file },
+        } => rules_check(&file),
         Command::Incidents {
             config,
             url,
@@ -275,6 +290,43 @@ fn init_logging(default: &str, json: bool) {
     } else {
         builder.init();
     }
+}
+
+fn rules_check(file: &Path) -> anyhow::Result<ExitCode> {
+    use regwatch::score::{Axis, Level, Rules};
+    let rules = Rules::load(file).with_context(|| format!("{}", file.display()))?;
+    let mut total = 0;
+    let axes: Vec<String> = Axis::ALL
+        .iter()
+        .map(|&axis| {
+            let of = rules.of(axis);
+            total += of.len();
+            let levels: Vec<String> = Level::ALL
+                .iter()
+                .rev()
+                .filter_map(|&l| {
+                    let n = of.iter().filter(|r| r.level == l).count();
+                    (n > 0).then(|| format!("{n} {l}"))
+                })
+                .collect();
+            format!(
+                "{}: {} rules ({}), exemption lost at {}",
+                axis.as_str(),
+                of.len(),
+                levels.join(", "),
+                rules.exemption_line(axis)
+            )
+        })
+        .collect();
+    println!(
+        "{}: ok ({total} rules, sha256 {})",
+        file.display(),
+        &rules.digest()[..12]
+    );
+    for line in axes {
+        println!("  {line}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn incidents(

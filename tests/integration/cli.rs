@@ -437,6 +437,43 @@ fn the_demo_runs_and_grades_the_lunch_break_backlog_as_it_happened() {
     assert!(stdout.contains("demo done:"), "{stdout}");
 }
 
+/// `regwatch rules check` takes what a reload takes and refuses what it refuses, naming the
+/// rule.
+#[test]
+fn rules_check_summarises_a_good_file_and_names_the_bad_rule() {
+    let out = regwatch()
+        .args(["rules", "check", "config/rules.toml"])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.starts_with("config/rules.toml: ok ("), "{stdout}");
+    assert!(
+        stdout.contains("investor_loss:") && stdout.contains("market_order:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("exemption lost at major"), "{stdout}");
+    let dir = std::env::temp_dir().join(format!("regwatch-rules-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[rule]]\nid = \"il.loss.bad\"\naxis = \"investor_loss\"\nlevel = \"major\"\nall = [\"loss_cny >= lots\"]\ncite = \"x\"\n",
+    )
+    .unwrap();
+    let out = regwatch()
+        .args(["rules", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("il.loss.bad") && stderr.contains("lots"),
+        "{stderr}"
+    );
+}
+
 /// The demo ends when it says it ends: at the end of `--duration`, and on Ctrl-C, the
 /// process exits within moments of stopping (it used to take ~45 s more, closing a consumer
 /// after the embedded cluster was gone). The bound is generous for a loaded machine; the
