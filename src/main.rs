@@ -127,6 +127,11 @@ enum Command {
         #[arg(long, default_value = "json", value_parser = ["json", "csv"])]
         format: String,
     },
+    /// One events partition's state in the state topic, as a restore reads it (read only).
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
     /// Rules files: `check FILE` validates one as a reload would.
     Rules {
         #[command(subcommand)]
@@ -167,6 +172,30 @@ enum Command {
         /// "User:CN={id}" for certificate names).
         #[arg(long, default_value = regwatch::acls::DEFAULT_PARTICIPANT_PRINCIPAL)]
         participant_principal: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateAction {
+    /// Print the partition's latest authentic state records, one JSON object a line.
+    Dump {
+        #[arg(long)]
+        config: PathBuf,
+        /// The events topic (default: the first of kafka.topics).
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long)]
+        partition: i32,
+    },
+    /// Check the partition's state: exit 0 when every latest record is authentic and
+    /// readable; otherwise how many are not.
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long)]
+        partition: i32,
     },
 }
 
@@ -240,6 +269,18 @@ fn main() -> ExitCode {
         Command::Rules {
             action: RulesAction::Check { file },
         } => rules_check(&file),
+        Command::State { action } => match action {
+            StateAction::Dump {
+                config,
+                topic,
+                partition,
+            } => state(&config, topic, partition, false),
+            StateAction::Verify {
+                config,
+                topic,
+                partition,
+            } => state(&config, topic, partition, true),
+        },
         Command::Incidents {
             config,
             url,
@@ -290,6 +331,54 @@ fn init_logging(default: &str, json: bool) {
     } else {
         builder.init();
     }
+}
+
+fn state(
+    config: &Path,
+    topic: Option<String>,
+    partition: i32,
+    verify: bool,
+) -> anyhow::Result<ExitCode> {
+    init_logging("warn", false);
+    let cfg = Config::load(config)?;
+    let topic = match topic {
+        Some(t) => t,
+        None => match &cfg.kafka.topics {
+            regwatch::config::TopicSelection::List(l) => l.first().cloned().unwrap_or_default(),
+            regwatch::config::TopicSelection::Pattern(_) => {
+                anyhow::bail!("kafka.topic_pattern: give --topic")
+            }
+        },
+    };
+    let loaded = regwatch::ingest::inspect::read(&cfg.kafka, &topic, partition)?;
+    if !verify {
+        let stdout = io::stdout();
+        let mut out = stdout.lock();
+        for r in &loaded.records {
+            serde_json::to_writer(&mut out, r)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+    }
+    let incidents = loaded
+        .records
+        .iter()
+        .filter(|r| matches!(r, regwatch::score::StateRecord::Incident(_)))
+        .count();
+    eprintln!(
+        "{topic}[{partition}]: {} records ({incidents} incidents), {} refused (no valid regwatch.mac), {} unreadable, {} unsigned legacy or shadowed (re-signed at the next restore)",
+        loaded.records.len(),
+        loaded.unauthenticated,
+        loaded.unreadable.len(),
+        loaded.resign.len()
+    );
+    Ok(
+        if verify && (loaded.unauthenticated > 0 || !loaded.unreadable.is_empty()) {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 fn rules_check(file: &Path) -> anyhow::Result<ExitCode> {

@@ -6,6 +6,7 @@ pub mod client;
 pub mod clock;
 pub mod group;
 pub mod homes;
+pub mod inspect;
 pub mod ledger;
 pub mod load;
 pub mod mock;

@@ -54,6 +54,11 @@ pub fn deployment_key(k: &KafkaSettings, timeout: Duration) -> anyhow::Result<Se
 }
 
 /// The first record key in partition 0 of the state topic, if any.
+/// The deployment's key if one was proposed already (read only: nothing is written).
+pub fn existing_key(k: &KafkaSettings, timeout: Duration) -> anyhow::Result<Option<Secret>> {
+    first_key(k, Instant::now() + timeout)
+}
+
 fn first_key(k: &KafkaSettings, deadline: Instant) -> anyhow::Result<Option<Secret>> {
     let left = || deadline.saturating_duration_since(Instant::now());
     let reader: BaseConsumer = client::reader(k).create()?;

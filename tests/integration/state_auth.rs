@@ -209,6 +209,22 @@ async fn forged_state_records_are_refused_and_the_authentic_state_stands() {
     .await;
     send(real.key.clone(), None, None).await;
 
+    // `regwatch state verify` sees what a restore would refuse, and fails.
+    let cfg_path = dir.join("regwatch.toml");
+    std::fs::write(&cfg_path, &text).unwrap();
+    let state_cli = |verb: &str| {
+        std::process::Command::new(crate::kafka::regwatch_bin())
+            .args(["state", verb, "--config"])
+            .arg(&cfg_path)
+            .args(["--partition", "0"])
+            .output()
+            .expect("regwatch state runs")
+    };
+    let verified = state_cli("verify");
+    let said = String::from_utf8_lossy(&verified.stderr).to_string();
+    assert!(!verified.status.success(), "{said}");
+    assert!(said.contains("3 refused"), "{said}");
+
     let daemon = start(&text).await;
     let m = daemon.running.metrics.clone();
     assert_eq!(m.state_unauthenticated.get(), 3, "every forgery refused");
@@ -232,6 +248,21 @@ async fn forged_state_records_are_refused_and_the_authentic_state_stands() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(m.state_resigned.get() >= 1);
+    // Re-signed above the forged tombstone: the real incident is authentic again; the two
+    // forged keys, which never had an authentic value, are still refused.
+    let verified = state_cli("verify");
+    let said = String::from_utf8_lossy(&verified.stderr).to_string();
+    assert!(!verified.status.success(), "{said}");
+    assert!(said.contains("(1 incidents), 2 refused"), "{said}");
+    let dump = state_cli("dump");
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&dump.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(records
+        .iter()
+        .any(|r| r["type"] == "incident" && r["incident_id"] == "REAL"));
+    assert!(!records.iter().any(|r| r.to_string().contains("FORGED")));
     daemon.stop().await.expect("clean stop");
 }
 

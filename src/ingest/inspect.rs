@@ -1,0 +1,36 @@
+//! `regwatch state dump` / `verify`: one source partition's state as a restore would read
+//! it (its latest authentic record per key), read-only: nothing is proposed, re-signed or
+//! deleted.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::{client, state, trust};
+use crate::config::KafkaSettings;
+
+/// Reads the state of events partition `partition` of `topic`, with the configured record
+/// key, or the deployment's key found in the state topic (never proposed here).
+pub fn read(k: &KafkaSettings, topic: &str, partition: i32) -> anyhow::Result<state::Loaded> {
+    let mut k = k.clone();
+    if k.record_key.is_none() && !k.trust_internal_topics {
+        k.record_key = trust::existing_key(&k, Duration::from_secs(30))?;
+        anyhow::ensure!(
+            k.record_key.is_some(),
+            "the state topic {} holds no deployment record key: nothing regwatch wrote is there yet",
+            k.state_topic
+        );
+    }
+    let c: BaseConsumer = client::reader(&k).create()?;
+    let md = c
+        .fetch_metadata(Some(&k.state_topic), Duration::from_secs(10))
+        .context("state topic metadata")?;
+    let partitions = md
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none())
+        .map_or(0, |t| t.partitions().len() as i32);
+    anyhow::ensure!(partitions > 0, "state topic {} not found", k.state_topic);
+    state::read(&k, partitions, topic, partition, Duration::from_secs(60))
+}
