@@ -28,6 +28,7 @@ dict_of() {
   case $1 in
     event_decoder | alert_reader) echo dict/event.dict ;;
     state_record) echo dict/state.dict ;;
+    history_record) echo dict/history.dict ;;
     config | rules | calendar) echo dict/toml.dict ;;
   esac
 }
