@@ -108,7 +108,7 @@ pub async fn run(
         })
         .await?;
     }
-    let state_partitions = partition_count(&config, &config.kafka.state_topic).await?;
+    let state_partitions = partition_count(&config, &config.kafka.state_topic, 30).await?;
     let history_partitions = match config.history.enabled {
         true => history_partitions(&config, brokers).await,
         false => 0,
@@ -337,24 +337,7 @@ async fn history_partitions(config: &Config, brokers: usize) -> i32 {
             return 0;
         }
     }
-    let (k, topic) = (k.clone(), h.topic.clone());
-    let found = tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = client::reader(&k).create().ok()?;
-        for _ in 0..10 {
-            if let Ok(md) = c.fetch_metadata(Some(&topic), Duration::from_secs(5)) {
-                if let Some(t) = md.topics().first() {
-                    if t.error().is_none() && !t.partitions().is_empty() {
-                        return Some(t.partitions().len() as i32);
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten();
+    let found = partition_count(config, &h.topic, 10).await.ok();
     if found.is_none() {
         tracing::error!(topic = %h.topic, "the history topic does not exist: running WITHOUT the history (no fleet-wide /incidents, timelines, exports or board); create it (README \"The supervisors' desk\") or set kafka.create_topics = true");
     }
@@ -407,21 +390,18 @@ where
 }
 
 /// The partition count of the state topic (it fixes where each partition's state lives).
-async fn partition_count(config: &Config, topic: &str) -> anyhow::Result<i32> {
+/// The partition count of `topic`, asked up to `attempts` times half a second apart (a
+/// topic just created, a broker failing over); an error naming the topic when it never
+/// shows.
+async fn partition_count(config: &Config, topic: &str, attempts: u32) -> anyhow::Result<i32> {
     let k = config.kafka.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         let c: BaseConsumer = client::reader(&k).create()?;
-        for attempt in 0..30 {
-            match c.fetch_metadata(Some(&topic), Duration::from_secs(5)) {
-                Ok(md) => {
-                    if let Some(t) = md.topics().first() {
-                        if t.error().is_none() && !t.partitions().is_empty() {
-                            return Ok(t.partitions().len() as i32);
-                        }
-                    }
-                    tracing::info!(%topic, attempt, "waiting for the topic");
-                }
+        for attempt in 0..attempts {
+            match client::topic_partitions(&c, &topic, Duration::from_secs(5)) {
+                Ok(Some(n)) => return Ok(n),
+                Ok(None) => tracing::info!(%topic, attempt, "waiting for the topic"),
                 // A broker failing over: asked again.
                 Err(e) => {
                     tracing::warn!(%topic, attempt, error = %e, "topic metadata unavailable")

@@ -178,25 +178,22 @@ enum Command {
 #[derive(Subcommand)]
 enum StateAction {
     /// Print the partition's latest authentic state records, one JSON object a line.
-    Dump {
-        #[arg(long)]
-        config: PathBuf,
-        /// The events topic (default: the first of kafka.topics).
-        #[arg(long)]
-        topic: Option<String>,
-        #[arg(long)]
-        partition: i32,
-    },
+    Dump(StatePartition),
     /// Check the partition's state: exit 0 when every latest record is authentic and
     /// readable; otherwise how many are not.
-    Verify {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long)]
-        topic: Option<String>,
-        #[arg(long)]
-        partition: i32,
-    },
+    Verify(StatePartition),
+}
+
+/// Which events partition's state `regwatch state` reads.
+#[derive(clap::Args)]
+struct StatePartition {
+    #[arg(long)]
+    config: PathBuf,
+    /// The events topic (default: the first of kafka.topics).
+    #[arg(long)]
+    topic: Option<String>,
+    #[arg(long)]
+    partition: i32,
 }
 
 #[derive(Subcommand)]
@@ -270,16 +267,8 @@ fn main() -> ExitCode {
             action: RulesAction::Check { file },
         } => rules_check(&file),
         Command::State { action } => match action {
-            StateAction::Dump {
-                config,
-                topic,
-                partition,
-            } => state(&config, topic, partition, false),
-            StateAction::Verify {
-                config,
-                topic,
-                partition,
-            } => state(&config, topic, partition, true),
+            StateAction::Dump(p) => state(p, false),
+            StateAction::Verify(p) => state(p, true),
         },
         Command::Incidents {
             config,
@@ -333,14 +322,14 @@ fn init_logging(default: &str, json: bool) {
     }
 }
 
-fn state(
-    config: &Path,
-    topic: Option<String>,
-    partition: i32,
-    verify: bool,
-) -> anyhow::Result<ExitCode> {
+fn state(which: StatePartition, verify: bool) -> anyhow::Result<ExitCode> {
+    let StatePartition {
+        config,
+        topic,
+        partition,
+    } = which;
     init_logging("warn", false);
-    let cfg = Config::load(config)?;
+    let cfg = Config::load(&config)?;
     let topic = match topic {
         Some(t) => t,
         None => match &cfg.kafka.topics {
@@ -428,21 +417,8 @@ fn incidents(
 ) -> anyhow::Result<ExitCode> {
     let base = match (url, config) {
         (Some(url), _) => url.trim_end_matches('/').to_string(),
-        (None, Some(config)) => {
-            let cfg = Config::load(config)?;
-            let Some(mut addr) = cfg.http.listen else {
-                anyhow::bail!("http.listen is \"off\" in {}: give --url", config.display());
-            };
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            let scheme = if cfg.http.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            format!("{scheme}://{addr}")
-        }
+        (None, Some(config)) => local_endpoint(&Config::load(config)?)
+            .with_context(|| format!("{}: give --url", config.display()))?,
         (None, None) => anyhow::bail!("give --config or --url"),
     };
     let mut query = Vec::new();
@@ -701,12 +677,12 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn probe(config: &Path, ready: bool) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(config)?;
+/// This host's own HTTP endpoint as the configuration serves it: `scheme://addr`, a
+/// wildcard address asked on loopback (it listens there too).
+fn local_endpoint(cfg: &Config) -> anyhow::Result<String> {
     let Some(mut addr) = cfg.http.listen else {
-        anyhow::bail!("http.listen is \"off\": nothing to probe");
+        anyhow::bail!("http.listen is \"off\"");
     };
-    // A wildcard listens on loopback too.
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
             std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
@@ -718,8 +694,14 @@ fn probe(config: &Path, ready: bool) -> anyhow::Result<ExitCode> {
     } else {
         "http"
     };
+    Ok(format!("{scheme}://{addr}"))
+}
+
+fn probe(config: &Path, ready: bool) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config)?;
     let url = format!(
-        "{scheme}://{addr}/{}",
+        "{}/{}",
+        local_endpoint(&cfg).context("nothing to probe")?,
         if ready { "readyz" } else { "healthz" }
     );
     let client = reqwest::Client::builder()

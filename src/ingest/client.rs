@@ -185,6 +185,21 @@ pub fn preflight(k: &KafkaSettings, timeout: Duration) -> anyhow::Result<usize> 
     }
 }
 
+/// The partition count of `topic` as the broker knows it now; `None` while it does not
+/// exist (or has no partitions yet).
+pub fn topic_partitions(
+    c: &BaseConsumer,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Result<Option<i32>, KafkaError> {
+    let md = c.fetch_metadata(Some(topic), timeout)?;
+    Ok(md
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len() as i32))
+}
+
 /// Partitions of the subscribed events topics in `md` (a pattern never takes Kafka's
 /// internal `__` topics).
 pub fn subscribed_partitions(

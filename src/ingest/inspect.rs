@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 
 use super::{client, state, trust};
 use crate::config::KafkaSettings;
@@ -23,14 +23,8 @@ pub fn read(k: &KafkaSettings, topic: &str, partition: i32) -> anyhow::Result<st
         );
     }
     let c: BaseConsumer = client::reader(&k).create()?;
-    let md = c
-        .fetch_metadata(Some(&k.state_topic), Duration::from_secs(10))
-        .context("state topic metadata")?;
-    let partitions = md
-        .topics()
-        .first()
-        .filter(|t| t.error().is_none())
-        .map_or(0, |t| t.partitions().len() as i32);
-    anyhow::ensure!(partitions > 0, "state topic {} not found", k.state_topic);
+    let partitions = client::topic_partitions(&c, &k.state_topic, Duration::from_secs(10))
+        .context("state topic metadata")?
+        .with_context(|| format!("state topic {} not found", k.state_topic))?;
     state::read(&k, partitions, topic, partition, Duration::from_secs(60))
 }
