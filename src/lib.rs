@@ -56,6 +56,7 @@ pub mod ingest;
 pub mod registry;
 pub mod replay;
 pub mod report;
+pub mod rulediff;
 pub mod score;
 pub mod simulate;
 pub mod telemetry;

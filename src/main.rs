@@ -132,7 +132,8 @@ enum Command {
         #[command(subcommand)]
         action: StateAction,
     },
-    /// Rules files: `check FILE` validates one as a reload would.
+    /// Rules files: `check FILE` validates one as a reload would; `diff OLD NEW` is a
+    /// reload's dry run.
     Rules {
         #[command(subcommand)]
         action: RulesAction,
@@ -201,6 +202,26 @@ enum RulesAction {
     /// Validate a rules file (exit 0 when a reload would take it; otherwise the rule and
     /// why) and summarise it: rules per axis and level, where the exemption is lost.
     Check { file: PathBuf },
+    /// A reload's dry run: the rules that differ between OLD and NEW and, with --config, the
+    /// open incidents of every events partition (their state read as a restore reads it)
+    /// regraded under NEW as a reload would, with the alerts it would send. Read only.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// Configuration file (brokers, state topic, registry, calendars): regrade the open
+        /// incidents; without it only the grids are compared.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only these events topics (default: those the configuration consumes).
+        #[arg(long, requires = "config")]
+        topic: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Exit 1 when anything would change (as `git diff --exit-code`).
+        #[arg(long)]
+        exit_code: bool,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<u64, String> {
@@ -266,6 +287,17 @@ fn main() -> ExitCode {
         Command::Rules {
             action: RulesAction::Check { file },
         } => rules_check(&file),
+        Command::Rules {
+            action:
+                RulesAction::Diff {
+                    old,
+                    new,
+                    config,
+                    topic,
+                    json,
+                    exit_code,
+                },
+        } => rules_diff(&old, &new, config.as_deref(), &topic, json, exit_code),
         Command::State { action } => match action {
             StateAction::Dump(p) => state(p, false),
             StateAction::Verify(p) => state(p, true),
@@ -405,6 +437,41 @@ fn rules_check(file: &Path) -> anyhow::Result<ExitCode> {
         println!("  {line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn rules_diff(
+    old: &Path,
+    new: &Path,
+    config: Option<&Path>,
+    topics: &[String],
+    json: bool,
+    exit_code: bool,
+) -> anyhow::Result<ExitCode> {
+    use regwatch::score::Rules;
+    init_logging("warn", false);
+    let cfg = config.map(Config::load).transpose()?;
+    let load = |p: &Path| -> anyhow::Result<Arc<Rules>> {
+        let rules = Rules::load(p).with_context(|| format!("{}", p.display()))?;
+        Ok(Arc::new(match &cfg {
+            Some(c) => rules.with_calendars(c.rules.calendars().clone()),
+            None => rules,
+        }))
+    };
+    let diff = regwatch::rulediff::run(cfg.as_ref(), load(old)?, load(new)?, topics)?;
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &diff)?;
+        out.write_all(b"\n")?;
+    } else {
+        regwatch::rulediff::render(&diff, &mut out)?;
+    }
+    out.flush()?;
+    Ok(if exit_code && !diff.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn incidents(

@@ -21,12 +21,12 @@ mod state;
 mod timers;
 
 pub use engine::{
-    Census, ClockMode, Engine, EngineSettings, EngineStats, Outcome, ParticipantCensus,
+    Census, ClockMode, Engine, EngineSettings, EngineStats, Justified, Outcome, ParticipantCensus,
     ReportEntry, RestoreSummary, MAX_OVERDUE_REMINDERS,
 };
 pub use grade::{AxisReport, Reason, Subject, FLOOR_RULE};
 pub use level::{Axis, Exemption, Grade, Level};
-pub use rules::{Condition, Metric, Op, Rule, Rules, RulesError, DEFAULT_RULES};
+pub use rules::{Condition, Filter, Metric, Op, Rule, Rules, RulesError, DEFAULT_RULES};
 pub use state::{
     incident_key, participant_key, ClockRecord, EmittedRecord, IncidentRecord, ParticipantRecord,
     StateChange, StateRecord, TopicRecord, CLOCK_KEY, STATE_VERSION, TOPIC_KEY,

@@ -220,6 +220,18 @@ pub struct Filter {
     pub record_type: u32,
 }
 
+impl Filter {
+    /// The filter of a rule without `when`: admits everything.
+    pub const ANY: Filter = Filter {
+        event_kind: u32::MAX,
+        category: u32::MAX,
+        participant_kind: u32::MAX,
+        system: u32::MAX,
+        scope: u32::MAX,
+        record_type: u32::MAX,
+    };
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
     pub id: Box<str>,

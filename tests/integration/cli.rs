@@ -474,6 +474,56 @@ fn rules_check_summarises_a_good_file_and_names_the_bad_rule() {
     );
 }
 
+/// `regwatch rules diff` without a configuration compares the grids alone: identical files
+/// grade alike (exit 0 with --exit-code), a changed threshold and exemption line are named.
+#[test]
+fn rules_diff_names_what_differs_between_two_grids() {
+    let out = regwatch()
+        .args([
+            "rules",
+            "diff",
+            "config/rules.toml",
+            "config/rules.toml",
+            "--exit-code",
+        ])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("the grids grade alike"), "{stdout}");
+    let dir = std::env::temp_dir().join(format!("regwatch-rules-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let changed = dir.join("new.toml");
+    let grid = std::fs::read_to_string("config/rules.toml").unwrap();
+    std::fs::write(
+        &changed,
+        grid.replacen(
+            "\"records_exposed >= 100000\"",
+            "\"records_exposed >= 15000\"",
+            1,
+        )
+        .replacen("investor_loss = \"major\"", "investor_loss = \"larger\"", 1),
+    )
+    .unwrap();
+    let out = regwatch()
+        .args(["rules", "diff", "config/rules.toml", "--exit-code"])
+        .arg(&changed)
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout
+            .contains("investor_loss il.records.major changed: major if records_exposed >= 100000")
+            && stdout.contains("now: major if records_exposed >= 15000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("investor_loss: exemption lost at larger (was major)"),
+        "{stdout}"
+    );
+}
+
 /// The demo ends when it says it ends: at the end of `--duration`, and on Ctrl-C, the
 /// process exits within moments of stopping (it used to take ~45 s more, closing a consumer
 /// after the embedded cluster was gone). The bound is generous for a loaded machine; the

@@ -18,6 +18,7 @@ mod lifecycle;
 mod props;
 mod rejects;
 mod reminders;
+mod rules_diff;
 mod security;
 mod state;
 mod state_auth;

@@ -66,6 +66,7 @@ mod census;
 mod clock;
 mod history;
 mod persist;
+mod preview;
 mod reminders;
 mod report;
 mod slots;
@@ -75,6 +76,7 @@ pub use census::{Census, ParticipantCensus};
 use clock::reminder_live;
 pub use history::ReportEntry;
 pub use persist::RestoreSummary;
+pub use preview::Justified;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClockMode {
