@@ -318,6 +318,7 @@ pub fn commands(cfg: &Config, opts: &Options) -> Vec<String> {
         k.reminders_topic.as_str(),
         k.dead_letter_topic.as_str(),
         k.state_topic.as_str(),
+        k.audit_topic.as_str(),
     ];
     if cfg.delivery.enabled() {
         own.push(cfg.delivery.dead_letter_topic.as_str());
@@ -326,7 +327,7 @@ pub fn commands(cfg: &Config, opts: &Options) -> Vec<String> {
         own.push(cfg.history.topic.as_str());
     }
     out.push(
-        "# regwatch's own topics: alerts, reminders, dead letters, state (and alert dead letters, history)."
+        "# regwatch's own topics: alerts, reminders, dead letters, state, audit (and alert dead letters, history)."
             .into(),
     );
     let mut ops = vec!["Read", "Write", "Describe", "DescribeConfigs"];
@@ -460,7 +461,7 @@ topics = ["acl.events.P2", "acl.events.P2-extra"]
                 "+ --allow-principal User:P1 --operation Write --operation Describe --resource-pattern-type literal --topic acl.events.P1",
                 "+ --allow-principal User:P2 --operation Write --operation Describe --resource-pattern-type literal --topic acl.events.P2 --topic acl.events.P2-extra",
                 "+ --allow-principal User:regwatch --operation Read --operation Describe --resource-pattern-type prefixed --topic acl.events",
-                "+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --operation DescribeConfigs --operation Create --resource-pattern-type literal --topic rw.alerts --topic rw.reminders --topic rw.dlq --topic rw.state --topic regwatch.history",
+                "+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --operation DescribeConfigs --operation Create --resource-pattern-type literal --topic rw.alerts --topic rw.reminders --topic rw.dlq --topic rw.state --topic regwatch.audit --topic regwatch.history",
                 "+ --allow-principal User:regwatch --operation Create --resource-pattern-type literal --topic acl.events.P1 --topic acl.events.P2 --topic acl.events.P2-extra",
                 "+ --allow-principal User:regwatch --operation Read --resource-pattern-type literal --group rw --group rw.state-reader --group rw.desk",
                 "+ --allow-principal User:regwatch --operation Write --operation Describe --resource-pattern-type prefixed --transactional-id rw.state.",
@@ -518,7 +519,7 @@ kind = "broker"
                 "+ --allow-principal User:A --operation Write --operation Describe --resource-pattern-type literal --topic sandbox.events",
                 r"+ --allow-principal 'User:it'\''s' --operation Write --operation Describe --resource-pattern-type literal --topic sandbox.events",
                 "+ --allow-principal User:regwatch --operation Read --operation Describe --resource-pattern-type literal --topic sandbox.events --topic sandbox.events.B",
-                "+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --operation DescribeConfigs --resource-pattern-type literal --topic regwatch.alerts --topic regwatch.reminders --topic regwatch.dead-letters --topic regwatch.state --topic regwatch.alert-dead-letters --topic regwatch.history",
+                "+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --operation DescribeConfigs --resource-pattern-type literal --topic regwatch.alerts --topic regwatch.reminders --topic regwatch.dead-letters --topic regwatch.state --topic regwatch.audit --topic regwatch.alert-dead-letters --topic regwatch.history",
                 "+ --allow-principal User:regwatch --operation Read --resource-pattern-type literal --group regwatch --group regwatch.state-reader --group regwatch.desk",
                 "+ --allow-principal User:regwatch --operation Read --resource-pattern-type prefixed --group hooks.",
             ],

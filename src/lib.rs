@@ -53,6 +53,7 @@ pub mod delivery;
 pub mod demo;
 pub mod desk;
 pub mod ingest;
+pub mod redrive;
 pub mod registry;
 pub mod replay;
 pub mod report;

@@ -160,6 +160,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The dead-letter topics: `list` shows their records (the events' or, with --alerts,
+    /// the alerts'), `redrive` puts chosen ones back where they came from, audited.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLettersAction,
+    },
     /// Print the Kafka ACLs the configuration needs, as kafka-acls.sh command lines.
     Acls {
         /// Configuration file (registry, kafka and delivery settings).
@@ -174,6 +180,77 @@ enum Command {
         #[arg(long, default_value = regwatch::acls::DEFAULT_PARTICIPANT_PRINCIPAL)]
         participant_principal: String,
     },
+}
+
+#[derive(Subcommand)]
+enum DeadLettersAction {
+    /// List the dead letters (reason, participant, where from, whether redriven already).
+    List {
+        #[command(flatten)]
+        which: DeadLetterSelection,
+        /// One JSON object a line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put the chosen dead letters back on the topic and partition they came from (an alert
+    /// for the receiver that could not take it only), each with its provenance headers and a
+    /// record on the audit topic. Skips those redriven already (unless --again) and those
+    /// that cannot go back (truncated, untrusted, malformed).
+    Redrive {
+        #[command(flatten)]
+        which: DeadLetterSelection,
+        /// Why (kept in the audit record), e.g. "P9 registered on 2026-12-01".
+        #[arg(long)]
+        why: String,
+        /// Who (default: $USER).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Take every dead letter (no selector needed).
+        #[arg(long)]
+        all: bool,
+        /// Put back those redriven before too.
+        #[arg(long)]
+        again: bool,
+        /// Show what would be put back; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Which dead letters `regwatch dead-letters` takes.
+#[derive(clap::Args)]
+struct DeadLetterSelection {
+    #[arg(long)]
+    config: PathBuf,
+    /// The alert dead-letter topic (delivery.dead_letter_topic) instead of the events' one.
+    #[arg(long)]
+    alerts: bool,
+    /// Only this dead-letter reason (e.g. unregistered_participant, http_status, retry_age).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only those of this receiver (alert dead letters).
+    #[arg(long)]
+    receiver: Option<String>,
+    /// Only this participant's (the record key).
+    #[arg(long)]
+    participant: Option<String>,
+    /// Only this partition of the dead-letter topic.
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Only these offsets of that partition: N or A..B.
+    #[arg(long, requires = "partition", value_parser = parse_offsets)]
+    offsets: Option<(i64, i64)>,
+}
+
+fn parse_offsets(s: &str) -> Result<(i64, i64), String> {
+    let bad = || format!("{s:?} is not an offset or a range A..B");
+    match s.split_once("..") {
+        Some((a, b)) => Ok((
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        )),
+        None => s.trim().parse().map(|n| (n, n)).map_err(|_| bad()),
+    }
 }
 
 #[derive(Subcommand)]
@@ -287,6 +364,29 @@ fn main() -> ExitCode {
         Command::Rules {
             action: RulesAction::Check { file },
         } => rules_check(&file),
+        Command::DeadLetters {
+            action: DeadLettersAction::List { which, json },
+        } => dead_letters(which, Err(json)),
+        Command::DeadLetters {
+            action:
+                DeadLettersAction::Redrive {
+                    which,
+                    why,
+                    actor,
+                    all,
+                    again,
+                    dry_run,
+                },
+        } => dead_letters(
+            which,
+            Ok(Redrive {
+                why,
+                actor,
+                all,
+                again,
+                dry_run,
+            }),
+        ),
         Command::Rules {
             action:
                 RulesAction::Diff {
@@ -437,6 +537,159 @@ fn rules_check(file: &Path) -> anyhow::Result<ExitCode> {
         println!("  {line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `dead-letters redrive` was asked.
+struct Redrive {
+    why: String,
+    actor: Option<String>,
+    all: bool,
+    again: bool,
+    dry_run: bool,
+}
+
+/// `dead-letters list` (`Err(json)`) or `redrive`.
+fn dead_letters(
+    which: DeadLetterSelection,
+    redrive: Result<Redrive, bool>,
+) -> anyhow::Result<ExitCode> {
+    use regwatch::redrive;
+    init_logging("warn", false);
+    let cfg = Config::load(&which.config)?;
+    let k = &cfg.kafka;
+    let topic = if which.alerts {
+        cfg.delivery.dead_letter_topic.clone()
+    } else {
+        k.dead_letter_topic.clone()
+    };
+    let filter = redrive::Filter {
+        reason: which.reason,
+        receiver: which.receiver,
+        participant: which.participant,
+        partition: which.partition,
+        offsets: which.offsets,
+    };
+    let done = redrive::redriven(k)?;
+    let chosen: Vec<redrive::DeadLetter> = redrive::read(k, &topic, which.alerts, &done)?
+        .into_iter()
+        .filter(|d| filter.admits(d))
+        .collect();
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let how = match redrive {
+        Err(json) => {
+            for d in &chosen {
+                if json {
+                    serde_json::to_writer(&mut out, d)?;
+                    writeln!(out)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{}/{}/{}\t{}\t{}\t{}\t{} -> {}[{}]\t{}{}",
+                        d.topic,
+                        d.partition,
+                        d.offset,
+                        d.at,
+                        d.participant,
+                        d.reason,
+                        d.receiver.as_deref().unwrap_or("-"),
+                        d.source_topic,
+                        d.source_partition
+                            .map(|p| p.to_string())
+                            .unwrap_or_default(),
+                        if d.redriven { "redriven " } else { "" },
+                        d.unfit
+                            .as_deref()
+                            .map(|u| format!("(cannot go back: {u})"))
+                            .unwrap_or_default()
+                    )?;
+                }
+            }
+            eprintln!("{topic}: {} dead letters chosen", chosen.len());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(how) => how,
+    };
+    anyhow::ensure!(
+        how.all || !filter.is_empty(),
+        "choose what to redrive (--reason, --receiver, --participant, --partition [--offsets]) or say --all"
+    );
+    let actor = match how.actor.or_else(|| std::env::var("USER").ok()) {
+        Some(a) if !a.trim().is_empty() => a,
+        _ => anyhow::bail!("give --actor (who redrives: kept in the audit record)"),
+    };
+    anyhow::ensure!(!how.why.trim().is_empty(), "--why must say why");
+    let act = redrive::Act {
+        actor,
+        why: how.why,
+    };
+    let record_key = match (&k.record_key, k.trust_internal_topics) {
+        (Some(key), _) => Some(key.clone()),
+        (None, true) => None,
+        (None, false) => {
+            regwatch::ingest::trust::existing_key(k, std::time::Duration::from_secs(30))?
+        }
+    };
+    let rt = runtime()?;
+    let (mut put, mut skipped, mut failed) = (0, 0, 0);
+    rt.block_on(async {
+        if k.create_topics && !how.dry_run {
+            let brokers =
+                regwatch::ingest::client::preflight(k, std::time::Duration::from_secs(30))?;
+            regwatch::ingest::client::ensure_audit_topic(k, brokers).await?;
+        }
+        let producer: rdkafka::producer::FutureProducer =
+            regwatch::ingest::client::producer(k).create()?;
+        for d in &chosen {
+            let at = format!("{}/{}/{}", d.topic, d.partition, d.offset);
+            if let Some(u) = &d.unfit {
+                writeln!(out, "skipped {at}: {u}")?;
+                skipped += 1;
+            } else if d.redriven && !how.again {
+                writeln!(
+                    out,
+                    "skipped {at}: redriven already (--again to put it back once more)"
+                )?;
+                skipped += 1;
+            } else if how.dry_run {
+                writeln!(
+                    out,
+                    "would put {at} back on {}[{}] ({}, {})",
+                    d.source_topic,
+                    d.source_partition.unwrap_or(-1),
+                    d.reason,
+                    d.participant
+                )?;
+            } else {
+                match redrive::redrive_one(k, &producer, record_key.as_ref(), d, &act).await {
+                    Ok(a) => {
+                        writeln!(
+                            out,
+                            "redriven {at} -> {} ({}, {})",
+                            a.to, d.reason, d.participant
+                        )?;
+                        put += 1;
+                    }
+                    Err(e) => {
+                        writeln!(out, "failed {at}: {e:#}")?;
+                        failed += 1;
+                    }
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    out.flush()?;
+    eprintln!(
+        "{topic}: {} chosen, {put} redriven, {skipped} skipped, {failed} failed{}",
+        chosen.len(),
+        if how.dry_run { " (dry run)" } else { "" }
+    );
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn rules_diff(

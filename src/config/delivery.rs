@@ -27,6 +27,11 @@
 //! retry_max = "5m"                      # longest back-off (and longest Retry-After honoured)
 //! breaker_failures = 5                  # consecutive failures that open the circuit
 //! breaker_cooldown = "30s"              # how long it stays open before one probe
+//! max_retry_age = "1h"                  # an alert refused with 5xx (or 408) this long goes
+//!                                       # to the dead-letter topic ("off": retried forever)
+//! catch_up = false                      # a new receiver (its group never committed) starts
+//!                                       # with the alerts raised since it was added; true:
+//!                                       # with the oldest alert the alerts topic retains
 //! ca_file = "/etc/regwatch/oncall-ca.crt"      # trust only this CA for the receiver (PEM)
 //! client_cert_file = "/etc/regwatch/oncall-client.crt"   # mutual TLS: the certificate shown
 //! client_key_file = "/etc/regwatch/oncall-client.key"    # and its PKCS#8 PEM key
@@ -90,6 +95,12 @@ pub struct Receiver {
     pub retry_max_ms: i64,
     pub breaker_failures: u32,
     pub breaker_cooldown_ms: i64,
+    /// How long an alert may keep being refused with a retryable status (5xx, 408) before it
+    /// is dead-lettered (0: never).
+    pub max_retry_age_ms: i64,
+    /// Whether a partition the receiver's group never committed starts at the oldest alert
+    /// retained (true) or at the alerts raised since the outbox started (false).
+    pub catch_up: bool,
     /// PEM of the only CA trusted for this receiver (`None`: the system's roots).
     pub ca_pem: Option<Vec<u8>>,
     /// Mutual TLS: the client certificate chain and its PKCS#8 key, PEM.
@@ -180,6 +191,9 @@ struct RawReceiver {
     retry_max: Option<String>,
     breaker_failures: Option<u32>,
     breaker_cooldown: Option<String>,
+    max_retry_age: Option<String>,
+    #[serde(default)]
+    catch_up: bool,
     ca_file: Option<PathBuf>,
     client_cert_file: Option<PathBuf>,
     client_key_file: Option<PathBuf>,
@@ -391,6 +405,13 @@ impl RawReceiver {
         }
         let breaker_cooldown_ms = ms("breaker_cooldown", self.breaker_cooldown, 30_000, 1)?;
         let breaker_failures = self.breaker_failures.unwrap_or(5);
+        let max_retry_age_ms = ms("max_retry_age", self.max_retry_age, 3_600_000, 0)?;
+        if (1..1_000).contains(&max_retry_age_ms) {
+            return Err(invalid(
+                &format!("{key}.max_retry_age"),
+                "must be at least 1s (or \"off\")",
+            ));
+        }
         if breaker_failures == 0 {
             return Err(invalid(
                 &format!("{key}.breaker_failures"),
@@ -457,6 +478,8 @@ impl RawReceiver {
             retry_max_ms,
             breaker_failures,
             breaker_cooldown_ms,
+            max_retry_age_ms,
+            catch_up: self.catch_up,
             ca_pem,
             client_identity,
         })
@@ -677,6 +700,21 @@ exemption = "ineligible"
     }
 
     #[test]
+    fn max_retry_age_and_catch_up_default_to_an_hour_and_starting_now() {
+        let d = load(&receiver("a", "\"https://x\"", "")).unwrap();
+        assert_eq!(d.receivers[0].max_retry_age_ms, 3_600_000);
+        assert!(!d.receivers[0].catch_up);
+        let d = load(&receiver(
+            "a",
+            "\"https://x\"",
+            "max_retry_age = \"off\"\ncatch_up = true\n",
+        ))
+        .unwrap();
+        assert_eq!(d.receivers[0].max_retry_age_ms, 0, "off: retried forever");
+        assert!(d.receivers[0].catch_up);
+    }
+
+    #[test]
     fn bad_delivery_settings_name_the_key_and_hide_secrets() {
         let a = |extra: &str| receiver("a", "\"https://x\"", extra);
         let cases = [
@@ -702,6 +740,10 @@ exemption = "ineligible"
             (
                 a("retry_initial = \"10s\"\nretry_max = \"1s\"\n"),
                 "delivery.receivers[0].retry_max",
+            ),
+            (
+                a("max_retry_age = \"500ms\"\n"),
+                "delivery.receivers[0].max_retry_age",
             ),
             (
                 a("") + &receiver("a", "\"https://y\"", ""),

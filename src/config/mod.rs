@@ -411,13 +411,14 @@ impl RawConfig {
             &kafka.dead_letter_topic,
             &kafka.state_topic,
             &kafka.reminders_topic,
+            &kafka.audit_topic,
         ]
         .contains(&&history.topic)
         {
             return Err(invalid(
                 "history.topic",
                 format!(
-                    "{:?} is already the alerts, dead-letter, state or reminders topic",
+                    "{:?} is already the alerts, dead-letter, state, reminders or audit topic",
                     history.topic
                 ),
             ));

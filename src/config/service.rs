@@ -12,6 +12,7 @@
 //! dead_letter_topic = "regwatch.dead-letters"
 //! state_topic = "regwatch.state"         # compacted; regwatch's own durable state
 //! reminders_topic = "regwatch.reminders" # reminders of unresolved incidents (not alerts)
+//! audit_topic = "regwatch.audit"         # append-only record of people's acts (redrives, ...)
 //! topic_partitions = 12                  # partitions of each topic regwatch creates
 //! replication_factor = 3                 # of each topic regwatch creates (default: the cluster's default.replication.factor; more than the brokers: start-up error)
 //! min_insync_replicas = 2                # of each topic regwatch creates (default: replication_factor - 1, at least 1; the cluster's default when neither is set)
@@ -163,6 +164,8 @@ pub struct KafkaSettings {
     pub state_topic: String,
     /// Where reminders go (`[alerts] reminder_interval`); never the alerts topic.
     pub reminders_topic: String,
+    /// The append-only record of what people did (who, when, what, why).
+    pub audit_topic: String,
     pub topic_partitions: i32,
     /// Replication factor of every topic regwatch creates; a cluster with fewer brokers is a
     /// start-up error. `None`: the cluster's `default.replication.factor` (as Kafka Streams'
@@ -219,6 +222,7 @@ pub(super) struct RawKafka {
     dead_letter_topic: Option<String>,
     state_topic: Option<String>,
     reminders_topic: Option<String>,
+    audit_topic: Option<String>,
     topic_partitions: Option<i32>,
     replication_factor: Option<i16>,
     min_insync_replicas: Option<i16>,
@@ -465,6 +469,10 @@ impl RawKafka {
                 self.reminders_topic
                     .unwrap_or_else(|| "regwatch.reminders".into()),
             )?,
+            audit_topic: topic_name(
+                "kafka.audit_topic",
+                self.audit_topic.unwrap_or_else(|| "regwatch.audit".into()),
+            )?,
             topic_partitions,
             replication_factor,
             min_insync_replicas,
@@ -497,6 +505,20 @@ impl RawKafka {
             return Err(invalid(
                 "kafka.reminders_topic",
                 format!("{r:?} is already the alerts, dead-letter or state topic"),
+            ));
+        }
+        let a = &settings.audit_topic;
+        if [
+            &settings.alerts_topic,
+            &settings.dead_letter_topic,
+            &settings.state_topic,
+            &settings.reminders_topic,
+        ]
+        .contains(&a)
+        {
+            return Err(invalid(
+                "kafka.audit_topic",
+                format!("{a:?} is already the alerts, dead-letter, state or reminders topic"),
             ));
         }
         Ok(settings)

@@ -9,10 +9,13 @@
 //!
 //! - [`outbox`]: one consumer group per receiver, per-partition lanes, offsets stored only
 //!   when an alert is done for that receiver; routing.
+//! - [`lanes`]: the receiver's group membership: revoked lanes stop at once, a new
+//!   receiver starts with the alerts raised since it was added (or catches up).
 //! - [`policy`]: what a status means, back-off with jitter, `Retry-After`, circuit breaker.
 //! - [`sign`]: HMAC-SHA256 signatures with key ids, and the reference verifier.
 //! - [`payload`]: the native body and the Alertmanager webhook-v4 body.
 
+pub mod lanes;
 pub mod outbox;
 pub mod payload;
 pub mod policy;

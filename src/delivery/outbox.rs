@@ -13,8 +13,14 @@
 //! are committed by librdkafka's auto-commit from the offsets the lanes store (explicit
 //! store, so nothing is committed before it is done), and synchronously at shutdown.
 //!
-//! On a rebalance, a lane may still deliver the alerts it already holds for a partition
-//! that moved: the new owner delivers them again, with the same `Idempotency-Key`.
+//! On a rebalance, a revoked partition's lane stops at once (`lanes.rs`): the new owner
+//! delivers what it held from the committed offset, with the same `Idempotency-Key`, and the
+//! old owner sends nothing more. A partition the receiver's group never committed starts
+//! with the alerts raised since the outbox started, unless the receiver asks to `catch_up`.
+//!
+//! An alert the receiver keeps refusing with a retryable status (5xx, 408) for
+//! `max_retry_age` is dead-lettered (reason `retry_age`), so one poison alert cannot hold
+//! its partition's lane forever.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +35,7 @@ use rdkafka::{Message, TopicPartitionList};
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use tokio::sync::{mpsc, watch};
 
+use super::lanes::{OutboxContext, Switches};
 use super::payload::{self, Parsed};
 use super::policy::{self, Breaker, Cause, Rng, Verdict};
 use super::sign::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -109,7 +116,8 @@ struct Lane {
     settings: Arc<DeliverySettings>,
     http: reqwest::Client,
     breaker: Breaker,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<OutboxContext>>,
+    switches: Arc<Switches>,
     producer: FutureProducer,
     m: Handles,
     /// With `kafka.record_key`, only records carrying its HMAC are delivered.
@@ -126,6 +134,8 @@ struct Handles {
     dead_http: IntCounter,
     dead_malformed: IntCounter,
     dead_untrusted: IntCounter,
+    dead_aged: IntCounter,
+    revoked: IntCounter,
     skipped: IntCounter,
     pending: IntGauge,
     circuit: IntGauge,
@@ -149,6 +159,8 @@ impl Handles {
             dead_http: w.dead_letters.with_label_values(&[name, "http_status"]),
             dead_malformed: w.dead_letters.with_label_values(&[name, "malformed_alert"]),
             dead_untrusted: w.dead_letters.with_label_values(&[name, "untrusted"]),
+            dead_aged: w.dead_letters.with_label_values(&[name, "retry_age"]),
+            revoked: w.revoked.with_label_values(&[name]),
             skipped: w.skipped.with_label_values(&[name]),
             pending: w.pending.with_label_values(&[name]),
             circuit: w.circuit.with_label_values(&[name]),
@@ -180,6 +192,8 @@ impl Outbox {
         metrics: &Metrics,
     ) -> anyhow::Result<Outbox> {
         let (stop, stop_rx) = watch::channel(false);
+        // A receiver new to the group starts with the alerts raised from now on.
+        let started = wall_now();
         let settings = Arc::new(settings.clone());
         let producer: FutureProducer = client::producer(kafka).create()?;
         let mut tasks = Vec::new();
@@ -194,10 +208,16 @@ impl Outbox {
                 .set("enable.partition.eof", "false")
                 .set("isolation.level", "read_committed")
                 .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
-                // A new receiver starts with the oldest alert still retained: starting at
-                // the end could skip an alert written before its group first joined.
+                // Where a partition never committed starts when the lookup by time fails
+                // (see `lanes.rs`), and with `catch_up`: the oldest alert, nothing skipped.
                 .set("auto.offset.reset", "earliest");
-            let consumer: StreamConsumer = cfg.create()?;
+            let switches = Arc::new(Switches::default());
+            let consumer: StreamConsumer<OutboxContext> =
+                cfg.create_with_context(OutboxContext {
+                    receiver: receiver.name.clone(),
+                    since: (!receiver.catch_up).then_some(started),
+                    switches: switches.clone(),
+                })?;
             consumer.subscribe(topics)?;
             let http = http_client(receiver)?;
             let lane = Arc::new(Lane {
@@ -210,6 +230,7 @@ impl Outbox {
                     Duration::from_millis(receiver.breaker_cooldown_ms as u64),
                 ),
                 consumer: Arc::new(consumer),
+                switches,
                 producer: producer.clone(),
                 m: Handles::new(metrics, &receiver.name),
                 record_key: kafka.record_key.clone(),
@@ -236,6 +257,8 @@ struct LaneQueue {
     /// Records handed to the lane and not yet done with.
     depth: Arc<AtomicUsize>,
     paused: bool,
+    /// Turned on when the partition is revoked: the lane has stopped.
+    off: watch::Receiver<bool>,
 }
 
 /// Reads a receiver's consumer and hands each alert to its partition's lane; pauses a
@@ -264,29 +287,42 @@ async fn dispatch(lane: Arc<Lane>, mut stop: watch::Receiver<bool>) {
             }
         };
         let key = (m.topic().to_string(), m.partition());
+        // A lane stopped by a revocation is replaced when its partition comes back.
+        if lanes.get(&key).is_some_and(|q| *q.off.borrow()) {
+            lanes.remove(&key);
+        }
         let q = lanes.entry(key).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let depth = Arc::new(AtomicUsize::new(0));
+            let off = lane.switches.register(m.topic(), m.partition());
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
             workers.push(tokio::spawn(run_lane(
                 lane.clone(),
                 rx,
                 depth.clone(),
                 stop.clone(),
+                off.clone(),
                 Rng::seeded(seed),
             )));
             LaneQueue {
                 tx,
                 depth,
                 paused: false,
+                off,
             }
         });
         let (topic, partition) = (m.topic().to_string(), m.partition());
         q.depth.fetch_add(1, Ordering::AcqRel);
         lane.m.pending.inc();
         if q.tx.send(m).is_err() {
-            // A lane ends only at shutdown or by a defect; its unfinished record was never
-            // stored, so it is read again after a restart.
+            if *q.off.borrow() {
+                // Revoked between the check above and now: the record belongs to the new
+                // owner, which reads it from the committed offset.
+                lane.m.pending.dec();
+                continue;
+            }
+            // A lane ends only at shutdown, by revocation or by a defect; its unfinished
+            // record was never stored, so it is read again after a restart.
             tracing::error!(receiver = %lane.receiver.name, %topic, partition, "delivery lane ended; this receiver stops");
             break;
         }
@@ -345,15 +381,18 @@ async fn run_lane(
     mut rx: mpsc::UnboundedReceiver<OwnedMessage>,
     depth: Arc<AtomicUsize>,
     mut stop: watch::Receiver<bool>,
+    mut off: watch::Receiver<bool>,
     mut rng: Rng,
 ) {
     loop {
         let m = tokio::select! {
             _ = stop.changed() => return,
+            _ = off.changed() => return revoked(&lane, &depth),
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
         tokio::select! {
             _ = stop.changed() => return,
+            _ = off.changed() => return revoked(&lane, &depth),
             () = lane.handle(&m, &mut rng) => {}
         }
         depth.fetch_sub(1, Ordering::AcqRel);
@@ -368,6 +407,15 @@ async fn run_lane(
             tracing::debug!(receiver = %lane.receiver.name, partition = m.partition(), error = %e, "offset not stored");
         }
     }
+}
+
+/// A lane whose partition was revoked gives up what it held, unstored: the new owner
+/// delivers it from the committed offset.
+fn revoked(lane: &Lane, depth: &AtomicUsize) {
+    let dropped = depth.swap(0, Ordering::AcqRel);
+    lane.m.pending.sub(dropped as i64);
+    lane.m.revoked.inc_by(dropped as u64);
+    tracing::info!(receiver = %lane.receiver.name, alerts = dropped, "lane stopped: its partition was revoked; the new owner delivers what it held");
 }
 
 impl Lane {
@@ -397,9 +445,19 @@ impl Lane {
                 return;
             }
         };
-        if !is_routed(&self.settings, self.index, &alert) {
-            self.m.skipped.inc();
-            return;
+        // A redriven alert is for the receiver that could not take it (whatever the routes
+        // say now); the others had it already.
+        match crate::ingest::tail::header(m, crate::redrive::REDRIVE_FOR_HEADER) {
+            Some(only) if only != self.receiver.name => {
+                self.m.skipped.inc();
+                return;
+            }
+            Some(_) => {}
+            None if !is_routed(&self.settings, self.index, &alert) => {
+                self.m.skipped.inc();
+                return;
+            }
+            None => {}
         }
         let body = match self.receiver.format {
             PayloadFormat::Native => bytes.to_vec(),
@@ -410,6 +468,9 @@ impl Lane {
         let initial = Duration::from_millis(self.receiver.retry_initial_ms as u64);
         let max = Duration::from_millis(self.receiver.retry_max_ms as u64);
         let mut attempt: u32 = 0;
+        // When the receiver first refused this alert with a retryable status.
+        let mut refused_since: Option<Instant> = None;
+        let max_age = Duration::from_millis(self.receiver.max_retry_age_ms as u64);
         loop {
             let permit = self.breaker.acquire().await;
             self.m.circuit.set(self.breaker.state().gauge());
@@ -447,6 +508,25 @@ impl Lane {
                     }
                     Verdict::Retry(cause) => {
                         self.m.failed(cause);
+                        if cause == Cause::Status5xx && !max_age.is_zero() {
+                            let since = *refused_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() >= max_age {
+                                permit.failure();
+                                self.m.circuit.set(self.breaker.state().gauge());
+                                let why = format!(
+                                    "refused with retryable statuses for {}s (max_retry_age), {} attempts; last {}: {}",
+                                    since.elapsed().as_secs(),
+                                    attempt + 1,
+                                    answer.status,
+                                    answer.excerpt
+                                );
+                                tracing::warn!(receiver = %self.receiver.name, alert_id = %alert.alert_id, status = answer.status, attempts = attempt + 1, "alert refused past max_retry_age: dead-lettered");
+                                self.dead_letter(m, "retry_age", Some(answer.status), &why, rng)
+                                    .await;
+                                self.m.dead_aged.inc();
+                                return;
+                            }
+                        }
                         if cause.is_unhealthy() {
                             permit.failure();
                         } else {

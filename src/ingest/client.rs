@@ -219,8 +219,10 @@ pub fn subscribed_partitions(
 
 /// The topic configs of the alerts, dead-letter and reminders topics.
 const PLAIN: &[(&str, &str)] = &[("cleanup.policy", "delete")];
+/// The audit topic's: what people did is kept until an operator decides otherwise.
+const KEPT: &[(&str, &str)] = &[("cleanup.policy", "delete"), ("retention.ms", "-1")];
 
-/// Creates the alerts, dead-letter, state and reminders topics when missing (the state
+/// Creates the alerts, dead-letter, state, reminders and audit topics when missing (the state
 /// topic compacted, with `kafka.state_topic_config`), each with `kafka.replication_factor`
 /// replicas and `kafka.min_insync_replicas` (the cluster's defaults when unset). Existing topics are left as they are, except
 /// that an existing state topic must be compacted.
@@ -240,6 +242,7 @@ pub async fn ensure_topics(k: &KafkaSettings, brokers: usize) -> anyhow::Result<
             (k.dead_letter_topic.as_str(), PLAIN),
             (k.state_topic.as_str(), &state),
             (k.reminders_topic.as_str(), PLAIN),
+            (k.audit_topic.as_str(), KEPT),
         ],
     )
     .await?;
@@ -281,6 +284,12 @@ pub async fn ensure_history_topic(
 }
 
 /// Creates one topic (`cleanup.policy=delete`) when missing.
+/// Creates the audit topic when missing (kept forever: `retention.ms=-1`).
+pub async fn ensure_audit_topic(k: &KafkaSettings, brokers: usize) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base(k).create()?;
+    create_topics(&admin, k, brokers, &[(k.audit_topic.as_str(), KEPT)]).await
+}
+
 pub async fn ensure_topic(k: &KafkaSettings, brokers: usize, name: &str) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = base(k).create()?;
     create_topics(&admin, k, brokers, &[(name, PLAIN)]).await

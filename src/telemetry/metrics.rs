@@ -192,6 +192,8 @@ pub struct WebhookMetrics {
     pub retries: IntCounterVec,
     pub dead_letters: IntCounterVec,
     pub skipped: IntCounterVec,
+    /// Alerts a lane gave up because its partition was revoked (the new owner delivers them).
+    pub revoked: IntCounterVec,
     pub pending: IntGaugeVec,
     pub circuit: IntGaugeVec,
     /// From the alert's record timestamp to the receiver's 2xx, retries included.
@@ -307,13 +309,19 @@ impl WebhookMetrics {
             dead_letters: counter_vec(
                 registry,
                 "regwatch_webhook_dead_letters_total",
-                "Alerts dead-lettered for a receiver, by reason (http_status, malformed_alert).",
+                "Alerts dead-lettered for a receiver, by reason (http_status, retry_age, malformed_alert, untrusted).",
                 &["receiver", "reason"],
             ),
             skipped: counter_vec(
                 registry,
                 "regwatch_webhook_not_routed_total",
                 "Alerts read by a receiver's outbox that no route sends to it.",
+                r,
+            ),
+            revoked: counter_vec(
+                registry,
+                "regwatch_webhook_revoked_total",
+                "Alerts a receiver's lane gave up, undelivered and unstored, because its partition was revoked (the new owner delivers them).",
                 r,
             ),
             pending: gauge_vec(
@@ -353,13 +361,14 @@ impl WebhookMetrics {
             &self.reminders,
             &self.retries,
             &self.skipped,
+            &self.revoked,
         ] {
             v.with_label_values(&[receiver]);
         }
         for c in crate::delivery::Cause::ALL {
             self.failures.with_label_values(&[receiver, c.as_str()]);
         }
-        for r in ["http_status", "malformed_alert"] {
+        for r in ["http_status", "retry_age", "malformed_alert"] {
             self.dead_letters.with_label_values(&[receiver, r]);
         }
         self.pending.with_label_values(&[receiver]);

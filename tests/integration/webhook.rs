@@ -31,7 +31,7 @@ use crate::kafka::{
 /// One request a receiver got.
 #[derive(Clone, Debug)]
 pub(crate) struct Got {
-    at: Instant,
+    pub(crate) at: Instant,
     headers: HeaderMap,
     pub(crate) body: Vec<u8>,
     /// What the receiver answered.
@@ -48,13 +48,13 @@ impl Got {
             .unwrap_or("")
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 }
 
 /// A scripted answer: status and extra headers.
-type Reply = (u16, Vec<(&'static str, String)>);
+pub(crate) type Reply = (u16, Vec<(&'static str, String)>);
 
 #[derive(Default)]
 struct Script {
@@ -117,7 +117,7 @@ pub(crate) fn free_port() -> u16 {
 
 impl Hook {
     /// A receiver on a free port, not listening yet (connections are refused).
-    fn down() -> Hook {
+    pub(crate) fn down() -> Hook {
         Hook {
             port: free_port(),
             script: Arc::default(),
@@ -146,7 +146,7 @@ impl Hook {
         h
     }
 
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(answer))
             .with_state(self.script.clone());
@@ -203,12 +203,17 @@ impl Hook {
         self.script.lock().unwrap().got.clone()
     }
 
-    fn script(&self, replies: Vec<Reply>) {
+    pub(crate) fn script(&self, replies: Vec<Reply>) {
         self.script.lock().unwrap().next.extend(replies);
     }
 
-    fn refuse(&self, needle: &str, status: u16) {
+    pub(crate) fn refuse(&self, needle: &str, status: u16) {
         self.script.lock().unwrap().refuse = Some((needle.to_string(), status));
+    }
+
+    /// Stops refusing (every request is answered 200 again).
+    pub(crate) fn accept(&self) {
+        self.script.lock().unwrap().refuse = None;
     }
 
     /// The alert ids delivered with a 2xx (from the Idempotency-Key header).
@@ -220,7 +225,12 @@ impl Hook {
             .collect()
     }
 
-    async fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn(&[Got]) -> bool) {
+    pub(crate) async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[Got]) -> bool,
+    ) {
         let deadline = Instant::now() + timeout;
         loop {
             let got = self.got();
@@ -341,7 +351,7 @@ fn verify_with(key_id: &str, secret: &str, g: &Got) -> bool {
 }
 
 const OLD_KEY: &str = "old-signing-key-2026-05-xxxx";
-const NEW_KEY: &str = "new-signing-key-2026-11-yyyy";
+pub(crate) const NEW_KEY: &str = "new-signing-key-2026-11-yyyy";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_native_and_alertmanager_webhooks_follow_their_routes() {
