@@ -5,8 +5,9 @@
 //!   lane is switched off: a request in flight is abandoned, a back-off is cut short, the
 //!   alerts it still holds are dropped unstored. The new owner delivers them from the
 //!   committed offset (with the same `Idempotency-Key`), and the old one sends nothing more.
-//! - **A new receiver starts now.** A partition this receiver's group has never committed
-//!   starts at the first alert written since the outbox started (`since`), found by
+//! - **A new receiver starts now.** When the receiver's group has never committed anything
+//!   (a receiver added to the configuration), each partition starts at the first alert
+//!   written since the outbox started (`since`), found by
 //!   timestamp, or at the partition's end as it stood before that lookup, so that no alert
 //!   raised after the receiver was added is skipped and none raised before pages on-call.
 //!   The start is committed at once, so a restart or another instance resumes from it. With
@@ -64,6 +65,8 @@ pub struct OutboxContext {
     /// Where a never-committed partition starts: the first alert at or after this instant;
     /// `None`: the oldest retained (`catch_up`).
     pub since: Option<Timestamp>,
+    /// The topics the receiver's group reads (alerts, reminders).
+    pub topics: Vec<String>,
     pub switches: std::sync::Arc<Switches>,
 }
 
@@ -121,18 +124,45 @@ impl OutboxContext {
         since: Timestamp,
     ) -> TopicPartitionList {
         let mut started = TopicPartitionList::new();
-        let fresh = match c.committed_offsets(tpl.clone(), LOOKUP_TIMEOUT) {
-            Ok(committed) => committed
-                .elements()
-                .iter()
-                .filter(|e| !matches!(e.offset(), Offset::Offset(_)))
-                .map(|e| (e.topic().to_string(), e.partition()))
-                .collect::<Vec<_>>(),
+        // New is a group that committed nothing on any partition of its topics: one that
+        // did is an existing receiver, and a partition it never committed (a partition
+        // added since, or one without an alert yet) starts at its oldest alert.
+        let mut all = TopicPartitionList::new();
+        for topic in &self.topics {
+            match c.fetch_metadata(Some(topic), LOOKUP_TIMEOUT) {
+                Ok(md) => {
+                    for t in md.topics() {
+                        for p in t.partitions() {
+                            all.add_partition(t.name(), p.id());
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(receiver = %self.receiver, %topic, error = %e, "topic metadata unknown; partitions start where they were or at the oldest alert");
+                    return started;
+                }
+            }
+        }
+        match c.committed_offsets(all, LOOKUP_TIMEOUT) {
+            Ok(committed)
+                if committed
+                    .elements()
+                    .iter()
+                    .any(|e| matches!(e.offset(), Offset::Offset(_))) =>
+            {
+                return started;
+            }
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(receiver = %self.receiver, error = %e, "committed offsets unknown; partitions start where they were or at the oldest alert");
                 return started;
             }
-        };
+        }
+        let fresh: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
         for (topic, partition) in fresh {
             match start_at(c, &topic, partition, since) {
                 Ok(offset) => {

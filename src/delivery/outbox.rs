@@ -216,6 +216,7 @@ impl Outbox {
                 cfg.create_with_context(OutboxContext {
                     receiver: receiver.name.clone(),
                     since: (!receiver.catch_up).then_some(started),
+                    topics: topics.iter().map(|t| t.to_string()).collect(),
                     switches: switches.clone(),
                 })?;
             consumer.subscribe(topics)?;
