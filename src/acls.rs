@@ -273,11 +273,15 @@ pub fn commands(cfg: &Config, opts: &Options) -> Vec<String> {
 
     // regwatch itself.
     out.push(String::new());
-    out.push(format!("# regwatch ({me}): reads every events topic."));
+    out.push(format!("# regwatch ({me}): reads every events topic, and writes people's actions (POST /actions) to them."));
     match &k.topics {
         TopicSelection::List(list) => {
             let topics: Vec<&str> = list.iter().map(String::as_str).collect();
-            out.push(line(me, &["Read", "Describe"], Resource::Topics(&topics)));
+            out.push(line(
+                me,
+                &["Read", "Write", "Describe"],
+                Resource::Topics(&topics),
+            ));
         }
         TopicSelection::Pattern(pattern) => {
             let prefix = topic_prefix(pattern);
@@ -288,13 +292,13 @@ pub fn commands(cfg: &Config, opts: &Options) -> Vec<String> {
                     ));
                     out.push(line(
                         me,
-                        &["Read", "Describe"],
+                        &["Read", "Write", "Describe"],
                         Resource::TopicPrefix(prefix),
                     ));
                 }
                 None => {
                     out.push(format!(
-                        "# kafka.topic_pattern {pattern:?} has no literal prefix: grant READ and DESCRIBE on"
+                        "# kafka.topic_pattern {pattern:?} has no literal prefix: grant READ, WRITE and DESCRIBE on"
                     ));
                     out.push("# each topic it matches by name; the bound topics are below.".into());
                 }
@@ -307,7 +311,7 @@ pub fn commands(cfg: &Config, opts: &Options) -> Vec<String> {
             if !uncovered.is_empty() {
                 out.push(line(
                     me,
-                    &["Read", "Describe"],
+                    &["Read", "Write", "Describe"],
                     Resource::Topics(&uncovered),
                 ));
             }
@@ -460,7 +464,7 @@ topics = ["acl.events.P2", "acl.events.P2-extra"]
             [
                 "+ --allow-principal User:P1 --operation Write --operation Describe --resource-pattern-type literal --topic acl.events.P1",
                 "+ --allow-principal User:P2 --operation Write --operation Describe --resource-pattern-type literal --topic acl.events.P2 --topic acl.events.P2-extra",
-                "+ --allow-principal User:regwatch --operation Read --operation Describe --resource-pattern-type prefixed --topic acl.events",
+                "+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --resource-pattern-type prefixed --topic acl.events",
                 "+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --operation DescribeConfigs --operation Create --resource-pattern-type literal --topic rw.alerts --topic rw.reminders --topic rw.dlq --topic rw.state --topic regwatch.audit --topic regwatch.history",
                 "+ --allow-principal User:regwatch --operation Create --resource-pattern-type literal --topic acl.events.P1 --topic acl.events.P2 --topic acl.events.P2-extra",
                 "+ --allow-principal User:regwatch --operation Read --resource-pattern-type literal --group rw --group rw.state-reader --group rw.desk",
@@ -518,7 +522,7 @@ kind = "broker"
                 "+ --allow-principal User:B --operation Write --operation Describe --resource-pattern-type literal --topic sandbox.events.B",
                 "+ --allow-principal User:A --operation Write --operation Describe --resource-pattern-type literal --topic sandbox.events",
                 r"+ --allow-principal 'User:it'\''s' --operation Write --operation Describe --resource-pattern-type literal --topic sandbox.events",
-                "+ --allow-principal User:regwatch --operation Read --operation Describe --resource-pattern-type literal --topic sandbox.events --topic sandbox.events.B",
+                "+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --resource-pattern-type literal --topic sandbox.events --topic sandbox.events.B",
                 "+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --operation DescribeConfigs --resource-pattern-type literal --topic regwatch.alerts --topic regwatch.reminders --topic regwatch.dead-letters --topic regwatch.state --topic regwatch.audit --topic regwatch.alert-dead-letters --topic regwatch.history",
                 "+ --allow-principal User:regwatch --operation Read --resource-pattern-type literal --group regwatch --group regwatch.state-reader --group regwatch.desk",
                 "+ --allow-principal User:regwatch --operation Read --resource-pattern-type prefixed --group hooks.",
@@ -551,7 +555,7 @@ kind = "broker"
             "a template for the shared topics, commented out: {text}"
         );
         let lines = acl_lines(&cfg);
-        assert!(lines.contains(&"+ --allow-principal User:regwatch --operation Read --operation Describe --resource-pattern-type literal --topic x.events.A".to_string()), "{lines:?}");
+        assert!(lines.contains(&"+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --resource-pattern-type literal --topic x.events.A".to_string()), "{lines:?}");
         assert!(
             lines.iter().all(|l| !l.contains("User:U ")),
             "nothing for U without a shared topic name: {lines:?}"

@@ -81,6 +81,11 @@ pub async fn run(
         .history
         .enabled
         .then(|| Arc::new(crate::desk::Desk::new(config.history.clone())));
+    let actions = Arc::new(crate::actions::Sink {
+        producer: client::producer(&config.kafka).create()?,
+        kafka: config.kafka.clone(),
+        key: std::sync::OnceLock::new(),
+    });
     let (http_stop, http_addr) = start_http(
         &config,
         metrics.clone(),
@@ -88,6 +93,7 @@ pub async fn run(
         queries.clone(),
         desk.clone(),
         rules_rx.clone(),
+        actions.clone(),
     )
     .await?;
 
@@ -133,6 +139,7 @@ pub async fn run(
         .await?;
         config.kafka.record_key = found.into_inner().unwrap_or_else(|p| p.into_inner());
     }
+    let _ = actions.key.set(config.kafka.record_key.clone());
     let k = &config.kafka;
     let producer: FutureProducer<client::Watched> =
         client::producer(k).create_with_context(client::Watched {
@@ -280,6 +287,7 @@ async fn start_http(
     queries: tokio::sync::broadcast::Sender<crate::ingest::worker::IncidentQuery>,
     desk: Option<Arc<crate::desk::Desk>>,
     rules: tokio::sync::watch::Receiver<Arc<crate::score::Rules>>,
+    actions: Arc<crate::actions::Sink>,
 ) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, Option<SocketAddr>)> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let Some(addr) = config.http.listen else {
@@ -292,6 +300,7 @@ async fn start_http(
         desk,
         registry: Arc::new(config.registry.clone()),
         rules,
+        actions: Some(actions),
     };
     tokio::spawn(async move {
         let stop = async {

@@ -44,6 +44,7 @@
 //!   state snapshot covering it and every alert before it are acknowledged.
 
 pub mod acls;
+pub mod actions;
 pub mod alert;
 pub mod app;
 pub mod calendar;

@@ -140,18 +140,8 @@ enum Command {
     },
     /// The fleet's incidents as a table, from the incident API of any instance (`/incidents`).
     Incidents {
-        /// Configuration file: the endpoint (http.listen, TLS) of the instance to ask.
-        #[arg(long, required_unless_present = "url")]
-        config: Option<PathBuf>,
-        /// The instance's base URL instead (e.g. https://regwatch-0:9464).
-        #[arg(long)]
-        url: Option<String>,
-        /// A file holding a supervisor-role bearer token (when the endpoint has tokens).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-        /// The CA of the endpoint's certificate (https).
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
         /// Query parameters, as /incidents takes them (e.g. status=all, min_level=major,
         /// participant=ID, exemption=ineligible).
         #[arg(value_name = "KEY=VALUE")]
@@ -165,6 +155,13 @@ enum Command {
     DeadLetters {
         #[command(subcommand)]
         action: DeadLettersAction,
+    },
+    /// Act on an incident through the API of any instance (operator role): `ack` stops its
+    /// reminders (the grade stays), `annotate` adds a note to its timeline, `close` resolves
+    /// it (a `resolved` alert with trigger `closed`). Each is audited.
+    Act {
+        #[command(subcommand)]
+        action: ActAction,
     },
     /// Print the Kafka ACLs the configuration needs, as kafka-acls.sh command lines.
     Acls {
@@ -180,6 +177,49 @@ enum Command {
         #[arg(long, default_value = regwatch::acls::DEFAULT_PARTICIPANT_PRINCIPAL)]
         participant_principal: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ActAction {
+    /// Acknowledge: its reminders stop; grade and verdict stay.
+    Ack(ActArgs),
+    /// Add a note (the reason) to its timeline.
+    Annotate(ActArgs),
+    /// Close it now, as a `resolved` report would, naming who and why.
+    Close(ActArgs),
+}
+
+/// One action's target, reason and the API to send it to.
+#[derive(clap::Args)]
+struct ActArgs {
+    /// PARTICIPANT/INCIDENT.
+    incident: String,
+    /// Why (for annotate: the note).
+    #[arg(long)]
+    reason: String,
+    /// Who (default: $USER; with a client certificate, its subject is who).
+    #[arg(long)]
+    actor: Option<String>,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+/// The HTTP API of an instance, as `incidents` and `act` reach it.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Configuration file: the endpoint (http.listen, TLS) of the instance to ask.
+    #[arg(long, required_unless_present = "url")]
+    config: Option<PathBuf>,
+    /// The instance's base URL instead (e.g. https://regwatch-0:9464).
+    #[arg(long)]
+    url: Option<String>,
+    /// A file holding a bearer token of the role the route needs (supervisor to read,
+    /// operator to act), when the endpoint has tokens.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// The CA of the endpoint's certificate (https).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -364,6 +404,15 @@ fn main() -> ExitCode {
         Command::Rules {
             action: RulesAction::Check { file },
         } => rules_check(&file),
+        Command::Act {
+            action: ActAction::Ack(a),
+        } => act("ack", a),
+        Command::Act {
+            action: ActAction::Annotate(a),
+        } => act("annotate", a),
+        Command::Act {
+            action: ActAction::Close(a),
+        } => act("close", a),
         Command::DeadLetters {
             action: DeadLettersAction::List { which, json },
         } => dead_letters(which, Err(json)),
@@ -402,21 +451,7 @@ fn main() -> ExitCode {
             StateAction::Dump(p) => state(p, false),
             StateAction::Verify(p) => state(p, true),
         },
-        Command::Incidents {
-            config,
-            url,
-            token_file,
-            ca_file,
-            filters,
-            json,
-        } => incidents(
-            config.as_deref(),
-            url,
-            token_file.as_deref(),
-            ca_file.as_deref(),
-            &filters,
-            json,
-        ),
+        Command::Incidents { api, filters, json } => incidents(api, &filters, json),
         Command::Report {
             config,
             participant,
@@ -727,33 +762,35 @@ fn rules_diff(
     })
 }
 
-fn incidents(
-    config: Option<&Path>,
-    url: Option<String>,
-    token_file: Option<&Path>,
-    ca_file: Option<&Path>,
-    filters: &[String],
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+/// An instance's HTTP API as the CLI reaches it.
+struct Endpoint {
+    base: String,
+    client: reqwest::Client,
+    token: Option<String>,
+}
+
+/// The API of the configured instance (or `url`), with its CA and a bearer token from
+/// `token_file` (its first line that is not a comment).
+fn endpoint(api: ApiArgs) -> anyhow::Result<Endpoint> {
+    let ApiArgs {
+        config,
+        url,
+        token_file,
+        ca_file,
+    } = api;
+    let (config, token_file, ca_file) =
+        (config.as_deref(), token_file.as_deref(), ca_file.as_deref());
     let base = match (url, config) {
         (Some(url), _) => url.trim_end_matches('/').to_string(),
         (None, Some(config)) => local_endpoint(&Config::load(config)?)
             .with_context(|| format!("{}: give --url", config.display()))?,
         (None, None) => anyhow::bail!("give --config or --url"),
     };
-    let mut query = Vec::new();
-    for f in filters {
-        let (k, v) = f
-            .split_once('=')
-            .with_context(|| format!("{f:?}: filters are KEY=VALUE"))?;
-        query.push((k.to_string(), v.to_string()));
-    }
     let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(15));
     if let Some(ca) = ca_file {
         let pem = std::fs::read(ca).with_context(|| format!("--ca-file {}", ca.display()))?;
         client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
     }
-    let client = client.build()?;
     let token = match token_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
@@ -766,20 +803,86 @@ fn incidents(
         ),
         None => None,
     };
-    let url = format!("{base}/incidents");
+    Ok(Endpoint {
+        base,
+        client: client.build()?,
+        token,
+    })
+}
+
+/// Sends one request (with the bearer token, if any) and returns the status and body.
+fn send(
+    mut r: reqwest::RequestBuilder,
+    token: Option<&str>,
+    url: &str,
+) -> anyhow::Result<(reqwest::StatusCode, String)> {
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (status, body) = rt
-        .block_on(async {
-            let mut r = client.get(&url).query(&query);
-            if let Some(t) = &token {
-                r = r.bearer_auth(t);
-            }
-            let r = r.send().await?;
-            Ok::<_, reqwest::Error>((r.status(), r.text().await.unwrap_or_default()))
-        })
-        .with_context(|| format!("asking {url}"))?;
+    rt.block_on(async {
+        let r = r.send().await?;
+        Ok::<_, reqwest::Error>((r.status(), r.text().await.unwrap_or_default()))
+    })
+    .with_context(|| format!("asking {url}"))
+}
+
+/// `regwatch act`: one action through the API of any instance.
+fn act(action: &str, which: ActArgs) -> anyhow::Result<ExitCode> {
+    let (participant, incident) = which
+        .incident
+        .split_once('/')
+        .context("the incident is PARTICIPANT/INCIDENT")?;
+    let actor = match which.actor.or_else(|| std::env::var("USER").ok()) {
+        Some(a) if !a.trim().is_empty() => a,
+        _ => anyhow::bail!("give --actor (who acts: kept in the audit record)"),
+    };
+    let Endpoint {
+        base,
+        client,
+        token,
+    } = endpoint(which.api)?;
+    let url = format!("{base}/actions");
+    let body = serde_json::json!({
+        "action": action,
+        "participant_id": participant,
+        "incident_id": incident,
+        "reason": which.reason,
+        "actor": actor,
+    });
+    let (status, text) = send(
+        client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string()),
+        token.as_deref(),
+        &url,
+    )?;
+    if !status.is_success() {
+        eprintln!("{url}: {} {}", status.as_u16(), text.trim());
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("{}", text.trim());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn incidents(api: ApiArgs, filters: &[String], json: bool) -> anyhow::Result<ExitCode> {
+    let Endpoint {
+        base,
+        client,
+        token,
+    } = endpoint(api)?;
+    let mut query = Vec::new();
+    for f in filters {
+        let (k, v) = f
+            .split_once('=')
+            .with_context(|| format!("{f:?}: filters are KEY=VALUE"))?;
+        query.push((k.to_string(), v.to_string()));
+    }
+    let url = format!("{base}/incidents");
+    let (status, body) = send(client.get(&url).query(&query), token.as_deref(), &url)?;
     if !status.is_success() {
         anyhow::bail!("{url}: {} {}", status.as_u16(), body.trim());
     }

@@ -4,6 +4,9 @@
 //! `err` with its line number and reason and the replay goes on. Blank lines are skipped.
 //! Lines are read as bytes, so invalid UTF-8 is a rejection like any other.
 //!
+//! A line holding a person's action (`regwatch.action.v1`, see `crate::actions`) is applied
+//! at its own time, as the daemon applies it from the events partition.
+//!
 //! Replay writes the contract's alerts only: the engine's reminders are turned off first,
 //! whatever its settings say (CONTRACT.md section 3: nothing re-emits an alert).
 
@@ -50,6 +53,20 @@ pub fn replay(
         {
             continue;
         }
+        // A person's action (`regwatch.action.v1`, as the daemon reads it from the events
+        // partition): applied at its own time.
+        if let Some(action) = as_action(bytes) {
+            engine.advance_to(action.at, &mut alerts);
+            match engine.act(&action, &mut alerts) {
+                Ok(_) => summary.accepted += 1,
+                Err(why) => {
+                    summary.rejected += 1;
+                    writeln!(err, "line {}: action refused: {why}", summary.lines)?;
+                }
+            }
+            summary.alerts += write_alerts(&mut alerts, out)?;
+            continue;
+        }
         match engine.process(bytes, &mut alerts) {
             Ok(Outcome::Duplicate) => summary.duplicates += 1,
             Ok(_) => summary.accepted += 1,
@@ -71,6 +88,16 @@ pub fn replay(
     }
     out.flush()?;
     Ok(summary)
+}
+
+/// The line as an action record, if it is one (and well formed).
+fn as_action(bytes: &[u8]) -> Option<crate::actions::Action> {
+    let marker = crate::actions::SCHEMA.as_bytes();
+    bytes
+        .windows(marker.len())
+        .any(|w| w == marker)
+        .then(|| crate::actions::Action::parse(bytes).ok())
+        .flatten()
 }
 
 fn write_alerts(alerts: &mut Vec<Alert>, out: &mut impl Write) -> io::Result<u64> {

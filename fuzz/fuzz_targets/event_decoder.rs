@@ -18,6 +18,17 @@ fuzz_target!(|data: &[u8]| {
     let registry = regwatch_fuzz::registry();
     let decoded = decode(data, &registry, MAX_EVENT_BYTES);
 
+    // The same bytes as an action record (header `regwatch.action`): parsed and checked, or
+    // refused with a reason; a parsed one reads back as itself.
+    match regwatch::actions::Action::parse(data) {
+        Ok(a) => {
+            assert!(a.check().is_ok());
+            let again = serde_json::to_vec(&a).unwrap();
+            assert_eq!(regwatch::actions::Action::parse(&again).unwrap(), a);
+        }
+        Err(why) => assert!(!why.is_empty()),
+    }
+
     // Every rejection has a stable code and a sentence.
     if let Err(reject) = &decoded {
         assert!(!reject.code().is_empty());

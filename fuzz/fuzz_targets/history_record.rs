@@ -10,7 +10,14 @@ use regwatch::desk::{export, keys, page, participants, Coverage, Filter, Store};
 use regwatch::registry::Registry;
 use regwatch::score::Rules;
 
-const KINDS: [&str; 5] = [keys::REPORT, keys::VIEW, keys::ALERT, keys::WATERMARK, "other"];
+const KINDS: [&str; 6] = [
+    keys::REPORT,
+    keys::VIEW,
+    keys::ALERT,
+    keys::WATERMARK,
+    keys::ACTION,
+    "other",
+];
 
 fuzz_target!(|data: &[u8]| {
     let mut store = Store::new(4, 3, 8);

@@ -65,6 +65,8 @@ pub enum Trigger {
     Clock,
     /// The incident was resolved.
     Resolved,
+    /// A person closed the incident (`closed_by`, `close_reason`): a `resolved` alert.
+    Closed,
     /// An axis rose because the rules were reloaded with a stricter grid.
     Reload,
     /// A participant fell silent for longer than the configured gap.
@@ -128,6 +130,11 @@ pub struct Alert {
     /// For reminders only: the `alert_id` of the incident's most recent real alert.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reminder_of: Option<String>,
+    /// For trigger `closed`: who closed the incident, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<String>,
     /// One line a person can read and cite.
     pub summary: String,
 }

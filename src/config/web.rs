@@ -12,7 +12,7 @@
 //! client_ca_file = "/etc/regwatch/tls/clients.crt" # optional: clients must show a certificate it signed
 //!
 //! [[http.tokens]]                   # Authorization: Bearer <token>; files re-read when they change
-//! role = "scrape"                   # scrape: /metrics; supervisor: /incidents
+//! role = "scrape"                   # scrape: /metrics; supervisor: /incidents; operator: POST /actions
 //! file = "/run/secrets/regwatch/scrape-tokens"    # one token per line (two during a rotation)
 //! ```
 //!
@@ -34,15 +34,18 @@ pub enum Role {
     Scrape,
     /// The incident API (`/incidents`).
     Supervisor,
+    /// `POST /actions`: acknowledge, annotate, close incidents (acting, not reading).
+    Operator,
 }
 
 impl Role {
-    pub const ALL: [Role; 2] = [Role::Scrape, Role::Supervisor];
+    pub const ALL: [Role; 3] = [Role::Scrape, Role::Supervisor, Role::Operator];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Scrape => "scrape",
             Role::Supervisor => "supervisor",
+            Role::Operator => "operator",
         }
     }
 
@@ -189,7 +192,7 @@ impl RawHttp {
             let role = Role::parse(&t.role).ok_or_else(|| {
                 invalid(
                     "http.tokens.role",
-                    format!("{:?}: one of scrape, supervisor", t.role),
+                    format!("{:?}: one of scrape, supervisor, operator", t.role),
                 )
             })?;
             let file = resolve(base, t.file);

@@ -93,6 +93,10 @@ pub enum Reject {
     TopicMismatch,
     #[error("the participant is already heard on partition {home} (of this events topic or another): its producers use more than one partitioner or key; every event must carry key = participant_id through one partitioner")]
     PartitionConflict { home: i32 },
+    #[error("an action record (header regwatch.action) without a valid regwatch.mac: only regwatch's API writes actions")]
+    UntrustedAction,
+    #[error("an action record (header regwatch.action) that is not a regwatch.action.v1 object")]
+    BadAction,
 }
 
 impl Reject {
@@ -116,11 +120,13 @@ impl Reject {
             Reject::Stale => "stale",
             Reject::TopicMismatch => "topic_mismatch",
             Reject::PartitionConflict { .. } => "partition_conflict",
+            Reject::UntrustedAction => "untrusted_action",
+            Reject::BadAction => "bad_action",
         }
     }
 
     /// Every code, for pre-registering metric label values.
-    pub const CODES: [&'static str; 17] = [
+    pub const CODES: [&'static str; 19] = [
         "too_large",
         "not_json",
         "not_object",
@@ -138,6 +144,8 @@ impl Reject {
         "stale",
         "topic_mismatch",
         "partition_conflict",
+        "untrusted_action",
+        "bad_action",
     ];
 
     /// The field the rejection is about, if any.

@@ -9,6 +9,7 @@ pub const REPORT: &str = "report";
 pub const VIEW: &str = "view";
 pub const ALERT: &str = "alert";
 pub const WATERMARK: &str = "watermark";
+pub const ACTION: &str = "action";
 
 const SEP: char = '\u{1f}';
 
@@ -39,6 +40,11 @@ pub fn alert(participant: &str, incident: Option<&str>, alert_id: &str) -> Strin
     }
 }
 
+/// A person's action on an incident, applied or refused by its owner.
+pub fn action(participant: &str, incident: &str, action_id: &str) -> String {
+    format!("i{SEP}{participant}{SEP}{incident}{SEP}x{SEP}{action_id}")
+}
+
 pub fn watermark(topic: &str, partition: i32) -> String {
     format!("w{SEP}{topic}{SEP}{partition}")
 }
@@ -56,6 +62,7 @@ mod tests {
             view("P", "I2"),
             alert("P", Some("I"), "a1"),
             alert("P", None, "a1"),
+            action("P", "I", "a1"),
             watermark("t", 0),
             watermark("t", 1),
         ];

@@ -334,6 +334,26 @@ pub fn incident(story: &Story, calendars: &Calendars, coverage: &Coverage) -> St
                     ),
                 )
             }
+            "action" => (
+                format!(
+                    "{} by {}{}",
+                    text(&e.record["action"]),
+                    text(&e.record["actor"]),
+                    if e.record["outcome"] == "refused" {
+                        " (refused)"
+                    } else {
+                        ""
+                    }
+                ),
+                format!(
+                    "{}{}",
+                    text(&e.record["reason"]),
+                    e.record["refusal"]
+                        .as_str()
+                        .map(|r| format!(" &middot; {}", esc(r)))
+                        .unwrap_or_default()
+                ),
+            ),
             _ => (
                 format!(
                     "{} {} {}",
@@ -384,6 +404,7 @@ fn chart(story: &Story, calendars: &Calendars) -> String {
     let mut points: Vec<(Timestamp, Level, Level, Option<&Value>)> = Vec::new();
     for e in &story.entries {
         let (il, mo) = match e.kind {
+            "action" => continue,
             "report" => (&e.record["investor_loss"], &e.record["market_order"]),
             _ => (
                 &e.record["investor_loss"]["level"],

@@ -313,6 +313,20 @@ impl Store {
                 }
                 _ => false,
             },
+            keys::ACTION => match (ids(&v), time_of(&v["applied_at"]), v["action_id"].as_str()) {
+                (Some((p, Some(i))), Some(at), Some(action_id)) => {
+                    let entry = Entry {
+                        at,
+                        kind: "action",
+                        id: action_id.to_string(),
+                        record: v.clone(),
+                    };
+                    let max = self.max_entries;
+                    self.entries += self.story(p, i).add(entry, max);
+                    true
+                }
+                _ => false,
+            },
             keys::VIEW => match ids(&v) {
                 Some((p, Some(i))) => {
                     self.meet(&v);

@@ -81,6 +81,8 @@ pub fn incident_alert(
         last_heard_at: None,
         reminder: None,
         reminder_of: None,
+        closed_by: None,
+        close_reason: None,
         summary: String::new(),
     };
     alert.summary = summarize(&alert);
@@ -132,6 +134,8 @@ pub fn gap_alert(
         last_heard_at: Some(silent_since),
         reminder: None,
         reminder_of: None,
+        closed_by: None,
+        close_reason: None,
         summary: format!(
             "{} ({}): telemetry gap, {what}; last heard {silent_since}",
             p.id, p.name
@@ -245,6 +249,7 @@ fn summarize(a: &Alert) -> String {
             Trigger::Escalated => "escalated by a report",
             Trigger::Clock => "escalated by elapsed time",
             Trigger::Resolved => "resolved",
+            Trigger::Closed => "closed by a person",
             Trigger::Reload => "escalated by a rules reload",
             Trigger::Silent | Trigger::Heard => "telemetry",
             Trigger::Reminder => "still unresolved (reminder)",
@@ -305,6 +310,9 @@ pub struct IncidentView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_alert_id: Option<String>,
     pub reminders_sent: u32,
+    /// When a person acknowledged it (its reminders stopped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acked_at: Option<Timestamp>,
     pub summary: String,
     /// The engine time the view was taken at (what `duration_minutes` counts up to).
     pub as_of: Timestamp,
@@ -349,6 +357,7 @@ pub fn incident_view(
             resolved_alert_id(p, inc)
         },
         reminders_sent: inc.reminders_sent,
+        acked_at: inc.acked_at,
         summary: a.summary,
         as_of: now,
     }

@@ -71,6 +71,9 @@ pub struct Incident {
     pub reminder_anchor: Option<Timestamp>,
     /// Reminders emitted so far (the last k). Persisted.
     pub reminders_sent: u32,
+    /// Engine time a person acknowledged the open incident (no more reminders; the grade
+    /// stays). Persisted.
+    pub acked_at: Option<Timestamp>,
     /// When the next reminder is due (what the reminder heap's live entry says); not persisted.
     pub next_reminder: Option<Timestamp>,
     /// A resolved incident: the engine time its retention ends and it is evicted. Persisted,
@@ -130,6 +133,7 @@ impl Incident {
             deadline: None,
             reminder_anchor: None,
             reminders_sent: 0,
+            acked_at: None,
             next_reminder: None,
             evict_at: None,
             dirty: false,

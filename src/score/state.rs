@@ -77,6 +77,9 @@ pub struct IncidentRecord {
     /// Reminders emitted so far (the last k).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reminders_sent: u32,
+    /// Engine time (ms) a person acknowledged the incident (its reminders stop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_at_ms: Option<i64>,
     /// A resolved incident: the engine time (ms) its retention ends. Absent in records
     /// written before it was kept (such an incident is kept a full retention from the restore).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,6 +187,7 @@ impl IncidentRecord {
             }),
             reminder_anchor_ms: inc.reminder_anchor.map(Timestamp::millis),
             reminders_sent: inc.reminders_sent,
+            acked_at_ms: inc.acked_at.map(Timestamp::millis),
             evict_at_ms: inc.evict_at.map(Timestamp::millis),
         }
     }

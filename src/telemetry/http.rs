@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::api::{self, DeskApi};
@@ -145,6 +145,7 @@ pub async fn serve(
         .route("/participants", get(api::participant_list))
         .route("/participants/{id}", get(api::participant))
         .route("/report", get(api::report))
+        .route("/actions", post(api::act))
         .route("/board", get(api::board))
         .route("/board/login", get(api::login_page).post(api::login))
         .route("/board/participants", get(api::board_participants))

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     pub alerts: IntCounterVec,
     pub dead_letters: IntCounter,
+    /// People's actions by kind and outcome (accepted, applied, refused, forbidden, invalid,
+    /// unknown_incident).
+    pub actions: IntCounterVec,
     pub produce_retries: IntCounterVec,
     pub partitions: IntGauge,
     /// Partitions of the subscribed events topics in the cluster (the broker probe's
@@ -624,6 +627,12 @@ impl Metrics {
                 &registry,
                 "regwatch_dead_letters_total",
                 "Records written to the dead-letter topic.",
+            ),
+            actions: counter_vec(
+                &registry,
+                "regwatch_actions_total",
+                "People's actions on incidents by action (ack, annotate, close) and outcome: accepted by the API, applied or refused by the owning partition, or refused by the API (forbidden, invalid, unknown_incident).",
+                &["action", "outcome"],
             ),
             produce_retries: counter_vec(
                 &registry,

@@ -380,6 +380,7 @@ impl Gate {
                 match role {
                     Role::Scrape => "forbidden: this token lacks the scrape role",
                     Role::Supervisor => "forbidden: this token lacks the supervisor role",
+                    Role::Operator => "forbidden: this token lacks the operator role",
                 },
             )),
             (false, _) => Err(self.refuse(
@@ -388,6 +389,37 @@ impl Gate {
                 "unauthorized: unknown token",
             )),
         }
+    }
+
+    /// For acting: the role, and some credential at all (an endpoint without tokens or
+    /// client certificates lets nobody act); `Ok` is who acts: the client certificate's
+    /// subject, else the claimed name with the token's fingerprint.
+    #[allow(clippy::result_large_err)]
+    pub fn actor(
+        &self,
+        peer: &Peer,
+        headers: &HeaderMap,
+        claimed: &str,
+    ) -> Result<String, Response> {
+        if self.tokens.is_none() && !self.certificates {
+            return Err(self.refuse(
+                "no_credentials",
+                StatusCode::FORBIDDEN,
+                "forbidden: actions need operator tokens ([[http.tokens]] role = \"operator\") or client certificates",
+            ));
+        }
+        self.check(peer, headers, Role::Operator)?;
+        if let Some(subject) = &peer.certificate {
+            return Ok(subject.clone());
+        }
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim()))
+            .unwrap_or_default();
+        let d = digest(token);
+        let fingerprint: String = d[..4].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(format!("{claimed} (operator token {fingerprint})"))
     }
 
     fn refuse(&self, reason: &str, status: StatusCode, text: &'static str) -> Response {

@@ -1,6 +1,7 @@
 //! The integration test binary: the engine and the binary, end to end, with real files.
 
 mod acls;
+mod actions;
 mod api;
 mod backlog;
 mod binding;

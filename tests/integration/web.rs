@@ -209,6 +209,7 @@ async fn serve(settings: HttpSettings) -> Served {
                     Arc::new(regwatch::score::Rules::default_grid()),
                 )
                 .1,
+                actions: None,
             },
             bound_tx,
             shutdown,

@@ -167,6 +167,22 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             .await;
     }
 
+    /// A person's action, as the owner applied or refused it: part of the incident's
+    /// timeline.
+    pub(super) async fn history_action(&mut self, a: &crate::actions::Applied<'_>) {
+        let Some(topic) = self.shared.history_topic.clone() else {
+            return;
+        };
+        let key = keys::action(
+            &a.action.participant_id,
+            &a.action.incident_id,
+            &a.action.action_id,
+        );
+        let value = serde_json::to_vec(a).unwrap_or_default();
+        self.produce_history(&topic, &a.action.participant_id, &key, keys::ACTION, &value)
+            .await;
+    }
+
     /// Produces one record to the partition of `by` (a participant id, or the watermark's
     /// key).
     async fn produce_history(

@@ -43,6 +43,7 @@ use crate::score::{Engine, EngineSettings, Outcome, Rules, StateChange, StateRec
 use crate::telemetry::Metrics;
 use crate::time::wall_now;
 
+mod act;
 mod emit;
 mod flush;
 mod history;
@@ -604,6 +605,12 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             self.counters.anomalies[a as usize].inc();
         }
         self.engine.advance_to(at, &mut self.alerts);
+        if act::is_action(m) {
+            self.on_action(m).await;
+            self.emit_alerts(m.timestamp().to_millis()).await;
+            self.ledger.processed(m.offset());
+            return;
+        }
         // Borrowed, not cloned: an `Arc` clone per event is a contended atomic shared by all
         // workers.
         let registry = &*self.shared.registry;

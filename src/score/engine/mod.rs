@@ -62,6 +62,7 @@ use crate::decode::{decode, Event, IncidentReport, MAX_EVENT_BYTES};
 use crate::registry::{ParticipantIdx, Registry};
 use crate::time::{Timestamp, MS_PER_MINUTE};
 
+mod actions;
 mod census;
 mod clock;
 mod history;
@@ -187,6 +188,8 @@ enum Cause<'a> {
     Report(&'a str),
     Clock,
     Reload,
+    /// A person closed the incident.
+    Closed,
 }
 
 pub struct Engine {

@@ -211,6 +211,7 @@ impl Engine {
         inc.emitted = parts.emitted;
         inc.reminder_anchor = r.reminder_anchor_ms.map(Timestamp);
         inc.reminders_sent = r.reminders_sent;
+        inc.acked_at = r.acked_at_ms.map(Timestamp);
         let participant = self.registry.get(p);
         let held_at = inc
             .started_at

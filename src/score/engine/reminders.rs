@@ -10,6 +10,7 @@ impl Engine {
         let inc = &mut self.slab[slot as usize];
         if self.settings.reminder_interval_ms > 0
             && inc.reminder_anchor.is_none()
+            && inc.acked_at.is_none()
             && inc.emitted.is_some()
             && inc.grade.overall() >= self.settings.reminder_min_level
         {
@@ -27,7 +28,7 @@ impl Engine {
         let k = i64::from(inc.reminders_sent) + 1;
         let at = inc
             .reminder_anchor
-            .filter(|_| interval > 0 && inc.reminders_sent < u32::MAX)
+            .filter(|_| interval > 0 && inc.reminders_sent < u32::MAX && inc.acked_at.is_none())
             .and_then(|anchor| anchor.millis().checked_add(interval.checked_mul(k)?))
             .map(Timestamp);
         let Some(at) = at else {
@@ -50,7 +51,11 @@ impl Engine {
         let interval = self.settings.reminder_interval_ms;
         let inc = &mut self.slab[due.slot as usize];
         inc.next_reminder = None;
-        let Some(anchor) = inc.reminder_anchor.filter(|_| interval > 0) else {
+        // An acknowledged incident reminds no more (a reminder scheduled before the ack).
+        let Some(anchor) = inc
+            .reminder_anchor
+            .filter(|_| interval > 0 && inc.acked_at.is_none())
+        else {
             return;
         };
         self.incident_changed(due.slot);

@@ -120,13 +120,13 @@ impl Engine {
         let participant = self.registry.get(inc.participant);
         let event_id = match cause {
             Cause::Report(id) => Some(id),
-            Cause::Clock | Cause::Reload => None,
+            Cause::Clock | Cause::Reload | Cause::Closed => None,
         };
         let trigger = match inc.emitted {
             None if grade.overall() >= self.settings.min_alert_level => Some(Trigger::Opened),
             Some(e) if e.grade != grade || e.exemption != exemption => Some(match cause {
                 Cause::Report(_) => Trigger::Escalated,
-                Cause::Clock => Trigger::Clock,
+                Cause::Clock | Cause::Closed => Trigger::Clock,
                 Cause::Reload => Trigger::Reload,
             }),
             _ => None,
@@ -150,7 +150,11 @@ impl Engine {
                     participant,
                     inc,
                     AlertStatus::Resolved,
-                    Trigger::Resolved,
+                    if matches!(cause, Cause::Closed) {
+                        Trigger::Closed
+                    } else {
+                        Trigger::Resolved
+                    },
                     at,
                     event_id,
                 ));
