@@ -605,12 +605,23 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             self.counters.anomalies[a as usize].inc();
         }
         self.engine.advance_to(at, &mut self.alerts);
+        // A person's action rides the partition like an event (`act.rs`); everything else
+        // is a participant's event.
         if act::is_action(m) {
             self.on_action(m).await;
-            self.emit_alerts(m.timestamp().to_millis()).await;
-            self.ledger.processed(m.offset());
-            return;
+        } else {
+            self.grade(m).await;
         }
+        let written = ts;
+        if let Some(ms) = written {
+            self.last_message_ms = ms;
+        }
+        self.emit_alerts(written).await;
+        self.ledger.processed(m.offset());
+    }
+
+    /// Decodes, checks and grades one event, or rejects it (counted, dead-lettered).
+    async fn grade<M: Message>(&mut self, m: &M) {
         // Borrowed, not cloned: an `Arc` clone per event is a contended atomic shared by all
         // workers.
         let registry = &*self.shared.registry;
@@ -665,12 +676,6 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             }
             Err(reject) => self.reject(m, &reject).await,
         }
-        let written = m.timestamp().to_millis();
-        if let Some(ms) = written {
-            self.last_message_ms = ms;
-        }
-        self.emit_alerts(written).await;
-        self.ledger.processed(m.offset());
     }
 
     /// The consumer's position in the partition and the high watermark, as librdkafka last
