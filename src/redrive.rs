@@ -31,6 +31,7 @@ use serde::Serialize;
 use crate::config::{KafkaSettings, Secret};
 use crate::delivery::sign;
 use crate::ingest::client;
+use crate::ingest::tail::header;
 use crate::time::wall_now;
 
 /// The header that limits a redriven alert to one receiver.
@@ -174,10 +175,6 @@ pub fn read_all(
     }
     out.sort_by_key(|m| (m.partition(), m.offset()));
     Ok(out)
-}
-
-fn header(m: &OwnedMessage, name: &str) -> Option<String> {
-    crate::ingest::tail::header(m, name)
 }
 
 /// The dead letters of `topic` (the events' or the alerts' dead-letter topic), marked as

@@ -34,7 +34,7 @@ pub async fn next(c: &StreamConsumer, idle: Duration) -> Option<OwnedMessage> {
 }
 
 /// The value of header `name`, as text.
-pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
+pub fn header<M: Message>(m: &M, name: &str) -> Option<String> {
     let h = m.headers()?;
     (0..h.count())
         .map(|i| h.get(i))

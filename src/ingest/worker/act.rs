@@ -14,19 +14,11 @@ pub(super) fn is_action<M: Message>(m: &M) -> bool {
         .is_some_and(|h| h.iter().any(|x| x.key == ACTION_HEADER))
 }
 
-fn header<M: Message>(m: &M, name: &str) -> Option<Vec<u8>> {
-    m.headers()?
-        .iter()
-        .find(|x| x.key == name)
-        .and_then(|x| x.value.map(<[u8]>::to_vec))
-}
-
 impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     pub(super) async fn on_action<M: Message>(&mut self, m: &M) {
         let bytes = m.payload().unwrap_or_default();
         if let Some(k) = &self.shared.kafka.record_key {
-            let mac = header(m, crate::delivery::sign::RECORD_MAC_HEADER)
-                .and_then(|v| String::from_utf8(v).ok())
+            let mac = crate::ingest::tail::header(m, crate::delivery::sign::RECORD_MAC_HEADER)
                 .unwrap_or_default();
             if !crate::delivery::sign::record_authentic(
                 k.expose().as_bytes(),
