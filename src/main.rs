@@ -574,6 +574,14 @@ fn rules_check(file: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Who does what the command does: `--actor`, else `$USER`; kept in the audit record.
+fn actor(given: Option<String>, does: &str) -> anyhow::Result<String> {
+    match given.or_else(|| std::env::var("USER").ok()) {
+        Some(a) if !a.trim().is_empty() => Ok(a),
+        _ => anyhow::bail!("give --actor (who {does}: kept in the audit record)"),
+    }
+}
+
 /// What `dead-letters redrive` was asked.
 struct Redrive {
     why: String,
@@ -649,22 +657,13 @@ fn dead_letters(
         how.all || !filter.is_empty(),
         "choose what to redrive (--reason, --receiver, --participant, --partition [--offsets]) or say --all"
     );
-    let actor = match how.actor.or_else(|| std::env::var("USER").ok()) {
-        Some(a) if !a.trim().is_empty() => a,
-        _ => anyhow::bail!("give --actor (who redrives: kept in the audit record)"),
-    };
+    let actor = actor(how.actor, "redrives")?;
     anyhow::ensure!(!how.why.trim().is_empty(), "--why must say why");
     let act = redrive::Act {
         actor,
         why: how.why,
     };
-    let record_key = match (&k.record_key, k.trust_internal_topics) {
-        (Some(key), _) => Some(key.clone()),
-        (None, true) => None,
-        (None, false) => {
-            regwatch::ingest::trust::existing_key(k, std::time::Duration::from_secs(30))?
-        }
-    };
+    let record_key = regwatch::ingest::trust::record_key(k, std::time::Duration::from_secs(30))?;
     let rt = runtime()?;
     let (mut put, mut skipped, mut failed) = (0, 0, 0);
     rt.block_on(async {
@@ -835,10 +834,7 @@ fn act(action: &str, which: ActArgs) -> anyhow::Result<ExitCode> {
         .incident
         .split_once('/')
         .context("the incident is PARTICIPANT/INCIDENT")?;
-    let actor = match which.actor.or_else(|| std::env::var("USER").ok()) {
-        Some(a) if !a.trim().is_empty() => a,
-        _ => anyhow::bail!("give --actor (who acts: kept in the audit record)"),
-    };
+    let actor = actor(which.actor, "acts")?;
     let Endpoint {
         base,
         client,

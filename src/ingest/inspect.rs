@@ -15,7 +15,7 @@ use crate::config::KafkaSettings;
 pub fn read(k: &KafkaSettings, topic: &str, partition: i32) -> anyhow::Result<state::Loaded> {
     let mut k = k.clone();
     if k.record_key.is_none() && !k.trust_internal_topics {
-        k.record_key = trust::existing_key(&k, Duration::from_secs(30))?;
+        k.record_key = trust::record_key(&k, Duration::from_secs(30))?;
         anyhow::ensure!(
             k.record_key.is_some(),
             "the state topic {} holds no deployment record key: nothing regwatch wrote is there yet",

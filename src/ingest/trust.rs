@@ -59,6 +59,17 @@ pub fn existing_key(k: &KafkaSettings, timeout: Duration) -> anyhow::Result<Opti
     first_key(k, Instant::now() + timeout)
 }
 
+/// The key regwatch's records are signed with, for a tool that reads or writes beside the
+/// daemon: `kafka.record_key`, else the deployment's key if one was proposed (read only),
+/// else none (also under `insecure_trust_internal_topics`).
+pub fn record_key(k: &KafkaSettings, timeout: Duration) -> anyhow::Result<Option<Secret>> {
+    match (&k.record_key, k.trust_internal_topics) {
+        (Some(key), _) => Ok(Some(key.clone())),
+        (None, true) => Ok(None),
+        (None, false) => existing_key(k, timeout),
+    }
+}
+
 fn first_key(k: &KafkaSettings, deadline: Instant) -> anyhow::Result<Option<Secret>> {
     let left = || deadline.saturating_duration_since(Instant::now());
     let reader: BaseConsumer = client::reader(k).create()?;
