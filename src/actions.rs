@@ -209,7 +209,7 @@ impl Sink {
             .map_err(|(e, _)| e)?;
         let to = format!("{topic}/{}/{}", delivered.partition, delivered.offset);
         let audit = AuditRecord {
-            schema: "regwatch.audit.v1",
+            schema: crate::audit::SCHEMA,
             action: a.action.as_str(),
             action_id: &a.action_id,
             actor: &a.actor,
@@ -219,7 +219,7 @@ impl Sink {
             incident: &a.incident_id,
             to: to.clone(),
         };
-        crate::redrive::write_audit(
+        crate::audit::write(
             &self.kafka,
             &self.producer,
             key.as_ref(),

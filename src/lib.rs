@@ -47,6 +47,7 @@ pub mod acls;
 pub mod actions;
 pub mod alert;
 pub mod app;
+pub mod audit;
 pub mod calendar;
 pub mod config;
 pub mod decode;

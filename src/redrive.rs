@@ -29,7 +29,6 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::config::{KafkaSettings, Secret};
-use crate::delivery::sign;
 use crate::ingest::client;
 use crate::ingest::tail::header;
 use crate::time::wall_now;
@@ -322,7 +321,7 @@ pub async fn redrive_one(
         .map_err(|(e, _)| e)
         .with_context(|| format!("putting {of} back on {}", d.source_topic))?;
     let audit = Audit {
-        schema: "regwatch.audit.v1".into(),
+        schema: crate::audit::SCHEMA.into(),
         action: "redrive".into(),
         actor: act.actor.clone(),
         why: act.why.clone(),
@@ -336,7 +335,7 @@ pub async fn redrive_one(
             d.source_topic, delivered.partition, delivered.offset
         ),
     };
-    write_audit(
+    crate::audit::write(
         k,
         producer,
         record_key,
@@ -346,30 +345,4 @@ pub async fn redrive_one(
     .await
     .with_context(|| format!("{of} was put back, but its audit record was not written"))?;
     Ok(audit)
-}
-
-/// Appends one record to the audit topic, keyed by participant and signed with the record
-/// key when there is one.
-pub async fn write_audit(
-    k: &KafkaSettings,
-    producer: &FutureProducer,
-    record_key: Option<&Secret>,
-    key: &str,
-    value: &[u8],
-) -> anyhow::Result<()> {
-    let mac = record_key.map(|s| sign::record_mac(s.expose().as_bytes(), &k.audit_topic, value));
-    let mut record = FutureRecord::<str, [u8]>::to(&k.audit_topic)
-        .key(key)
-        .payload(value);
-    if let Some(mac) = &mac {
-        record = record.headers(OwnedHeaders::new().insert(Header {
-            key: sign::RECORD_MAC_HEADER,
-            value: Some(mac.as_str()),
-        }));
-    }
-    producer
-        .send(record, Duration::from_secs(30))
-        .await
-        .map_err(|(e, _)| e)?;
-    Ok(())
 }
