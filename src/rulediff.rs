@@ -239,10 +239,11 @@ pub fn source_partitions(cfg: &Config, topics: &[String]) -> anyhow::Result<Vec<
         .fetch_metadata(None, Duration::from_secs(15))
         .with_context(|| format!("cluster metadata from {}", cfg.kafka.brokers))?;
     let matcher = cfg.kafka.topics.matcher()?;
+    let pattern = matches!(cfg.kafka.topics, crate::config::TopicSelection::Pattern(_));
     let mut out = Vec::new();
     for t in md.topics() {
         let wanted = if topics.is_empty() {
-            !t.name().starts_with("__") && matcher.consumes(t.name())
+            crate::ingest::client::subscribed(&matcher, pattern, t.name())
         } else {
             topics.iter().any(|x| x == t.name())
         };

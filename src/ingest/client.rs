@@ -200,8 +200,7 @@ pub fn topic_partitions(
         .map(|t| t.partitions().len() as i32))
 }
 
-/// Partitions of the subscribed events topics in `md` (a pattern never takes Kafka's
-/// internal `__` topics).
+/// Partitions of the subscribed events topics in `md`.
 pub fn subscribed_partitions(
     md: &rdkafka::metadata::Metadata,
     matcher: Option<&crate::config::TopicMatcher>,
@@ -209,12 +208,15 @@ pub fn subscribed_partitions(
 ) -> i64 {
     md.topics()
         .iter()
-        .filter(|t| {
-            !(pattern && t.name().starts_with("__"))
-                && matcher.is_some_and(|m| m.consumes(t.name()))
-        })
+        .filter(|t| matcher.is_some_and(|m| subscribed(m, pattern, t.name())))
         .map(|t| t.partitions().len() as i64)
         .sum()
+}
+
+/// Whether the consumer group's subscription takes `topic` (a pattern never takes Kafka's
+/// internal `__` topics).
+pub fn subscribed(matcher: &crate::config::TopicMatcher, pattern: bool, topic: &str) -> bool {
+    !(pattern && topic.starts_with("__")) && matcher.consumes(topic)
 }
 
 /// The topic configs of the alerts, dead-letter and reminders topics.
