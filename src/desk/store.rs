@@ -282,8 +282,7 @@ impl Store {
                         id: event_id.to_string(),
                         record: v.clone(),
                     };
-                    let max = self.max_entries;
-                    self.entries += self.story(p, i).add(entry, max);
+                    self.add(p, i, entry);
                     true
                 }
                 _ => false,
@@ -304,8 +303,7 @@ impl Store {
                                 id: alert_id.to_string(),
                                 record: v.clone(),
                             };
-                            let max = self.max_entries;
-                            self.entries += self.story(p, i).add(entry, max);
+                            self.add(p, i, entry);
                         }
                         None => self.telemetry(&p, &v, at),
                     }
@@ -321,8 +319,7 @@ impl Store {
                         id: action_id.to_string(),
                         record: v.clone(),
                     };
-                    let max = self.max_entries;
-                    self.entries += self.story(p, i).add(entry, max);
+                    self.add(p, i, entry);
                     true
                 }
                 _ => false,
@@ -356,6 +353,12 @@ impl Store {
             self.unreadable += 1;
         }
         done
+    }
+
+    /// Adds an entry to the story of `participant`/`incident`, within the bounds.
+    fn add(&mut self, participant: String, incident: String, entry: Entry) {
+        let max = self.max_entries;
+        self.entries += self.story(participant, incident).add(entry, max);
     }
 
     fn story(&mut self, participant: String, incident: String) -> &mut Story {
