@@ -18,7 +18,8 @@
 //!   letters, state, the alert dead letters when webhook receivers exist, and the history when
 //!   `[history]` is on), with CREATE on them and on the bound topics when `kafka.create_topics`
 //!   is on (literal topics, narrower than CREATE on the cluster); READ on its consumer group,
-//!   its state reader's group, its history reader's group (`<group_id>.desk`) and the outbox's
+//!   its state reader's group, its history reader's group (`<group_id>.desk`), the audit
+//!   reader's (`<group_id>.skips`, with receivers) and the outbox's
 //!   groups (PREFIXED `<outbox group>.`); WRITE and DESCRIBE on the transactional ids
 //!   PREFIXED `<group_id>.state.` when `kafka.transactional_state` is on.
 //!
@@ -347,12 +348,16 @@ pub fn commands(cfg: &Config, opts: &Options) -> Vec<String> {
     }
     let reader = format!("{}.state-reader", k.group_id);
     let desk = format!("{}.desk", k.group_id);
+    let skips = format!("{}.skips", k.group_id);
     let mut groups = vec![k.group_id.as_str(), reader.as_str()];
     if cfg.history.enabled {
         groups.push(desk.as_str());
     }
+    if cfg.delivery.enabled() {
+        groups.push(skips.as_str());
+    }
     out.push(
-        "# Its consumer group, and the groups of its state reader (restores) and history reader (the desk)."
+        "# Its consumer group, and the groups of its state reader (restores), history reader (the desk) and audit reader (operators' skips, with receivers)."
             .into(),
     );
     out.push(line(me, &["Read"], Resource::Groups(&groups)));
@@ -524,7 +529,7 @@ kind = "broker"
                 r"+ --allow-principal 'User:it'\''s' --operation Write --operation Describe --resource-pattern-type literal --topic sandbox.events",
                 "+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --resource-pattern-type literal --topic sandbox.events --topic sandbox.events.B",
                 "+ --allow-principal User:regwatch --operation Read --operation Write --operation Describe --operation DescribeConfigs --resource-pattern-type literal --topic regwatch.alerts --topic regwatch.reminders --topic regwatch.dead-letters --topic regwatch.state --topic regwatch.audit --topic regwatch.alert-dead-letters --topic regwatch.history",
-                "+ --allow-principal User:regwatch --operation Read --resource-pattern-type literal --group regwatch --group regwatch.state-reader --group regwatch.desk",
+                "+ --allow-principal User:regwatch --operation Read --resource-pattern-type literal --group regwatch --group regwatch.state-reader --group regwatch.desk --group regwatch.skips",
                 "+ --allow-principal User:regwatch --operation Read --resource-pattern-type prefixed --group hooks.",
             ],
             "no Create without create_topics, no transactional ids without transactional_state"

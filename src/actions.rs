@@ -30,17 +30,39 @@ pub enum Kind {
     Annotate,
     /// Resolves the incident at once, as a `resolved` report would, with trigger `closed`.
     Close,
+    /// Holds a participant's telemetry gaps and its incidents' reminders for a window.
+    Silence,
+    /// Ends a silence before its time (it is kept, expired, naming who ended it).
+    Unsilence,
+    /// Gives up one alert a receiver keeps refusing: it is dead-lettered (reason `skipped`)
+    /// and the receiver's lane goes on. Read by the outboxes from the audit topic.
+    Skip,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Ack, Kind::Annotate, Kind::Close];
+    pub const ALL: [Kind; 6] = [
+        Kind::Ack,
+        Kind::Annotate,
+        Kind::Close,
+        Kind::Silence,
+        Kind::Unsilence,
+        Kind::Skip,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Ack => "ack",
             Kind::Annotate => "annotate",
             Kind::Close => "close",
+            Kind::Silence => "silence",
+            Kind::Unsilence => "unsilence",
+            Kind::Skip => "skip",
         }
+    }
+
+    /// Whether it acts on one incident (else on a participant, or a receiver's alert).
+    pub fn on_incident(self) -> bool {
+        matches!(self, Kind::Ack | Kind::Annotate | Kind::Close)
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
@@ -56,6 +78,8 @@ pub struct Action {
     pub action_id: String,
     pub action: Kind,
     pub participant_id: String,
+    /// The incident (`ack`, `annotate`, `close`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub incident_id: String,
     /// Who: the client certificate's subject or the token's name, as the API saw it.
     pub actor: String,
@@ -63,7 +87,23 @@ pub struct Action {
     pub reason: String,
     /// When the API accepted it (wall time).
     pub at: Timestamp,
+    /// A silence's window, `[starts_at, ends_at)` (`silence`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<Timestamp>,
+    /// The silence ended early (`unsilence`): the `action_id` of its `silence`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_id: Option<String>,
+    /// The receiver and the alert it keeps refusing (`skip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
 }
+
+/// The longest silence window.
+pub const MAX_SILENCE_MS: i64 = 31 * 24 * 3_600_000;
 
 impl Action {
     /// The shape every action must have; the error names the field.
@@ -71,18 +111,47 @@ impl Action {
         if self.schema != SCHEMA {
             return Err(format!("schema: expected {SCHEMA:?}"));
         }
-        for (name, v, max) in [
-            ("action_id", &self.action_id, 128),
-            ("participant_id", &self.participant_id, 256),
-            ("incident_id", &self.incident_id, 256),
-            ("actor", &self.actor, 512),
-            ("reason", &self.reason, MAX_TEXT),
-        ] {
+        let none = String::new();
+        let opt = |o: &Option<String>| o.as_ref().unwrap_or(&none).clone();
+        let mut fields = vec![
+            ("action_id", self.action_id.clone(), 128),
+            ("actor", self.actor.clone(), 512),
+            ("reason", self.reason.clone(), MAX_TEXT),
+        ];
+        if self.action != Kind::Skip || !self.participant_id.is_empty() {
+            fields.push(("participant_id", self.participant_id.clone(), 256));
+        }
+        match self.action {
+            Kind::Ack | Kind::Annotate | Kind::Close => {
+                fields.push(("incident_id", self.incident_id.clone(), 256))
+            }
+            Kind::Silence => {}
+            Kind::Unsilence => fields.push(("silence_id", opt(&self.silence_id), 128)),
+            Kind::Skip => {
+                fields.push(("receiver", opt(&self.receiver), 256));
+                fields.push(("alert_id", opt(&self.alert_id), 256));
+            }
+        }
+        for (name, v, max) in fields {
             if v.trim().is_empty() {
                 return Err(format!("{name}: must not be empty"));
             }
             if v.len() > max {
                 return Err(format!("{name}: longer than {max} bytes"));
+            }
+        }
+        if self.action == Kind::Silence {
+            let (Some(s), Some(e)) = (self.starts_at, self.ends_at) else {
+                return Err("ends_at: a silence needs its window's end (and start)".into());
+            };
+            if e <= s {
+                return Err(format!("ends_at: {e} is not after starts_at {s}"));
+            }
+            if e.millis().saturating_sub(s.millis()) > MAX_SILENCE_MS {
+                return Err(format!(
+                    "ends_at: a silence lasts at most {} days",
+                    MAX_SILENCE_MS / 86_400_000
+                ));
             }
         }
         Ok(())
@@ -127,6 +196,11 @@ mod tests {
             actor: "CN=alice".into(),
             reason: "abandoned: the participant confirmed by phone".into(),
             at: Timestamp(1_000),
+            starts_at: None,
+            ends_at: None,
+            silence_id: None,
+            receiver: None,
+            alert_id: None,
         }
     }
 
@@ -149,15 +223,16 @@ mod tests {
     }
 }
 
-/// Where the API sends accepted actions: the incident's events partition, then the audit
-/// topic.
+/// Where the API sends accepted actions: the partitions they act on, then the audit topic.
 pub struct Sink {
     pub producer: rdkafka::producer::FutureProducer,
-    /// Brokers and the audit topic.
+    /// Brokers, the events topics and the audit topic.
     pub kafka: crate::config::KafkaSettings,
     /// The record key that signs actions and audit records, once the daemon has it (`None`
     /// inside: `insecure_trust_internal_topics`).
     pub key: std::sync::OnceLock<Option<crate::config::Secret>>,
+    /// The configured receivers' names (a `skip` names one).
+    pub receivers: Vec<String>,
 }
 
 /// The audit record of an accepted action.
@@ -170,44 +245,122 @@ struct AuditRecord<'a> {
     why: &'a str,
     at: Timestamp,
     participant: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
     incident: &'a str,
-    /// `topic/partition/offset` of the action record.
-    to: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    starts_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ends_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    silence_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receiver: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alert_id: Option<&'a str>,
+    /// `topic/partition/offset` of each action record (none for `skip`: the audit record is
+    /// the action).
+    to: Vec<String>,
+}
+
+/// What a `skip` audit record says, as the outboxes read it back.
+#[derive(Deserialize)]
+pub struct SkipRecord {
+    pub schema: String,
+    pub action: String,
+    pub action_id: String,
+    pub actor: String,
+    pub why: String,
+    pub at: Timestamp,
+    #[serde(default)]
+    pub receiver: Option<String>,
+    #[serde(default)]
+    pub alert_id: Option<String>,
 }
 
 impl Sink {
-    /// Writes `a` to `topic`/`partition` (keyed by participant, marked and signed), then
-    /// its audit record; returns the action record's `topic/partition/offset`.
-    pub async fn submit(&self, a: &Action, topic: &str, partition: i32) -> anyhow::Result<String> {
-        use rdkafka::message::{Header, OwnedHeaders};
-        let Some(key) = self.key.get() else {
-            anyhow::bail!("regwatch is still starting (no record key yet): try again");
-        };
-        let value = serde_json::to_vec(a)?;
-        let mut headers = OwnedHeaders::new().insert(Header {
-            key: ACTION_HEADER,
-            value: Some(a.action.as_str()),
-        });
-        let mac = key
-            .as_ref()
-            .map(|k| crate::delivery::sign::record_mac(k.expose().as_bytes(), topic, &value));
-        if let Some(mac) = &mac {
-            headers = headers.insert(Header {
-                key: crate::delivery::sign::RECORD_MAC_HEADER,
-                value: Some(mac.as_str()),
-            });
+    fn key(&self) -> anyhow::Result<Option<&crate::config::Secret>> {
+        match self.key.get() {
+            Some(k) => Ok(k.as_ref()),
+            None => anyhow::bail!("regwatch is still starting (no record key yet): try again"),
         }
-        let record = rdkafka::producer::FutureRecord::to(topic)
-            .partition(partition)
-            .key(a.participant_id.as_str())
-            .payload(value.as_slice())
-            .headers(headers);
-        let delivered = self
-            .producer
-            .send(record, std::time::Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)?;
-        let to = format!("{topic}/{}/{}", delivered.partition, delivered.offset);
+    }
+
+    /// Every events partition a participant's records live on: its bound topics, or (not
+    /// bound) the consumed topics no participant is bound to.
+    pub async fn partitions_of(
+        &self,
+        registry: &crate::registry::Registry,
+        participant: crate::registry::ParticipantIdx,
+    ) -> anyhow::Result<Vec<(String, i32)>> {
+        use rdkafka::producer::Producer;
+        let matcher = self.kafka.topics.matcher()?;
+        let pattern = matches!(self.kafka.topics, crate::config::TopicSelection::Pattern(_));
+        let producer = self.producer.clone();
+        let md = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, std::time::Duration::from_secs(10))
+        })
+        .await??;
+        let bound = &registry.get(participant).topics;
+        let mut out = Vec::new();
+        for t in md.topics() {
+            let name = t.name();
+            if !crate::ingest::client::subscribed(&matcher, pattern, name) {
+                continue;
+            }
+            let ours = if bound.is_empty() {
+                registry.owner_of(name).is_none()
+            } else {
+                bound.iter().any(|b| &**b == name)
+            };
+            if ours {
+                out.extend(t.partitions().iter().map(|p| (name.to_string(), p.id())));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Writes `a` to each of `targets` (keyed by participant, marked and signed), then its
+    /// audit record; returns each action record's `topic/partition/offset`.
+    pub async fn submit(
+        &self,
+        a: &Action,
+        targets: &[(String, i32)],
+    ) -> anyhow::Result<Vec<String>> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let key = self.key()?;
+        let value = serde_json::to_vec(a)?;
+        let mut to = Vec::with_capacity(targets.len());
+        for (topic, partition) in targets {
+            let mut headers = OwnedHeaders::new().insert(Header {
+                key: ACTION_HEADER,
+                value: Some(a.action.as_str()),
+            });
+            let mac = key
+                .map(|k| crate::delivery::sign::record_mac(k.expose().as_bytes(), topic, &value));
+            if let Some(mac) = &mac {
+                headers = headers.insert(Header {
+                    key: crate::delivery::sign::RECORD_MAC_HEADER,
+                    value: Some(mac.as_str()),
+                });
+            }
+            let record = rdkafka::producer::FutureRecord::to(topic)
+                .partition(*partition)
+                .key(a.participant_id.as_str())
+                .payload(value.as_slice())
+                .headers(headers);
+            let delivered = self
+                .producer
+                .send(record, std::time::Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| e)?;
+            to.push(format!(
+                "{topic}/{}/{}",
+                delivered.partition, delivered.offset
+            ));
+        }
         let audit = AuditRecord {
             schema: crate::audit::SCHEMA,
             action: a.action.as_str(),
@@ -217,13 +370,23 @@ impl Sink {
             at: a.at,
             participant: &a.participant_id,
             incident: &a.incident_id,
+            starts_at: a.starts_at,
+            ends_at: a.ends_at,
+            silence_id: a.silence_id.as_deref(),
+            receiver: a.receiver.as_deref(),
+            alert_id: a.alert_id.as_deref(),
             to: to.clone(),
+        };
+        let by = if a.participant_id.is_empty() {
+            a.receiver.as_deref().unwrap_or_default()
+        } else {
+            &a.participant_id
         };
         crate::audit::write(
             &self.kafka,
             &self.producer,
-            key.as_ref(),
-            &a.participant_id,
+            key,
+            by,
             &serde_json::to_vec(&audit)?,
         )
         .await?;

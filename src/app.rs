@@ -85,6 +85,12 @@ pub async fn run(
         producer: client::producer(&config.kafka).create()?,
         kafka: config.kafka.clone(),
         key: std::sync::OnceLock::new(),
+        receivers: config
+            .delivery
+            .receivers
+            .iter()
+            .map(|r| r.name.clone())
+            .collect(),
     });
     let (http_stop, http_addr) = start_http(
         &config,

@@ -13,6 +13,9 @@ use regwatch::replay::replay;
 use regwatch::score::{ClockMode, Engine};
 use regwatch::time::Timestamp;
 
+mod cmd;
+use cmd::api::{act, incidents, local_endpoint, silences, ActAction, ApiArgs};
+
 /// The example configuration a checkout ships; `replay` uses it when no --config is given.
 const DEFAULT_CONFIG: &str = "config/regwatch.toml";
 
@@ -156,12 +159,25 @@ enum Command {
         #[command(subcommand)]
         action: DeadLettersAction,
     },
-    /// Act on an incident through the API of any instance (operator role): `ack` stops its
+    /// Act through the API of any instance (operator role): `ack` stops an incident's
     /// reminders (the grade stays), `annotate` adds a note to its timeline, `close` resolves
-    /// it (a `resolved` alert with trigger `closed`). Each is audited.
+    /// it (a `resolved` alert with trigger `closed`); `silence` holds a participant's
+    /// telemetry gaps and reminders for a window, `unsilence` ends one early; `skip` gives
+    /// up an alert a receiver keeps refusing. Each is audited.
     Act {
         #[command(subcommand)]
         action: ActAction,
+    },
+    /// The operators' silences (pending, active, expired), from the API of any instance.
+    Silences {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// One participant's only.
+        #[arg(long)]
+        participant: Option<String>,
+        /// Print the API's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the Kafka ACLs the configuration needs, as kafka-acls.sh command lines.
     Acls {
@@ -177,49 +193,6 @@ enum Command {
         #[arg(long, default_value = regwatch::acls::DEFAULT_PARTICIPANT_PRINCIPAL)]
         participant_principal: String,
     },
-}
-
-#[derive(Subcommand)]
-enum ActAction {
-    /// Acknowledge: its reminders stop; grade and verdict stay.
-    Ack(ActArgs),
-    /// Add a note (the reason) to its timeline.
-    Annotate(ActArgs),
-    /// Close it now, as a `resolved` report would, naming who and why.
-    Close(ActArgs),
-}
-
-/// One action's target, reason and the API to send it to.
-#[derive(clap::Args)]
-struct ActArgs {
-    /// PARTICIPANT/INCIDENT.
-    incident: String,
-    /// Why (for annotate: the note).
-    #[arg(long)]
-    reason: String,
-    /// Who (default: $USER; with a client certificate, its subject is who).
-    #[arg(long)]
-    actor: Option<String>,
-    #[command(flatten)]
-    api: ApiArgs,
-}
-
-/// The HTTP API of an instance, as `incidents` and `act` reach it.
-#[derive(clap::Args)]
-struct ApiArgs {
-    /// Configuration file: the endpoint (http.listen, TLS) of the instance to ask.
-    #[arg(long, required_unless_present = "url")]
-    config: Option<PathBuf>,
-    /// The instance's base URL instead (e.g. https://regwatch-0:9464).
-    #[arg(long)]
-    url: Option<String>,
-    /// A file holding a bearer token of the role the route needs (supervisor to read,
-    /// operator to act), when the endpoint has tokens.
-    #[arg(long)]
-    token_file: Option<PathBuf>,
-    /// The CA of the endpoint's certificate (https).
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -404,15 +377,12 @@ fn main() -> ExitCode {
         Command::Rules {
             action: RulesAction::Check { file },
         } => rules_check(&file),
-        Command::Act {
-            action: ActAction::Ack(a),
-        } => act("ack", a),
-        Command::Act {
-            action: ActAction::Annotate(a),
-        } => act("annotate", a),
-        Command::Act {
-            action: ActAction::Close(a),
-        } => act("close", a),
+        Command::Act { action } => act(action),
+        Command::Silences {
+            api,
+            participant,
+            json,
+        } => silences(api, participant, json),
         Command::DeadLetters {
             action: DeadLettersAction::List { which, json },
         } => dead_letters(which, Err(json)),
@@ -761,137 +731,6 @@ fn rules_diff(
     })
 }
 
-/// An instance's HTTP API as the CLI reaches it.
-struct Endpoint {
-    base: String,
-    client: reqwest::Client,
-    token: Option<String>,
-}
-
-/// The API of the configured instance (or `url`), with its CA and a bearer token from
-/// `token_file` (its first line that is not a comment).
-fn endpoint(api: ApiArgs) -> anyhow::Result<Endpoint> {
-    let ApiArgs {
-        config,
-        url,
-        token_file,
-        ca_file,
-    } = api;
-    let (config, token_file, ca_file) =
-        (config.as_deref(), token_file.as_deref(), ca_file.as_deref());
-    let base = match (url, config) {
-        (Some(url), _) => url.trim_end_matches('/').to_string(),
-        (None, Some(config)) => local_endpoint(&Config::load(config)?)
-            .with_context(|| format!("{}: give --url", config.display()))?,
-        (None, None) => anyhow::bail!("give --config or --url"),
-    };
-    let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(15));
-    if let Some(ca) = ca_file {
-        let pem = std::fs::read(ca).with_context(|| format!("--ca-file {}", ca.display()))?;
-        client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-    }
-    let token = match token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("--token-file {}", f.display()))?
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with('#'))
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        None => None,
-    };
-    Ok(Endpoint {
-        base,
-        client: client.build()?,
-        token,
-    })
-}
-
-/// Sends one request (with the bearer token, if any) and returns the status and body.
-fn send(
-    mut r: reqwest::RequestBuilder,
-    token: Option<&str>,
-    url: &str,
-) -> anyhow::Result<(reqwest::StatusCode, String)> {
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let r = r.send().await?;
-        Ok::<_, reqwest::Error>((r.status(), r.text().await.unwrap_or_default()))
-    })
-    .with_context(|| format!("asking {url}"))
-}
-
-/// `regwatch act`: one action through the API of any instance.
-fn act(action: &str, which: ActArgs) -> anyhow::Result<ExitCode> {
-    let (participant, incident) = which
-        .incident
-        .split_once('/')
-        .context("the incident is PARTICIPANT/INCIDENT")?;
-    let actor = actor(which.actor, "acts")?;
-    let Endpoint {
-        base,
-        client,
-        token,
-    } = endpoint(which.api)?;
-    let url = format!("{base}/actions");
-    let body = serde_json::json!({
-        "action": action,
-        "participant_id": participant,
-        "incident_id": incident,
-        "reason": which.reason,
-        "actor": actor,
-    });
-    let (status, text) = send(
-        client
-            .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string()),
-        token.as_deref(),
-        &url,
-    )?;
-    if !status.is_success() {
-        eprintln!("{url}: {} {}", status.as_u16(), text.trim());
-        return Ok(ExitCode::FAILURE);
-    }
-    println!("{}", text.trim());
-    Ok(ExitCode::SUCCESS)
-}
-
-fn incidents(api: ApiArgs, filters: &[String], json: bool) -> anyhow::Result<ExitCode> {
-    let Endpoint {
-        base,
-        client,
-        token,
-    } = endpoint(api)?;
-    let mut query = Vec::new();
-    for f in filters {
-        let (k, v) = f
-            .split_once('=')
-            .with_context(|| format!("{f:?}: filters are KEY=VALUE"))?;
-        query.push((k.to_string(), v.to_string()));
-    }
-    let url = format!("{base}/incidents");
-    let (status, body) = send(client.get(&url).query(&query), token.as_deref(), &url)?;
-    if !status.is_success() {
-        anyhow::bail!("{url}: {} {}", status.as_u16(), body.trim());
-    }
-    let answer: serde_json::Value =
-        serde_json::from_str(&body).with_context(|| format!("{url}: not JSON"))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-    } else {
-        print!("{}", regwatch::desk::table::render(&answer));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 fn report(
     config: &Path,
     participant: String,
@@ -1094,26 +933,6 @@ fn check_config(file: &Path) -> anyhow::Result<ExitCode> {
         println!("  history: off (/incidents answers for each instance's own partitions)");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// This host's own HTTP endpoint as the configuration serves it: `scheme://addr`, a
-/// wildcard address asked on loopback (it listens there too).
-fn local_endpoint(cfg: &Config) -> anyhow::Result<String> {
-    let Some(mut addr) = cfg.http.listen else {
-        anyhow::bail!("http.listen is \"off\"");
-    };
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    let scheme = if cfg.http.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    Ok(format!("{scheme}://{addr}"))
 }
 
 fn probe(config: &Path, ready: bool) -> anyhow::Result<ExitCode> {

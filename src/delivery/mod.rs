@@ -14,12 +14,14 @@
 //! - [`policy`]: what a status means, back-off with jitter, `Retry-After`, circuit breaker.
 //! - [`sign`]: HMAC-SHA256 signatures with key ids, and the reference verifier.
 //! - [`payload`]: the native body and the Alertmanager webhook-v4 body.
+//! - [`skips`]: operators' skips of a poison alert, read from the audit topic.
 
 pub mod lanes;
 pub mod outbox;
 pub mod payload;
 pub mod policy;
 pub mod sign;
+pub mod skips;
 
 pub use outbox::{is_routed, route_matches, Outbox};
 pub use policy::Cause;

@@ -20,7 +20,8 @@
 //!
 //! An alert the receiver keeps refusing with a retryable status (5xx, 408) for
 //! `max_retry_age` is dead-lettered (reason `retry_age`), so one poison alert cannot hold
-//! its partition's lane forever.
+//! its partition's lane forever; an operator can give it up sooner by an audited `skip`
+//! (`skips.rs`: reason `skipped`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,6 +40,7 @@ use super::lanes::{OutboxContext, Switches};
 use super::payload::{self, Parsed};
 use super::policy::{self, Breaker, Cause, Rng, Verdict};
 use super::sign::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use super::skips::Skips;
 use crate::alert::AlertStatus;
 use crate::config::{DeliverySettings, KafkaSettings, PayloadFormat, Receiver, Route};
 use crate::ingest::{client, output};
@@ -120,6 +122,8 @@ struct Lane {
     switches: Arc<Switches>,
     producer: FutureProducer,
     m: Handles,
+    /// Operators' skips (`skips.rs`).
+    skips: Arc<Skips>,
     /// With `kafka.record_key`, only records carrying its HMAC are delivered.
     record_key: Option<crate::config::Secret>,
 }
@@ -135,6 +139,7 @@ struct Handles {
     dead_malformed: IntCounter,
     dead_untrusted: IntCounter,
     dead_aged: IntCounter,
+    dead_skipped: IntCounter,
     revoked: IntCounter,
     skipped: IntCounter,
     pending: IntGauge,
@@ -160,6 +165,7 @@ impl Handles {
             dead_malformed: w.dead_letters.with_label_values(&[name, "malformed_alert"]),
             dead_untrusted: w.dead_letters.with_label_values(&[name, "untrusted"]),
             dead_aged: w.dead_letters.with_label_values(&[name, "retry_age"]),
+            dead_skipped: w.dead_letters.with_label_values(&[name, "skipped"]),
             revoked: w.revoked.with_label_values(&[name]),
             skipped: w.skipped.with_label_values(&[name]),
             pending: w.pending.with_label_values(&[name]),
@@ -197,6 +203,15 @@ impl Outbox {
         let settings = Arc::new(settings.clone());
         let producer: FutureProducer = client::producer(kafka).create()?;
         let mut tasks = Vec::new();
+        let skips = Arc::new(Skips::default());
+        if !settings.receivers.is_empty() {
+            let (k, skips, stop) = (kafka.clone(), skips.clone(), stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = super::skips::follow(k, skips, stop).await {
+                    tracing::error!(error = %e, "the audit topic cannot be read: operators' skips will not reach this instance's outbox");
+                }
+            }));
+        }
         for (index, receiver) in settings.receivers.iter().enumerate() {
             let group = settings.group_of(&kafka.group_id, receiver);
             let mut cfg = client::base(kafka);
@@ -234,6 +249,7 @@ impl Outbox {
                 switches,
                 producer: producer.clone(),
                 m: Handles::new(metrics, &receiver.name),
+                skips: skips.clone(),
                 record_key: kafka.record_key.clone(),
             });
             tracing::info!(receiver = %receiver.name, %group, format = receiver.format.as_str(), "webhook outbox started");
@@ -472,7 +488,19 @@ impl Lane {
         // When the receiver first refused this alert with a retryable status.
         let mut refused_since: Option<Instant> = None;
         let max_age = Duration::from_millis(self.receiver.max_retry_age_ms as u64);
+        let mut skipped = self.skips.subscribe();
+        let written = m.timestamp().to_millis();
         loop {
+            if let Some(skip) = self.skips.of(&self.receiver.name, &alert.alert_id, written) {
+                let why = format!(
+                    "skipped by {} (action {}): {}; {} attempts made",
+                    skip.actor, skip.action_id, skip.why, attempt
+                );
+                tracing::warn!(receiver = %self.receiver.name, alert_id = %alert.alert_id, actor = %skip.actor, action_id = %skip.action_id, "alert skipped by an operator: dead-lettered");
+                self.dead_letter(m, "skipped", None, &why, rng).await;
+                self.m.dead_skipped.inc();
+                return;
+            }
             let permit = self.breaker.acquire().await;
             self.m.circuit.set(self.breaker.state().gauge());
             let wait = match self.attempt(&alert.alert_id, &body, attempt).await {
@@ -552,7 +580,11 @@ impl Lane {
             self.m.circuit.set(self.breaker.state().gauge());
             self.m.retries.inc();
             attempt = attempt.saturating_add(1);
-            tokio::time::sleep(wait).await;
+            // A skip arriving during the back-off ends it.
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = skipped.changed() => {}
+            }
         }
     }
 

@@ -45,6 +45,12 @@ pub fn action(participant: &str, incident: &str, action_id: &str) -> String {
     format!("i{SEP}{participant}{SEP}{incident}{SEP}x{SEP}{action_id}")
 }
 
+/// A person's action on a participant (a silence), applied or refused by one of the
+/// partitions it went to: the same key from each, so compaction keeps one.
+pub fn participant_action(participant: &str, action_id: &str) -> String {
+    format!("g{SEP}{participant}{SEP}x{SEP}{action_id}")
+}
+
 pub fn watermark(topic: &str, partition: i32) -> String {
     format!("w{SEP}{topic}{SEP}{partition}")
 }
@@ -63,6 +69,7 @@ mod tests {
             alert("P", Some("I"), "a1"),
             alert("P", None, "a1"),
             action("P", "I", "a1"),
+            participant_action("P", "a1"),
             watermark("t", 0),
             watermark("t", 1),
         ];

@@ -5,7 +5,8 @@
 //! reminder, the incident's view after every flush that changed it, and the partition's
 //! watermark. Every instance reads that whole topic (`reader.rs`, no consumer group) into a
 //! [`Store`], so any replica answers for every partition: `/incidents` (filters, pages),
-//! `/incidents/{participant}/{incident}` (the timeline), `/participants`, the exports
+//! `/incidents/{participant}/{incident}` (the timeline), `/participants`, `/silences`
+//! (`silences.rs`), the exports
 //! (`export.rs`) and the incident board (`page.rs`). A query reads the store; it never asks
 //! a partition worker anything.
 //!
@@ -21,6 +22,7 @@ pub mod keys;
 pub mod page;
 pub mod participants;
 pub mod reader;
+pub mod silences;
 pub mod store;
 pub mod table;
 

@@ -152,7 +152,7 @@ fn level_of(v: &Value) -> Level {
     v.as_str().and_then(Level::parse).unwrap_or(Level::None)
 }
 
-fn time_of(v: &Value) -> Option<Timestamp> {
+pub(super) fn time_of(v: &Value) -> Option<Timestamp> {
     v.as_str().and_then(Timestamp::parse_rfc3339)
 }
 
@@ -231,6 +231,8 @@ pub struct Store {
     pub stories: HashMap<(String, String), Story>,
     pub participants: BTreeMap<String, ParticipantInfo>,
     pub watermarks: BTreeMap<(String, i32), Watermark>,
+    /// Operators' silences, by id (`silences.rs`).
+    pub silences: BTreeMap<String, super::silences::Silence>,
     /// Records folded, refused (no valid MAC) and unreadable; stories evicted.
     pub folded: u64,
     pub refused: u64,
@@ -321,6 +323,10 @@ impl Store {
                     };
                     self.add(p, i, entry);
                     true
+                }
+                // A participant's own action (a silence, its early end).
+                (Some((_, None)), Some(_), Some(_)) => {
+                    super::silences::fold(&mut self.silences, &v)
                 }
                 _ => false,
             },

@@ -69,6 +69,8 @@ pub struct Telemetry {
     published_participants: Vec<ParticipantCensus>,
     /// The engine's `liveness_forgotten` already counted.
     published_forgotten: u64,
+    /// The engine's `gaps_silenced` and `reminders_silenced` already counted.
+    published_silenced: [u64; 2],
     /// `(type, level)` alert counters, incident then telemetry_gap, by level rank.
     alerts: Vec<IntCounter>,
     reminders: IntCounter,
@@ -122,6 +124,7 @@ impl Telemetry {
                 .collect(),
             published_participants: vec![ParticipantCensus::default(); participants.len()],
             published_forgotten: 0,
+            published_silenced: [0; 2],
             participants,
             published: Census::default(),
             alerts,
@@ -203,6 +206,23 @@ impl Telemetry {
             .liveness_forgotten
             .inc_by(forgotten.saturating_sub(self.published_forgotten));
         self.published_forgotten = forgotten;
+        let stats = engine.stats();
+        for (i, (what, now)) in [
+            ("telemetry_gap", stats.gaps_silenced),
+            ("reminder", stats.reminders_silenced),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if now > self.published_silenced[i] {
+                self.metrics
+                    .supervision
+                    .silenced
+                    .with_label_values(&[what])
+                    .inc_by(now - self.published_silenced[i]);
+                self.published_silenced[i] = now;
+            }
+        }
         for (i, g) in self.participants.iter().enumerate() {
             let now = engine.participant_census(ParticipantIdx(i as u32));
             let before = &mut self.published_participants[i];

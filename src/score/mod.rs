@@ -28,6 +28,7 @@ pub use grade::{AxisReport, Reason, Subject, FLOOR_RULE};
 pub use level::{Axis, Exemption, Grade, Level};
 pub use rules::{Condition, Filter, Metric, Op, Rule, Rules, RulesError, DEFAULT_RULES};
 pub use state::{
-    incident_key, participant_key, ClockRecord, EmittedRecord, IncidentRecord, ParticipantRecord,
-    StateChange, StateRecord, TopicRecord, CLOCK_KEY, STATE_VERSION, TOPIC_KEY,
+    incident_key, participant_key, silences_key, ClockRecord, EmittedRecord, IncidentRecord,
+    ParticipantRecord, SilenceRecord, SilencesRecord, StateChange, StateRecord, TopicRecord,
+    CLOCK_KEY, STATE_VERSION, TOPIC_KEY,
 };

@@ -31,6 +31,37 @@ pub enum StateRecord {
     /// go on when it changed (one participant's incidents would be split over two
     /// partitions). Written and checked by the partition worker; the engine ignores it.
     Topic(TopicRecord),
+    /// A participant's silences (operators' windows: its telemetry gaps and its incidents'
+    /// reminders are held while one is active), expired ones kept (`crate::actions`).
+    Silences(SilencesRecord),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SilencesRecord {
+    pub v: u32,
+    pub participant_id: String,
+    pub silences: Vec<SilenceRecord>,
+}
+
+/// One silence window, like an Alertmanager silence: `[starts_at, ends_at)`, who made it
+/// and why; expiring it early moves `ends_at` and names who did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SilenceRecord {
+    pub silence_id: String,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    pub author: String,
+    pub reason: String,
+    pub created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_by: Option<String>,
+}
+
+impl SilenceRecord {
+    /// Whether the window holds instant `at`.
+    pub fn covers(&self, at: Timestamp) -> bool {
+        self.starts_at <= at && at < self.ends_at
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -103,6 +134,9 @@ pub struct ParticipantRecord {
     pub participant_id: String,
     pub heard_at_ms: i64,
     pub silent: bool,
+    /// The gap was held by a silence: not alerted (so its end is not either).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gap_held: bool,
 }
 
 /// One change handed out by `take_changes`.
@@ -122,6 +156,7 @@ impl StateRecord {
             StateRecord::Participant(r) => participant_key(&r.participant_id),
             StateRecord::Clock(_) => CLOCK_KEY.to_string(),
             StateRecord::Topic(_) => TOPIC_KEY.to_string(),
+            StateRecord::Silences(r) => silences_key(&r.participant_id),
         }
     }
 
@@ -134,7 +169,7 @@ impl StateRecord {
                 .max(r.resolved_at_ms.unwrap_or(i64::MIN)),
             StateRecord::Participant(r) => r.heard_at_ms,
             StateRecord::Clock(r) => r.at_ms,
-            StateRecord::Topic(_) => i64::MIN,
+            StateRecord::Topic(_) | StateRecord::Silences(_) => i64::MIN,
         }
     }
 }
@@ -153,6 +188,10 @@ pub fn incident_key(participant_id: &str, incident_id: &str) -> String {
 
 pub fn participant_key(participant_id: &str) -> String {
     format!("p|{participant_id}")
+}
+
+pub fn silences_key(participant_id: &str) -> String {
+    format!("s|{participant_id}")
 }
 
 impl IncidentRecord {

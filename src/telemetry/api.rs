@@ -15,12 +15,9 @@
 //! - `GET /board`, `/board/participants`, `/board/participants/{id}`,
 //!   `/board/incidents/{participant}/{incident}`: the HTML pages (`desk/page.rs`);
 //!   `GET /board/login` and `POST /board/login` take a supervisor token into a cookie.
-//! - `POST /actions` (operator role, and some credential: tokens or client certificates):
-//!   `{"action": "ack" | "annotate" | "close", "participant_id", "incident_id", "reason",
-//!   "actor"}`, checked against the desk (an unknown incident is 404, acknowledging or
-//!   closing a resolved one 409), then written to the incident's events partition and the
-//!   audit topic (`crate::actions`); 202 with the `action_id`. Every outcome is counted in
-//!   `regwatch_actions_total`.
+//! - `GET /silences` (`?participant=`): operators' silences, pending, active and expired.
+//!
+//! `POST /actions` (the operator role) is `act.rs`.
 
 // Helpers answer a refusal with the response to send; a refusal is rare and off any hot
 // path, so its size does not matter.
@@ -99,7 +96,7 @@ pub struct Params {
     format: Option<String>,
 }
 
-fn bad(text: String) -> Response {
+pub(super) fn bad(text: String) -> Response {
     (StatusCode::BAD_REQUEST, format!("{text}\n")).into_response()
 }
 
@@ -175,7 +172,7 @@ const COMPLETE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// The desk's coverage, once it has read the history topic up to the moment asked (or
 /// after [`FRESH_WAIT`], when `complete` then says it had not): an answer includes what
 /// the owners had written when the question came.
-async fn coverage(s: &AppState, desk: &Desk) -> Coverage {
+pub(super) async fn coverage(s: &AppState, desk: &Desk) -> Coverage {
     let pause = std::time::Duration::from_millis(20);
     let asked = crate::time::wall_now();
     desk.want_fresh();
@@ -251,7 +248,7 @@ pub(super) async fn incidents(
     .into_response()
 }
 
-fn no_desk() -> Response {
+pub(super) fn no_desk() -> Response {
     (
         StatusCode::NOT_FOUND,
         "the history is off ([history] enabled = false, or its topic could not be had at start-up: see the log): only /incidents?scope=local answers\n",
@@ -639,6 +636,38 @@ pub(super) async fn board_incident(
     }
 }
 
+/// `/silences`: every silence the desk knows of (`?participant=` for one), newest first,
+/// each with its state now (`pending`, `active`, `expired`).
+pub(super) async fn silences(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Desked { desk, cover, .. } = match desked(&s, &peer, &headers, false).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let now = crate::time::wall_now();
+    let only = q.get("participant").filter(|p| !p.is_empty());
+    let mut list: Vec<Value> = desk.read(|store| {
+        store
+            .silences
+            .values()
+            .filter(|x| only.is_none_or(|p| *p == x.participant_id))
+            .map(|x| x.served(now))
+            .collect()
+    });
+    list.sort_by(|a, b| b["created_at"].as_str().cmp(&a["created_at"].as_str()));
+    Json(json!({
+        "count": list.len(),
+        "complete": cover.complete,
+        "as_of": cover.as_of,
+        "silences": list,
+    }))
+    .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,140 +680,5 @@ mod tests {
         );
         assert_eq!(form_value(b"token=x%", "token").as_deref(), Some("x%"));
         assert_eq!(form_value(b"a=1", "token"), None);
-    }
-}
-
-/// `POST /actions`'s body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionBody {
-    action: String,
-    participant_id: String,
-    incident_id: String,
-    reason: String,
-    /// Who acts (with a client certificate, its subject is who).
-    #[serde(default)]
-    actor: Option<String>,
-}
-
-/// `POST /actions`.
-pub(super) async fn act(
-    State(s): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    use crate::actions::{Action, Kind, SCHEMA};
-    let count = |a: &str, outcome: &str| s.metrics.actions.with_label_values(&[a, outcome]).inc();
-    let req: ActionBody = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            count("unknown", "invalid");
-            return bad(format!(
-                "not an action: {e} (expected {{\"action\", \"participant_id\", \"incident_id\", \"reason\", \"actor\"}})"
-            ));
-        }
-    };
-    let Some(kind) = Kind::parse(&req.action) else {
-        count("unknown", "invalid");
-        return bad(format!(
-            "action {:?}: one of ack, annotate, close",
-            req.action
-        ));
-    };
-    let claimed = req.actor.unwrap_or_default();
-    let actor = match s.gate.actor(&peer, &headers, claimed.trim()) {
-        Ok(a) => a,
-        Err(r) => {
-            count(kind.as_str(), "forbidden");
-            return r;
-        }
-    };
-    if peer.certificate.is_none() && claimed.trim().is_empty() {
-        count(kind.as_str(), "invalid");
-        return bad("actor: who acts (kept in the audit record)".into());
-    }
-    let (Some(sink), Some(desk)) = (
-        s.api.actions.clone(),
-        s.api.desk.clone().filter(|d| d.is_on()),
-    ) else {
-        return no_desk();
-    };
-    let cover = coverage(&s, &desk).await;
-    let found = desk.read(|store| {
-        store
-            .get(&req.participant_id, &req.incident_id)
-            .and_then(|story| {
-                let v = story.view.as_ref()?;
-                Some((
-                    v["topic"].as_str()?.to_string(),
-                    v["partition"].as_i64()? as i32,
-                    story.is_open(),
-                ))
-            })
-    });
-    let Some((topic, partition, open)) = found else {
-        count(kind.as_str(), "unknown_incident");
-        return (
-            StatusCode::NOT_FOUND,
-            format!(
-                "no incident {:?} of participant {:?} in the history (complete: {}, as of {})\n",
-                req.incident_id, req.participant_id, cover.complete, cover.as_of
-            ),
-        )
-            .into_response();
-    };
-    if !open && kind != Kind::Annotate {
-        count(kind.as_str(), "resolved");
-        return (
-            StatusCode::CONFLICT,
-            format!(
-                "incident {}/{} is resolved already: only annotate applies\n",
-                req.participant_id, req.incident_id
-            ),
-        )
-            .into_response();
-    }
-    let mut id = [0u8; 12];
-    if openssl::rand::rand_bytes(&mut id).is_err() {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness\n").into_response();
-    }
-    let action = Action {
-        schema: SCHEMA.into(),
-        action_id: crate::delivery::sign::hex(&id),
-        action: kind,
-        participant_id: req.participant_id,
-        incident_id: req.incident_id,
-        actor,
-        reason: req.reason,
-        at: crate::time::wall_now(),
-    };
-    if let Err(why) = action.check() {
-        count(kind.as_str(), "invalid");
-        return bad(why);
-    }
-    match sink.submit(&action, &topic, partition).await {
-        Ok(to) => {
-            count(kind.as_str(), "accepted");
-            tracing::info!(action = kind.as_str(), action_id = %action.action_id, participant = %action.participant_id, incident = %action.incident_id, actor = %action.actor, %to, "action accepted");
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({
-                    "action_id": action.action_id,
-                    "action": kind.as_str(),
-                    "actor": action.actor,
-                    "to": to,
-                })),
-            )
-                .into_response()
-        }
-        Err(e) => {
-            tracing::error!(action = kind.as_str(), action_id = %action.action_id, error = %e, "action not written");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the action could not be written: {e:#}\n"),
-            )
-                .into_response()
-        }
     }
 }

@@ -68,6 +68,8 @@ pub struct SupervisionMetrics {
     pub gaps: IntCounterVec,
     pub silent: IntGauge,
     pub liveness_forgotten: IntCounter,
+    /// Telemetry gaps and reminders an operator's silence held (`what`).
+    pub silenced: IntCounterVec,
 }
 
 /// What operators watch: stage latency, lag, build and configuration, reloads, the broker.
@@ -312,7 +314,7 @@ impl WebhookMetrics {
             dead_letters: counter_vec(
                 registry,
                 "regwatch_webhook_dead_letters_total",
-                "Alerts dead-lettered for a receiver, by reason (http_status, retry_age, malformed_alert, untrusted).",
+                "Alerts dead-lettered for a receiver, by reason (http_status, retry_age, skipped, malformed_alert, untrusted).",
                 &["receiver", "reason"],
             ),
             skipped: counter_vec(
@@ -371,7 +373,7 @@ impl WebhookMetrics {
         for c in crate::delivery::Cause::ALL {
             self.failures.with_label_values(&[receiver, c.as_str()]);
         }
-        for r in ["http_status", "retry_age", "malformed_alert"] {
+        for r in ["http_status", "retry_age", "skipped", "malformed_alert"] {
             self.dead_letters.with_label_values(&[receiver, r]);
         }
         self.pending.with_label_values(&[receiver]);
@@ -435,6 +437,18 @@ impl SupervisionMetrics {
                 "regwatch_liveness_forgotten_total",
                 "Silent participants a partition stopped watching after engine.liveness_retention.",
             ),
+            silenced: {
+                let v = counter_vec(
+                    r,
+                    "regwatch_silenced_total",
+                    "Telemetry gaps and reminders held by an operator's silence (regwatch act silence), by what.",
+                    &["what"],
+                );
+                for what in ["telemetry_gap", "reminder"] {
+                    v.with_label_values(&[what]);
+                }
+                v
+            },
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What the daemon tells operators: Prometheus metrics, named observable events (each logs
 //! and counts together), and the HTTP endpoints that serve them.
 
+mod act;
 mod api;
 pub mod coverage;
 mod http;

@@ -26,6 +26,11 @@ fn action(kind: Kind, incident: &str, minutes: f64) -> Action {
         actor: "alice".into(),
         reason: "the participant confirmed by phone".into(),
         at: at(minutes),
+        starts_at: None,
+        ends_at: None,
+        silence_id: None,
+        receiver: None,
+        alert_id: None,
     }
 }
 
@@ -156,8 +161,33 @@ fn replay_applies_action_lines_at_their_time() {
     assert!(err.contains("line 3: action refused"), "{err}");
 }
 
+/// A daemon's configuration for acting: `config_text` with an audit topic, the desk's
+/// history and the two token files (written under `dir`).
+pub(crate) fn acting_config(
+    broker: &Broker,
+    name: &str,
+    partitions: u32,
+    dir: &std::path::Path,
+) -> String {
+    format!(
+        "{}\n{}",
+        config_text(broker, name, partitions)
+            .replacen(
+                "[kafka]\n",
+                &format!("[kafka]\naudit_topic = \"{name}.audit\"\n"),
+                1
+            )
+            .replacen(
+                "[http]\n",
+                &format!("[history]\ntopic = \"{name}.history\"\nstale_after = \"5s\"\n[http]\n"),
+                1
+            ),
+        tokens(dir)
+    )
+}
+
 /// The token files of a daemon: a supervisor's and an operator's.
-fn tokens(dir: &std::path::Path) -> String {
+pub(crate) fn tokens(dir: &std::path::Path) -> String {
     std::fs::write(
         dir.join("supervisor.token"),
         "supervisor-token-0123456789\n",
@@ -171,7 +201,11 @@ fn tokens(dir: &std::path::Path) -> String {
     )
 }
 
-async fn post(addr: std::net::SocketAddr, token: Option<&str>, body: Value) -> (u16, String) {
+pub(crate) async fn post(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, String) {
     let mut r = reqwest::Client::new()
         .post(format!("http://{addr}/actions"))
         .header("content-type", "application/json")
@@ -237,21 +271,7 @@ async fn actions_through_the_api_are_authorized_applied_audited_and_kept() {
     broker.create_topic(&format!("{name}.events"), 2);
     let dir = tempdir("actions");
     std::fs::create_dir_all(&dir).unwrap();
-    let text = format!(
-        "{}\n{}",
-        config_text(&broker, name, 2)
-            .replacen(
-                "[kafka]\n",
-                &format!("[kafka]\naudit_topic = \"{name}.audit\"\n"),
-                1
-            )
-            .replacen(
-                "[http]\n",
-                &format!("[history]\ntopic = \"{name}.history\"\nstale_after = \"5s\"\n[http]\n"),
-                1
-            ),
-        tokens(&dir)
-    );
+    let text = acting_config(&broker, name, 2, &dir);
     let cfg_path = dir.join("regwatch.toml");
     std::fs::write(&cfg_path, &text).unwrap();
     let cfg = Config::from_toml(&text, None, false).expect("test config");
@@ -382,7 +402,7 @@ async fn actions_through_the_api_are_authorized_applied_audited_and_kept() {
     assert!(records
         .iter()
         .any(|r| r["action"] == "close" && r["actor"].as_str().unwrap().starts_with("bob")));
-    assert!(records.iter().all(|r| r["to"]
+    assert!(records.iter().all(|r| r["to"][0]
         .as_str()
         .unwrap()
         .starts_with(&format!("{name}.events/"))));

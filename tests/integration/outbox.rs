@@ -2,7 +2,8 @@
 //! with 5xx is dead-lettered after `max_retry_age` and its lane goes on; a receiver added to
 //! a running deployment starts with the alerts raised from then on (one that asks to
 //! `catch_up` gets the old ones too); a partition revoked mid-delivery stops its lane at once,
-//! so each alert is acknowledged once, by its new owner.
+//! so each alert is acknowledged once, by its new owner; an operator skips a poison alert by
+//! an audited action, and the lane goes on at once.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -358,5 +359,122 @@ async fn a_partition_revoked_mid_delivery_stops_its_lane_at_once() {
         m.delivered.with_label_values(&["r"]).get(),
         events.len() as u64
     );
+    daemon.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_skips_a_poison_alert_by_an_audited_action() {
+    use crate::actions::{post, tokens};
+    let broker = Broker::start();
+    let name = "skip";
+    broker.create_topic(&format!("{name}.events"), 1);
+    let hook = Hook::up().await;
+    hook.refuse("POISON", 503);
+    let dir = crate::broker::tempdir("skip");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Retried for an hour unless someone steps in.
+    let text = format!(
+        "{}\n[delivery]\ndead_letter_topic = \"{name}.alert-dlq\"\n{}\n{}",
+        config_text(&broker, name, 1).replacen(
+            "[kafka]\n",
+            &format!("[kafka]\naudit_topic = \"{name}.audit\"\n"),
+            1
+        ),
+        receiver(
+            "r",
+            &hook,
+            "retry_initial = \"200ms\"\nretry_max = \"1s\"\nbreaker_failures = 1000\nmax_retry_age = \"1h\"\n"
+        ),
+        tokens(&dir)
+    );
+    let kafka = Config::from_toml(&text, None, false).unwrap().kafka;
+    let daemon = spawn(&text).await;
+    let addr = daemon.running.http.unwrap();
+    let mut seq = 0;
+    let events = [leak("P1", "POISON", &mut seq), leak("P1", "NEXT", &mut seq)];
+    produce(&broker.producer(), &format!("{name}.events"), &events).await;
+    hook.wait_for("the poison alert refused", Duration::from_secs(60), |got| {
+        got.iter()
+            .filter(|g| g.json()["incident_id"] == "POISON")
+            .count()
+            >= 2
+    })
+    .await;
+    let poison_id = hook
+        .got()
+        .iter()
+        .find(|g| g.json()["incident_id"] == "POISON")
+        .map(|g| g.json()["alert_id"].as_str().unwrap().to_string())
+        .unwrap();
+    assert!(
+        acked(&hook).is_empty(),
+        "the lane is held by the poison alert"
+    );
+
+    // Refused: a receiver that is not configured; no operator role.
+    let op = Some("operator-token-0123456789");
+    let body = |receiver: &str| {
+        json!({"action": "skip", "receiver": receiver, "alert_id": poison_id,
+               "participant_id": "P1", "actor": "carol",
+               "reason": "receiver cannot parse it; vendor ticket 77"})
+    };
+    let (status, said) = post(addr, op, body("nobody")).await;
+    assert_eq!(status, 404, "{said}");
+    assert!(said.contains("no receiver"), "{said}");
+    assert_eq!(post(addr, None, body("r")).await.0, 401);
+    let m = daemon.running.metrics.clone();
+    assert_eq!(
+        m.actions
+            .with_label_values(&["skip", "unknown_receiver"])
+            .get(),
+        1
+    );
+
+    // Skipped: dead-lettered with who and why, and the lane goes on at once.
+    let (status, said) = post(addr, op, body("r")).await;
+    assert_eq!(status, 202, "{said}");
+    hook.wait_for("the next alert", Duration::from_secs(30), |got| {
+        got.iter()
+            .any(|g| g.status == 200 && g.json()["incident_id"] == "NEXT")
+    })
+    .await;
+    let dead = collect(
+        &kafka,
+        &format!("{name}.alert-dlq"),
+        "skip-dlq",
+        Duration::from_secs(20),
+        |d| !d.is_empty(),
+    )
+    .await;
+    let header = |m: &OwnedMessage, h: &str| tail::header(m, h).unwrap_or_default();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(&dead[0], "regwatch.reason"), "skipped");
+    assert_eq!(header(&dead[0], "regwatch.receiver"), "r");
+    let why = header(&dead[0], "regwatch.reason_text");
+    assert!(
+        why.contains("carol") && why.contains("vendor ticket 77"),
+        "{why}"
+    );
+    assert_eq!(payload(&dead[0])["alert_id"], poison_id.as_str());
+    assert_eq!(
+        m.webhook
+            .dead_letters
+            .with_label_values(&["r", "skipped"])
+            .get(),
+        1
+    );
+    let audit = collect(
+        &kafka,
+        &format!("{name}.audit"),
+        "skip-audit",
+        Duration::from_secs(20),
+        |a| !a.is_empty(),
+    )
+    .await;
+    let record = payload(&audit[0]);
+    assert_eq!(record["action"], "skip");
+    assert_eq!(record["receiver"], "r");
+    assert_eq!(record["alert_id"], poison_id.as_str());
+    assert!(record["actor"].as_str().unwrap().starts_with("carol"));
     daemon.stop().await.expect("clean stop");
 }

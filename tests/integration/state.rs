@@ -489,6 +489,7 @@ fn a_hostile_reminder_schedule_in_restored_state_fires_a_bounded_number_of_remin
         participant_id: "P".into(),
         heard_at_ms: 17_724_132_600_000_000,
         silent: false,
+        gap_held: false,
     });
     let fired = reminders_after_restore(vec![with(&|_| {}), far], None, 60 * 60_000);
     assert_eq!(fired.len(), bounded);

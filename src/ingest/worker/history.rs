@@ -173,11 +173,15 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         let Some(topic) = self.shared.history_topic.clone() else {
             return;
         };
-        let key = keys::action(
-            &a.action.participant_id,
-            &a.action.incident_id,
-            &a.action.action_id,
-        );
+        let key = if a.action.action.on_incident() {
+            keys::action(
+                &a.action.participant_id,
+                &a.action.incident_id,
+                &a.action.action_id,
+            )
+        } else {
+            keys::participant_action(&a.action.participant_id, &a.action.action_id)
+        };
         let value = serde_json::to_vec(a).unwrap_or_default();
         self.produce_history(&topic, &a.action.participant_id, &key, keys::ACTION, &value)
             .await;

@@ -1,5 +1,6 @@
 //! People's actions in the engine (see `crate::actions`): acknowledge, annotate, close, at
-//! the engine's time, refused with a reason when they do not fit the incident.
+//! the engine's time, refused with a reason when they do not fit the incident; silences
+//! (`silences.rs`) on a participant.
 
 use super::*;
 use crate::actions::{Action, Kind};
@@ -13,6 +14,12 @@ impl Engine {
             .registry
             .lookup(&a.participant_id)
             .ok_or_else(|| format!("unknown participant {:?}", a.participant_id))?;
+        match a.action {
+            Kind::Silence => return self.silence(p, a).map(|()| now),
+            Kind::Unsilence => return self.unsilence(p, a, now, out).map(|()| now),
+            Kind::Skip => return Err("skip is for the outboxes, not a partition".into()),
+            Kind::Ack | Kind::Annotate | Kind::Close => {}
+        }
         let slot = self.participants[p.get()]
             .incidents
             .get(a.incident_id.as_str())
@@ -27,6 +34,7 @@ impl Engine {
         let inc = &mut self.slab[slot as usize];
         match a.action {
             Kind::Annotate => return Ok(now),
+            Kind::Silence | Kind::Unsilence | Kind::Skip => unreachable!("handled above"),
             _ if !inc.is_open() => {
                 return Err(format!(
                     "incident {}/{} is resolved already",

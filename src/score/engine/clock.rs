@@ -1,5 +1,5 @@
 //! The passing of time: advancing the clock fires, in due order, every escalation, telemetry
-//! gap, forgotten liveness, reminder and eviction that fell due; scheduling an escalation
+//! gap (and gap a silence held, once it ends), forgotten liveness, reminder and eviction that fell due; scheduling an escalation
 //! deadline happens in one place (`schedule_deadline`).
 
 use super::*;
@@ -27,6 +27,7 @@ impl Engine {
                     self.escalate(due, out);
                 }
                 Next::Gap(p, since, at) => self.gap(p, since, at, out),
+                Next::Unhold(p, at) => self.unhold(p, at, out),
                 Next::Forget(p, _) => self.forget_liveness(p),
                 Next::Remind(due) => {
                     self.reminders.pop();
@@ -62,6 +63,11 @@ impl Engine {
                 if best.is_none_or(|b| at < b.at()) {
                     best = Some(Next::Gap(p, since, at));
                 }
+            }
+        }
+        if let Some((p, at)) = self.next_unhold() {
+            if best.is_none_or(|b| at < b.at()) {
+                best = Some(Next::Unhold(p, at));
             }
         }
         let retention = self.settings.liveness_retention_ms;
@@ -133,13 +139,15 @@ pub(super) enum Next {
     Evict(Due),
     /// A silent participant's liveness passed its retention.
     Forget(ParticipantIdx, Timestamp),
+    /// The silence holding a participant's gap ended.
+    Unhold(ParticipantIdx, Timestamp),
 }
 
 impl Next {
     pub(super) fn at(&self) -> Timestamp {
         match self {
             Next::Escalate(d) | Next::Remind(d) | Next::Evict(d) => d.at,
-            Next::Gap(_, _, at) | Next::Forget(_, at) => *at,
+            Next::Gap(_, _, at) | Next::Forget(_, at) | Next::Unhold(_, at) => *at,
         }
     }
 }

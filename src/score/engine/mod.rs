@@ -16,7 +16,7 @@
 //!
 //! Layout: this file holds the types and entry points; `report.rs` applies reports,
 //! `clock.rs` advances time (and is the one place that schedules a deadline), `reminders.rs`,
-//! `watch.rs` (telemetry gaps), `census.rs`, `persist.rs` (state records and restore) and
+//! `watch.rs` (telemetry gaps), `silences.rs` (operators' silences), `actions.rs`, `census.rs`, `persist.rs` (state records and restore) and
 //! `slots.rs` (the one place that allocates a slot; evictions and fairness at capacity).
 //!
 //! Reminders (off unless `reminder_interval_ms` > 0; replay always runs without them): when an
@@ -70,6 +70,7 @@ mod persist;
 mod preview;
 mod reminders;
 mod report;
+mod silences;
 mod slots;
 mod watch;
 
@@ -166,6 +167,10 @@ pub struct EngineStats {
     pub telemetry_gaps: u64,
     /// Silent participants forgotten after the liveness retention.
     pub liveness_forgotten: u64,
+    /// Telemetry gaps held by a silence when they fell due.
+    pub gaps_silenced: u64,
+    /// Reminders not sent because a silence covered their due time.
+    pub reminders_silenced: u64,
 }
 
 /// The most reminders of one incident a single clock jump fires (the latest ones).
@@ -181,6 +186,11 @@ struct ParticipantState {
     /// queue restricted to it; entries evicted early elsewhere are skipped when met).
     retained: std::collections::VecDeque<Due>,
     census: ParticipantCensus,
+    /// Operators' silence windows (`silences.rs`), expired ones kept.
+    silences: Vec<crate::score::state::SilenceRecord>,
+    silences_dirty: bool,
+    /// Its gap is held by a silence until then (`silences.rs`).
+    held_until: Option<Timestamp>,
 }
 
 #[derive(Clone, Copy)]
@@ -215,6 +225,8 @@ pub struct Engine {
     stats: EngineStats,
     census: Census,
     history: history::History,
+    /// Participants whose gap a silence holds (few: a linear scan finds the next due).
+    held: Vec<ParticipantIdx>,
 }
 
 /// What changed since the last `take_changes` (only with `track_changes`).
@@ -225,6 +237,8 @@ struct Changes {
     evicted: Vec<(ParticipantIdx, Box<str>)>,
     /// Participants whose liveness was forgotten.
     forgotten: Vec<ParticipantIdx>,
+    /// Participants whose silences changed.
+    silences: Vec<ParticipantIdx>,
 }
 
 impl Engine {
@@ -255,6 +269,7 @@ impl Engine {
             stats: EngineStats::default(),
             census: Census::default(),
             history: Default::default(),
+            held: Vec::new(),
             settings,
         }
     }

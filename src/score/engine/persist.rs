@@ -23,12 +23,14 @@ impl Engine {
             participants: self.changes.participants.drain(..).collect(),
             evicted: std::mem::take(&mut self.changes.evicted),
             forgotten: std::mem::take(&mut self.changes.forgotten),
+            silences: std::mem::take(&mut self.changes.silences),
         };
         let mut out = Vec::with_capacity(
             changes.evicted.len()
                 + changes.forgotten.len()
                 + changes.incidents.len()
-                + changes.participants.len(),
+                + changes.participants.len()
+                + changes.silences.len(),
         );
         for (p, incident_id) in changes.evicted {
             out.push(StateChange::Deleted(incident_key(
@@ -66,9 +68,13 @@ impl Engine {
                         participant_id: self.registry.get(p).id.to_string(),
                         heard_at_ms: heard_at.millis(),
                         silent,
+                        gap_held: self.participants[p.get()].held_until.is_some(),
                     },
                 )));
             }
+        }
+        for p in changes.silences {
+            out.push(StateChange::Put(self.silences_record(p)));
         }
         // The clock goes with other changes: a restore needs the instant its state was graded
         // to, and state that did not change since its last record needs no newer one (a
@@ -117,6 +123,7 @@ impl Engine {
         let mut keys: Vec<String> = latest.keys().cloned().collect();
         keys.sort();
         let mut liveness = Vec::new();
+        let mut held = Vec::new();
         let mut evictions = Vec::new();
         for key in keys {
             let Some(record) = latest.remove(&key) else {
@@ -137,9 +144,21 @@ impl Engine {
                     }
                 },
                 StateRecord::Clock(_) | StateRecord::Topic(_) => {}
+                StateRecord::Silences(r) => match self.registry.lookup(&r.participant_id) {
+                    Some(p) => self.participants[p.get()].silences = r.silences,
+                    None => {
+                        summary.forgotten.push(key.clone());
+                        summary
+                            .skipped
+                            .push(format!("{key}: participant no longer registered"));
+                    }
+                },
                 StateRecord::Participant(r) => match self.registry.lookup(&r.participant_id) {
                     Some(p) => {
                         liveness.push((p, Timestamp(r.heard_at_ms), r.silent));
+                        if r.silent && r.gap_held {
+                            held.push(p);
+                        }
                         summary.participants += 1;
                     }
                     None => {
@@ -154,6 +173,7 @@ impl Engine {
         if let Some(l) = self.liveness.as_mut() {
             l.restore(&mut liveness);
         }
+        self.restore_held(held);
         self.recount();
         evictions.sort();
         for due in evictions {

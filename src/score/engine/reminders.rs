@@ -59,6 +59,9 @@ impl Engine {
             return;
         };
         self.incident_changed(due.slot);
+        let silenced = self
+            .silenced_until(self.slab[due.slot as usize].participant, due.at)
+            .is_some();
         let inc = &mut self.slab[due.slot as usize];
         let k = inc.reminders_sent.saturating_add(1);
         // The last k due by `now`: more than MAX_OVERDUE_REMINDERS overdue ones skip ahead.
@@ -68,6 +71,10 @@ impl Engine {
         let last = last as u32;
         if last.saturating_sub(k) >= MAX_OVERDUE_REMINDERS {
             inc.reminders_sent = last - MAX_OVERDUE_REMINDERS;
+        } else if silenced {
+            // Held by a silence: not sent, but counted, so the next one says how many.
+            inc.reminders_sent = k;
+            self.stats.reminders_silenced += 1;
         } else {
             let participant = self.registry.get(inc.participant);
             let elapsed = due.at.millis().saturating_sub(anchor.millis());

@@ -12,6 +12,11 @@ impl Engine {
         let gap_ended = liveness.heard(p, now);
         if let Some(since) = gap_ended {
             self.census.silent = self.census.silent.saturating_sub(1);
+            // A gap a silence held was never alerted: neither is its end.
+            if self.release(p) {
+                self.participant_changed(p);
+                return;
+            }
             out.push(gap_alert(
                 self.registry.get(p),
                 since,
@@ -40,6 +45,7 @@ impl Engine {
         if let Some(l) = self.liveness.as_mut() {
             l.forget(p);
         }
+        self.release(p);
         self.census.silent = self.census.silent.saturating_sub(1);
         self.stats.liveness_forgotten += 1;
         if self.settings.track_changes {
@@ -61,6 +67,9 @@ impl Engine {
         self.census.silent += 1;
         self.participants[p.get()].census.gaps += 1;
         self.participant_changed(p);
+        if self.hold_gap(p, at) {
+            return;
+        }
         out.push(gap_alert(
             self.registry.get(p),
             since,

@@ -1,0 +1,3 @@
+//! Subcommands of the binary that live outside `main.rs`.
+
+pub mod api;
