@@ -3,8 +3,8 @@
 //! window ends with the participant still silent, or when the window is ended early; a gap
 //! alerted before the window keeps its end; reminders inside a window are not sent but
 //! counted; the windows and a held gap survive a restore; replay applies silence lines.
-//! End to end on the broker (the API, broadcast to every partition, `/silences`, a restart,
-//! the CLI, the audit topic, refusals) is `silences_through_the_api_hold_gaps_and_are_listed`
+//! End to end on the broker (the API, broadcast to every partition, `/silences`, a restart
+//! and a rebalance, the CLI, the audit topic, refusals) is `silences_through_the_api_hold_gaps_and_are_listed`
 //! below.
 
 use regwatch::actions::{Action, Kind, SCHEMA};
@@ -414,7 +414,20 @@ async fn silences_through_the_api_hold_gaps_and_are_listed() {
         assert!(Instant::now() < deadline, "the partitions are taken again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // And across a rebalance: a second instance takes one of the two partitions (with its
+    // windows and held gaps), and the end of the silence reaches whichever owns P1's.
+    let second = regwatch::app::spawn(Config::from_toml(&text, None, false).unwrap())
+        .await
+        .expect("a second instance starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while daemon.running.metrics.partitions.get() != 1
+        || second.running.metrics.partitions.get() != 1
+    {
+        assert!(Instant::now() < deadline, "the partitions are shared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let addr = second.running.http.unwrap();
 
     // Ended early through the CLI: P1's held gap fires now; the silence is kept, expired.
     let out = std::process::Command::new(regwatch_bin())
@@ -448,7 +461,7 @@ async fn silences_through_the_api_hold_gaps_and_are_listed() {
     assert_eq!(
         p1.len(),
         1,
-        "held through the restart, alerted once: {p1:?}"
+        "held through the restart and the rebalance, alerted once: {p1:?}"
     );
     assert_eq!(p1[0]["status"], "firing");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -508,5 +521,6 @@ async fn silences_through_the_api_hold_gaps_and_are_listed() {
     assert!(records
         .iter()
         .any(|r| r["action"] == "unsilence" && r["silence_id"] == id.as_str()));
+    second.stop().await.expect("clean stop");
     daemon.stop().await.expect("clean stop");
 }
