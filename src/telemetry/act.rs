@@ -13,6 +13,9 @@
 //!   is 404, an expired one 409; written where its silence went.
 //! - `skip`: `{"receiver", "alert_id", "reason", "actor"}` (`participant_id` optional): an
 //!   unknown receiver is 404; the audit record is the action: every outbox reads it.
+//!
+//! Under `kafka.insecure_trust_internal_topics` (no record key) only `skip` is taken: the
+//! others ride the events topics, which participants write.
 
 #![allow(clippy::result_large_err)]
 
@@ -98,6 +101,15 @@ pub(super) async fn act(
     let Some(sink) = s.api.actions.clone() else {
         return no_desk();
     };
+    // Without a record key, a participant could write an action record to its own events
+    // topic and have it applied: only a skip (the audit topic alone) is taken.
+    if kind != Kind::Skip && matches!(sink.key.get(), Some(None)) {
+        count(kind.as_str(), "forbidden");
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "actions on incidents and participants need the record key: under kafka.insecure_trust_internal_topics a participant could forge them".into(),
+        );
+    }
     let mut id = [0u8; 12];
     if openssl::rand::rand_bytes(&mut id).is_err() {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness\n").into_response();

@@ -161,6 +161,36 @@ fn replay_applies_action_lines_at_their_time() {
     assert!(err.contains("line 3: action refused"), "{err}");
 }
 
+/// A participant's forgery: a `close` of its own incident written straight to its events
+/// topic, marked as an action, with a made-up `regwatch.mac`.
+pub(crate) async fn forge_close(broker: &Broker, topic: &str, participant: &str, incident: &str) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let mut forged = action(Kind::Close, incident, 0.0);
+    forged.participant_id = participant.into();
+    forged.at = regwatch::time::wall_now();
+    let value = serde_json::to_vec(&forged).unwrap();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "regwatch.action",
+            value: Some("close"),
+        })
+        .insert(Header {
+            key: "regwatch.mac",
+            value: Some("00112233445566778899aabbccddeeff"),
+        });
+    broker
+        .producer()
+        .send(
+            rdkafka::producer::FutureRecord::to(topic)
+                .key(participant)
+                .payload(value.as_slice())
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the forgery is written");
+}
+
 /// A daemon's configuration for acting: `config_text` with an audit topic, the desk's
 /// history and the two token files (written under `dir`).
 pub(crate) fn acting_config(
@@ -302,6 +332,14 @@ async fn actions_through_the_api_are_authorized_applied_audited_and_kept() {
     };
     let m = daemon.running.metrics.clone();
     let counted = |a: &str, o: &str| m.actions.with_label_values(&[a, o]).get();
+
+    // A participant cannot forge one: dead-lettered, counted, nothing applied.
+    forge_close(&broker, &format!("{name}.events"), "P1", "CLOSED").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m.rejected.with_label_values(&["untrusted_action"]).get() < 1 {
+        assert!(Instant::now() < deadline, "the forgery is refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Refused: no token, a reader's token, an unknown incident, a bad body.
     assert_eq!(post(addr, None, body("ack", "ACKED")).await.0, 401);

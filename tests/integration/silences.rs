@@ -410,7 +410,9 @@ async fn silences_through_the_api_hold_gaps_and_are_listed() {
         .expect("the daemon starts again");
     let addr = daemon.running.http.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while daemon.running.metrics.partitions.get() != 2 {
+    while daemon.running.metrics.partitions.get() != 2
+        || listed(addr).await["silences"][0]["state"] != "active"
+    {
         assert!(Instant::now() < deadline, "the partitions are taken again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

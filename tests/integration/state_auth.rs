@@ -288,6 +288,18 @@ async fn an_unsigned_state_topic_moves_to_signed_records_in_one_run() {
     )
     .await;
     wait_state_records(&daemon, 1).await;
+    // No record key: nothing tells an action from a participant's forgery, so none applies
+    // (the incident is still open after the restart below).
+    crate::actions::forge_close(&broker, &format!("{name}.events"), "P1", "OLD").await;
+    let m = daemon.running.metrics.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while m.rejected.with_label_values(&["untrusted_action"]).get() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forgery is refused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     daemon.stop().await.expect("clean stop");
     assert!(state_log(&broker, &state_topic)
         .iter()

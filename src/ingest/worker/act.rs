@@ -17,19 +17,17 @@ pub(super) fn is_action<M: Message>(m: &M) -> bool {
 impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     pub(super) async fn on_action<M: Message>(&mut self, m: &M) {
         let bytes = m.payload().unwrap_or_default();
-        if let Some(k) = &self.shared.kafka.record_key {
+        // Without a record key nothing tells regwatch's actions from a participant's forgery:
+        // none is applied (the API refuses them too).
+        let authentic = self.shared.kafka.record_key.as_ref().is_some_and(|k| {
             let mac = crate::ingest::tail::header(m, crate::delivery::sign::RECORD_MAC_HEADER)
                 .unwrap_or_default();
-            if !crate::delivery::sign::record_authentic(
-                k.expose().as_bytes(),
-                m.topic(),
-                bytes,
-                &mac,
-            ) {
-                tracing::warn!(topic = %self.topic, partition = self.partition, offset = m.offset(), "an action record without a valid regwatch.mac: refused and dead-lettered (only regwatch's API writes actions)");
-                self.reject(m, &Reject::UntrustedAction).await;
-                return;
-            }
+            crate::delivery::sign::record_authentic(k.expose().as_bytes(), m.topic(), bytes, &mac)
+        });
+        if !authentic {
+            tracing::warn!(topic = %self.topic, partition = self.partition, offset = m.offset(), "an action record without a valid regwatch.mac (or no record key: insecure_trust_internal_topics): refused and dead-lettered (only regwatch's API writes actions)");
+            self.reject(m, &Reject::UntrustedAction).await;
+            return;
         }
         let action = match Action::parse(bytes) {
             Ok(a) => a,
