@@ -239,8 +239,13 @@ fn telemetry(t: &Value) -> String {
     }
 }
 
-/// One participant: its line and its incidents.
-pub fn participant(p: &Summary, views: &[&Value], coverage: &Coverage) -> String {
+/// One participant: its line, its incidents and its silences.
+pub fn participant(
+    p: &Summary,
+    views: &[&Value],
+    silences: &[&super::silences::Silence],
+    coverage: &Coverage,
+) -> String {
     let mut s = head(&p.participant_id, true);
     let _ = write!(
         s,
@@ -261,7 +266,33 @@ pub fn participant(p: &Summary, views: &[&Value], coverage: &Coverage) -> String
     );
     s.push_str(&coverage_banner(coverage));
     s.push_str(&incidents_table(views));
+    s.push_str(&silences_table(silences, crate::time::wall_now()));
     s.push_str("</body></html>");
+    s
+}
+
+/// Operators' silences of a participant, newest first, with their state at `now`.
+fn silences_table(silences: &[&super::silences::Silence], now: crate::time::Timestamp) -> String {
+    if silences.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "<h2>Silences</h2><table><tr><th>State</th><th>From</th><th>Until</th><th>By</th><th>Why</th><th>Ended early by</th><th>Id</th></tr>",
+    );
+    for x in silences {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            x.state(now),
+            x.starts_at,
+            x.ends_at,
+            esc(&x.author),
+            esc(&x.reason),
+            esc(x.expired_by.as_deref().unwrap_or("")),
+            esc(&x.silence_id)
+        );
+    }
+    s.push_str("</table>");
     s
 }
 

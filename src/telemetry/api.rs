@@ -591,9 +591,16 @@ pub(super) async fn board_participant(
             ..Filter::default()
         });
         let views = served(store, &views, &rules);
+        let mut silences: Vec<_> = store
+            .silences
+            .values()
+            .filter(|x| x.participant_id == id)
+            .collect();
+        silences.sort_by_key(|x| std::cmp::Reverse(x.created_at));
         Some(page::participant(
             &summary,
             &views.iter().collect::<Vec<_>>(),
+            &silences,
             &cover,
         ))
     });

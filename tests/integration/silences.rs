@@ -476,6 +476,23 @@ async fn silences_through_the_api_hold_gaps_and_are_listed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(expired["expired_by"].as_str().unwrap().starts_with("bob"));
+    // The participant's page on the board shows it, for a supervisor to cite.
+    let page = reqwest::Client::new()
+        .get(format!("http://{addr}/board/participants/P1"))
+        .bearer_auth("supervisor-token-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<h2>Silences</h2>")
+            && page.contains(&id)
+            && page.contains("announced maintenance, ticket CHG-1234")
+            && page.contains("<td>expired</td>"),
+        "{page}"
+    );
     let (status, said) = post(
         addr,
         op,
