@@ -755,3 +755,59 @@ async fn two_instances_share_the_partitions_and_one_leaving_loses_nothing() {
     b.stop().await;
     assert_all_committed(&broker.bootstrap(), name, &topic, 4);
 }
+
+/// A participant writing with an exactly-once (transactional) producer leaves a commit
+/// marker after its last record: no message is ever read at that offset, yet the partition
+/// has caught up, so its clock follows wall time and a telemetry gap fires on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_ending_in_a_transaction_marker_is_caught_up() {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let broker = Broker::start();
+    let name = "eos";
+    broker.create_topic(&format!("{name}.events"), 1);
+    let text =
+        config_text(&broker, name, 1).replace("telemetry_gap = \"off\"", "telemetry_gap = \"2s\"");
+    let cfg = Config::from_toml(&text, None, false).expect("test config");
+    let kafka = cfg.kafka.clone();
+    let daemon = start(cfg).await;
+    let producer: FutureProducer = broker
+        .config()
+        .set("transactional.id", "eos-participant")
+        .create()
+        .expect("transactional producer");
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer.begin_transaction().unwrap();
+    let mut seq = 0;
+    let (key, value) = event(
+        json!({"participant_id": "P1", "kind": "heartbeat"}),
+        &mut seq,
+    );
+    producer
+        .send(
+            FutureRecord::to(&format!("{name}.events"))
+                .key(&key)
+                .payload(&value),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("sent");
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
+    let alerts = collect(
+        &kafka,
+        &kafka.alerts_topic,
+        "eos-alerts",
+        Duration::from_secs(30),
+        |seen| seen.iter().any(|m| payload(m)["type"] == "telemetry_gap"),
+    )
+    .await;
+    let gap = alerts
+        .iter()
+        .map(payload)
+        .find(|a| a["type"] == "telemetry_gap")
+        .unwrap();
+    assert_eq!(gap["participant_id"], "P1");
+    assert_eq!(gap["status"], "firing");
+    daemon.stop().await;
+}

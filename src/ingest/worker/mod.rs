@@ -683,13 +683,24 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
     fn position(&self) -> Option<(i64, i64)> {
         let (low, high) = cached_watermarks(self.consumer.client(), &self.topic_c, self.partition)?;
         // Nothing read or committed yet: the log starts at `low` (retention trims it).
-        let position = self
+        let mut position = self
             .ledger
             .next_offset()
             .or(self.ledger.committed())
             .or(self.start_offset)
             .unwrap_or(low)
             .max(low);
+        // A transaction's commit or abort marker is an offset no message is read at: a
+        // partition whose last record was written in a transaction (an action, or a
+        // participant's exactly-once producer) would never look caught up, and its clock
+        // would stop. librdkafka's own position steps over the markers.
+        if position < high {
+            if let Some(read) =
+                consumer_position(self.consumer.client(), &self.topic_c, self.partition)
+            {
+                position = position.max(read.min(high));
+            }
+        }
         Some((position, high))
     }
 
@@ -769,6 +780,30 @@ fn committed_offset<C: rdkafka::consumer::ConsumerContext>(
             Offset::Offset(n) => Some(n),
             _ => None,
         }))
+}
+
+/// The consumer's position in the partition as librdkafka keeps it (`rd_kafka_position`: the
+/// offset after the last message handed out, past any transaction markers behind it).
+fn consumer_position<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &std::ffi::CStr,
+    partition: i32,
+) -> Option<i64> {
+    use rdkafka::bindings as rd;
+    // SAFETY: the list is created, used and destroyed here; `tp` points into it while it
+    // lives; the client pointer is live for the borrow of `client`.
+    unsafe {
+        let list = rd::rd_kafka_topic_partition_list_new(1);
+        if list.is_null() {
+            return None;
+        }
+        let tp = rd::rd_kafka_topic_partition_list_add(list, topic.as_ptr(), partition);
+        let err = rd::rd_kafka_position(client.native_ptr(), list);
+        let offset = if tp.is_null() { -1 } else { (*tp).offset };
+        rd::rd_kafka_topic_partition_list_destroy(list);
+        (err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && offset >= 0)
+            .then_some(offset)
+    }
 }
 
 /// The partition's low and high watermarks as librdkafka last saw them in a fetch response
