@@ -224,16 +224,29 @@ mod tests {
 }
 
 /// Where the API sends accepted actions: the partitions they act on, then the audit topic.
+///
+/// With `kafka.transactional_state` (the default) the action records and the audit record
+/// are one Kafka transaction of a producer of this instance's own (`transactional.id`
+/// `<group_id>.state.actions.<host>/<pid>`, under the state writers' ACL prefix): the
+/// partitions read committed records only, so an action is applied only if its audit record
+/// is written too. Without it they are written one after the other.
 pub struct Sink {
-    pub producer: rdkafka::producer::FutureProducer,
+    producer: rdkafka::producer::FutureProducer,
     /// Brokers, the events topics and the audit topic.
-    pub kafka: crate::config::KafkaSettings,
+    kafka: crate::config::KafkaSettings,
     /// The record key that signs actions and audit records, once the daemon has it (`None`
     /// inside: `insecure_trust_internal_topics`).
     pub key: std::sync::OnceLock<Option<crate::config::Secret>>,
     /// The configured receivers' names (a `skip` names one).
     pub receivers: Vec<String>,
+    /// The transactional producer, made on first use; one action at a time.
+    txn: tokio::sync::Mutex<Option<rdkafka::producer::FutureProducer>>,
+    /// This instance's name (its transactional id).
+    instance: String,
 }
+
+/// How long one transactional call may take.
+const TXN_CALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The audit record of an accepted action.
 #[derive(Serialize)]
@@ -278,6 +291,21 @@ pub struct SkipRecord {
 }
 
 impl Sink {
+    pub fn new(
+        kafka: &crate::config::KafkaSettings,
+        receivers: Vec<String>,
+        instance: String,
+    ) -> anyhow::Result<Sink> {
+        Ok(Sink {
+            producer: crate::ingest::client::producer(kafka).create()?,
+            kafka: kafka.clone(),
+            key: std::sync::OnceLock::new(),
+            receivers,
+            txn: tokio::sync::Mutex::new(None),
+            instance,
+        })
+    }
+
     fn key(&self) -> anyhow::Result<Option<&crate::config::Secret>> {
         match self.key.get() {
             Some(k) => Ok(k.as_ref()),
@@ -323,9 +351,73 @@ impl Sink {
     }
 
     /// Writes `a` to each of `targets` (keyed by participant, marked and signed), then its
-    /// audit record; returns each action record's `topic/partition/offset`.
+    /// audit record, in one transaction when it can; returns each action record's
+    /// `topic/partition/offset`.
     pub async fn submit(
         &self,
+        a: &Action,
+        targets: &[(String, i32)],
+    ) -> anyhow::Result<Vec<String>> {
+        if !self.kafka.transactional_state {
+            return self.write(&self.producer, a, targets).await;
+        }
+        let mut held = self.txn.lock().await;
+        let producer = match held.as_ref() {
+            Some(p) => p.clone(),
+            None => {
+                let mut c = crate::ingest::client::producer(&self.kafka);
+                c.set(
+                    "transactional.id",
+                    format!("{}.state.actions.{}", self.kafka.group_id, self.instance),
+                )
+                .set("transaction.timeout.ms", "60000");
+                let p: rdkafka::producer::FutureProducer = c.create()?;
+                let init = p.clone();
+                tokio::task::spawn_blocking(move || {
+                    use rdkafka::producer::Producer;
+                    init.init_transactions(TXN_CALL)
+                })
+                .await?
+                .map_err(|e| anyhow::anyhow!("cannot initialise the actions' transactions: {e}"))?;
+                held.insert(p).clone()
+            }
+        };
+        let blocking = |p: rdkafka::producer::FutureProducer, commit: bool| async move {
+            tokio::task::spawn_blocking(move || {
+                use rdkafka::producer::Producer;
+                if commit {
+                    p.commit_transaction(TXN_CALL)
+                } else {
+                    p.abort_transaction(TXN_CALL)
+                }
+            })
+            .await
+        };
+        {
+            use rdkafka::producer::Producer;
+            if let Err(e) = producer.begin_transaction() {
+                *held = None;
+                anyhow::bail!("cannot begin the action's transaction: {e}");
+            }
+        }
+        let written = self.write(&producer, a, targets).await;
+        let ended = match &written {
+            Ok(_) => blocking(producer.clone(), true).await?,
+            Err(_) => blocking(producer.clone(), false).await?,
+        };
+        if let Err(e) = ended {
+            // A producer that cannot end its transaction is made anew for the next action.
+            let _ = blocking(producer, false).await;
+            *held = None;
+            anyhow::bail!("the action's transaction did not commit: {e}");
+        }
+        written
+    }
+
+    /// The records of `a`: one to each target, then the audit record.
+    async fn write(
+        &self,
+        producer: &rdkafka::producer::FutureProducer,
         a: &Action,
         targets: &[(String, i32)],
     ) -> anyhow::Result<Vec<String>> {
@@ -351,8 +443,7 @@ impl Sink {
                 .key(a.participant_id.as_str())
                 .payload(value.as_slice())
                 .headers(headers);
-            let delivered = self
-                .producer
+            let delivered = producer
                 .send(record, std::time::Duration::from_secs(30))
                 .await
                 .map_err(|(e, _)| e)?;
@@ -382,14 +473,7 @@ impl Sink {
         } else {
             &a.participant_id
         };
-        crate::audit::write(
-            &self.kafka,
-            &self.producer,
-            key,
-            by,
-            &serde_json::to_vec(&audit)?,
-        )
-        .await?;
+        crate::audit::write(&self.kafka, producer, key, by, &serde_json::to_vec(&audit)?).await?;
         Ok(to)
     }
 }

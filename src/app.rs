@@ -81,17 +81,16 @@ pub async fn run(
         .history
         .enabled
         .then(|| Arc::new(crate::desk::Desk::new(config.history.clone())));
-    let actions = Arc::new(crate::actions::Sink {
-        producer: client::producer(&config.kafka).create()?,
-        kafka: config.kafka.clone(),
-        key: std::sync::OnceLock::new(),
-        receivers: config
+    let actions = Arc::new(crate::actions::Sink::new(
+        &config.kafka,
+        config
             .delivery
             .receivers
             .iter()
             .map(|r| r.name.clone())
             .collect(),
-    });
+        instance_name(),
+    )?);
     let (http_stop, http_addr) = start_http(
         &config,
         metrics.clone(),

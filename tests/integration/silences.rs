@@ -368,7 +368,23 @@ async fn silences_through_the_api_hold_gaps_and_are_listed() {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while held() < 1 {
-        assert!(Instant::now() < deadline, "P1's gap held");
+        assert!(
+            Instant::now() < deadline,
+            "P1's gap held: silence applied {} refused {}, gaps alerted P1 {} P2 {}, untrusted {}, partitions {}, lag {:?}, clock lag {:?}, heartbeats {}",
+            counted("silence", "applied"),
+            counted("silence", "refused"),
+            m.supervision.gaps.with_label_values(&["P1"]).get(),
+            m.supervision.gaps.with_label_values(&["P2"]).get(),
+            m.rejected.with_label_values(&["untrusted_action"]).get(),
+            m.partitions.get(),
+            (0..2)
+                .map(|p| m.ops.lag_messages.with_label_values(&[&format!("{name}.events"), &p.to_string()]).get())
+                .collect::<Vec<_>>(),
+            (0..2)
+                .map(|p| m.ops.clock_lag_seconds.with_label_values(&[&format!("{name}.events"), &p.to_string()]).get())
+                .collect::<Vec<_>>(),
+            m.render().lines().filter(|l| l.contains("heartbeat") && !l.starts_with("#")).collect::<Vec<_>>().join(" | ")
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let gap_of = |seen: &[rdkafka::message::OwnedMessage], p: &str| {
