@@ -30,6 +30,9 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(store.stories.len() <= 4);
     assert!(store.entries() <= 8);
+    for silence in store.silences.values() {
+        assert!(silence.starts_at <= silence.ends_at || silence.expired_by.is_none());
+    }
     for story in store.stories.values() {
         assert!(story.entries.len() <= 3);
         assert!(story.entries.windows(2).all(|w| w[0].at <= w[1].at));
@@ -51,7 +54,12 @@ fuzz_target!(|data: &[u8]| {
             participant: Some(id.clone()),
             ..Filter::default()
         });
-        let _ = page::participant(&summary, &views, &coverage);
+        let silences: Vec<_> = store
+            .silences
+            .values()
+            .filter(|x| x.participant_id == id)
+            .collect();
+        let _ = page::participant(&summary, &views, &silences, &coverage);
         let rows = export::rows(&store, &id, None, None, &rules);
         let csv = export::csv(&rows);
         assert!(csv.matches("\r\n").count() > rows.len());
