@@ -1,6 +1,7 @@
 //! The passing of time: advancing the clock fires, in due order, every escalation, telemetry
-//! gap (and gap a silence held, once it ends), forgotten liveness, reminder and eviction that fell due; scheduling an escalation
-//! deadline happens in one place (`schedule_deadline`).
+//! gap (and gap a silence held, once the silence ends), forgotten liveness, reminder and
+//! eviction that fell due; scheduling an escalation deadline happens in one place
+//! (`schedule_deadline`).
 
 use super::*;
 
