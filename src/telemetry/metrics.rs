@@ -23,7 +23,8 @@ pub struct Metrics {
     pub alerts: IntCounterVec,
     pub dead_letters: IntCounter,
     /// People's actions by kind and outcome (accepted, applied, refused, forbidden, invalid,
-    /// unknown_incident).
+    /// expired, unknown_incident, resolved, unknown_participant, unknown_silence,
+    /// unknown_receiver).
     pub actions: IntCounterVec,
     pub produce_retries: IntCounterVec,
     pub partitions: IntGauge,
@@ -645,7 +646,7 @@ impl Metrics {
             actions: counter_vec(
                 &registry,
                 "regwatch_actions_total",
-                "People's actions on incidents by action (ack, annotate, close) and outcome: accepted by the API, applied or refused by the owning partition, or refused by the API (forbidden, invalid, unknown_incident).",
+                "People's actions by action (ack, annotate, close, silence, unsilence, skip) and outcome: accepted by the API, applied or refused by the owning partition, or refused by the API (forbidden, invalid, expired, unknown_incident, resolved, unknown_participant, unknown_silence, unknown_receiver).",
                 &["action", "outcome"],
             ),
             produce_retries: counter_vec(
