@@ -111,19 +111,20 @@ impl Action {
         if self.schema != SCHEMA {
             return Err(format!("schema: expected {SCHEMA:?}"));
         }
-        let none = String::new();
-        let opt = |o: &Option<String>| o.as_ref().unwrap_or(&none).clone();
-        let mut fields = vec![
-            ("action_id", self.action_id.clone(), 128),
-            ("actor", self.actor.clone(), 512),
-            ("reason", self.reason.clone(), MAX_TEXT),
+        fn opt(o: &Option<String>) -> &str {
+            o.as_deref().unwrap_or_default()
+        }
+        let mut fields: Vec<(&str, &str, usize)> = vec![
+            ("action_id", &self.action_id, 128),
+            ("actor", &self.actor, 512),
+            ("reason", &self.reason, MAX_TEXT),
         ];
         if self.action != Kind::Skip || !self.participant_id.is_empty() {
-            fields.push(("participant_id", self.participant_id.clone(), 256));
+            fields.push(("participant_id", &self.participant_id, 256));
         }
         match self.action {
             Kind::Ack | Kind::Annotate | Kind::Close => {
-                fields.push(("incident_id", self.incident_id.clone(), 256))
+                fields.push(("incident_id", &self.incident_id, 256))
             }
             Kind::Silence => {}
             Kind::Unsilence => fields.push(("silence_id", opt(&self.silence_id), 128)),

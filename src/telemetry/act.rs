@@ -27,7 +27,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::{bad, coverage, no_desk};
+use super::api::{bad, coverage, no_desk, refuse};
 use super::http::AppState;
 use super::web::Peer;
 use crate::actions::{Action, Kind, SCHEMA};
@@ -56,10 +56,6 @@ pub struct ActionBody {
     receiver: Option<String>,
     #[serde(default)]
     alert_id: Option<String>,
-}
-
-fn refuse(status: StatusCode, text: String) -> Response {
-    (status, format!("{text}\n")).into_response()
 }
 
 /// `POST /actions`.

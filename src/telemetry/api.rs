@@ -97,7 +97,12 @@ pub struct Params {
 }
 
 pub(super) fn bad(text: String) -> Response {
-    (StatusCode::BAD_REQUEST, format!("{text}\n")).into_response()
+    refuse(StatusCode::BAD_REQUEST, text)
+}
+
+/// A refusal: `status` with `text` as the body's one line.
+pub(super) fn refuse(status: StatusCode, text: String) -> Response {
+    (status, format!("{text}\n")).into_response()
 }
 
 fn time(name: &str, v: Option<&str>) -> Result<Option<Timestamp>, Response> {

@@ -109,12 +109,17 @@ impl Engine {
         let Some(until) = self.silenced_until(p, at) else {
             return false;
         };
+        self.hold(p, until);
+        self.stats.gaps_silenced += 1;
+        true
+    }
+
+    /// Holds `p`'s gap until `until`.
+    fn hold(&mut self, p: ParticipantIdx, until: Timestamp) {
         self.participants[p.get()].held_until = Some(until);
         if !self.held.contains(&p) {
             self.held.push(p);
         }
-        self.stats.gaps_silenced += 1;
-        true
     }
 
     /// The held gap falling due first: `(participant, when its silence ends)`.
@@ -180,10 +185,7 @@ impl Engine {
         let now = self.clock.unwrap_or_default();
         for p in held {
             let until = self.silenced_until(p, now).unwrap_or(now);
-            self.participants[p.get()].held_until = Some(until);
-            if !self.held.contains(&p) {
-                self.held.push(p);
-            }
+            self.hold(p, until);
         }
     }
 }
