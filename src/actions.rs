@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ingest::closing::detached;
 use crate::time::Timestamp;
 
 /// The header that marks an action record on an events topic.
@@ -325,7 +326,7 @@ impl Sink {
         let matcher = self.kafka.topics.matcher()?;
         let pattern = matches!(self.kafka.topics, crate::config::TopicSelection::Pattern(_));
         let producer = self.producer.clone();
-        let md = tokio::task::spawn_blocking(move || {
+        let md = detached("regwatch-metadata", move || {
             producer
                 .client()
                 .fetch_metadata(None, std::time::Duration::from_secs(10))
@@ -374,7 +375,7 @@ impl Sink {
                 .set("transaction.timeout.ms", "60000");
                 let p: rdkafka::producer::FutureProducer = c.create()?;
                 let init = p.clone();
-                tokio::task::spawn_blocking(move || {
+                detached("regwatch-txn", move || {
                     use rdkafka::producer::Producer;
                     init.init_transactions(TXN_CALL)
                 })
@@ -384,7 +385,7 @@ impl Sink {
             }
         };
         let blocking = |p: rdkafka::producer::FutureProducer, commit: bool| async move {
-            tokio::task::spawn_blocking(move || {
+            detached("regwatch-txn", move || {
                 use rdkafka::producer::Producer;
                 if commit {
                     p.commit_transaction(TXN_CALL)

@@ -10,7 +10,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 
 use crate::config::Config;
 use crate::delivery::Outbox;
-use crate::ingest::{client, group::Group, worker::Shared};
+use crate::ingest::{client, closing::OffThread, group::Group, worker::Shared};
 use crate::score::ClockMode;
 use crate::telemetry::{self, Health, Metrics};
 
@@ -228,7 +228,13 @@ pub async fn run(
             .await?;
         }
         let topics = [k.alerts_topic.as_str(), k.reminders_topic.as_str()];
-        Some(Outbox::start(k, &config.delivery, &topics, &metrics)?)
+        Some(Outbox::start(
+            k,
+            &config.delivery,
+            &topics,
+            &metrics,
+            grace,
+        )?)
     } else {
         None
     };
@@ -411,7 +417,10 @@ async fn partition_count(config: &Config, topic: &str, attempts: u32) -> anyhow:
     let k = config.kafka.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = client::reader(&k).create()?;
+        let c = OffThread::new(
+            "metadata reader",
+            client::reader(&k).create::<BaseConsumer>()?,
+        );
         for attempt in 0..attempts {
             match client::topic_partitions(&c, &topic, Duration::from_secs(5)) {
                 Ok(Some(n)) => return Ok(n),
@@ -607,8 +616,8 @@ async fn probe_broker(k: crate::config::KafkaSettings, metrics: Arc<Metrics>) {
     // compile, no partition would be counted and the probe would go on.)
     let pattern = matches!(k.topics, crate::config::TopicSelection::Pattern(_));
     let matcher = k.topics.matcher().ok().map(Arc::new);
-    let client: BaseConsumer = match client::reader(&k).create() {
-        Ok(c) => c,
+    let client = match client::reader(&k).create::<BaseConsumer>() {
+        Ok(c) => OffThread::new("broker probe", c),
         Err(e) => {
             tracing::error!(error = %e, "broker probe client");
             return;

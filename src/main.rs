@@ -756,7 +756,13 @@ fn report(
 fn run_daemon(config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config)?;
     init_logging("info", cfg.log.json);
-    runtime()?.block_on(regwatch::app::run(cfg, shutdown_signal(), None))?;
+    let rt = runtime()?;
+    let result = rt.block_on(regwatch::app::run(cfg, shutdown_signal(), None));
+    // `run` has drained within the shutdown grace (or said it could not): whatever is still
+    // running (a blocking Kafka call against an unreachable cluster) must not keep the
+    // process from exiting.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use crate::config::{KafkaSettings, Secret};
 use crate::ingest::client;
+use crate::ingest::closing::OffThread;
 use crate::ingest::tail::header;
 use crate::time::wall_now;
 
@@ -133,7 +134,10 @@ pub fn read_all(
 ) -> anyhow::Result<Vec<OwnedMessage>> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
-    let c: BaseConsumer = client::reader(k).create()?;
+    let c = OffThread::new(
+        "dead-letter reader",
+        client::reader(k).create::<BaseConsumer>()?,
+    );
     let Some(partitions) = client::topic_partitions(&c, topic, left())? else {
         return Ok(Vec::new());
     };

@@ -234,7 +234,10 @@ pub fn regrade(engine: &mut Engine, new: Arc<Rules>) -> (Vec<IncidentChange>, us
 /// The partitions of the events topics `cfg` consumes (or of `topics`, when given), in
 /// order.
 pub fn source_partitions(cfg: &Config, topics: &[String]) -> anyhow::Result<Vec<(String, i32)>> {
-    let c: BaseConsumer = crate::ingest::client::reader(&cfg.kafka).create()?;
+    let c = crate::ingest::closing::OffThread::new(
+        "state reader",
+        crate::ingest::client::reader(&cfg.kafka).create::<BaseConsumer>()?,
+    );
     let md = c
         .fetch_metadata(None, Duration::from_secs(15))
         .with_context(|| format!("cluster metadata from {}", cfg.kafka.brokers))?;

@@ -43,7 +43,7 @@ use super::sign::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use super::skips::Skips;
 use crate::alert::AlertStatus;
 use crate::config::{DeliverySettings, KafkaSettings, PayloadFormat, Receiver, Route};
-use crate::ingest::{client, output};
+use crate::ingest::{client, closing::OffThread, output};
 use crate::telemetry::Metrics;
 use crate::time::wall_now;
 
@@ -118,7 +118,9 @@ struct Lane {
     settings: Arc<DeliverySettings>,
     http: reqwest::Client,
     breaker: Breaker,
-    consumer: Arc<StreamConsumer<OutboxContext>>,
+    consumer: OffThread<StreamConsumer<OutboxContext>>,
+    /// How long a stop waits for the final commit and the consumer's close.
+    close_within: Duration,
     switches: Arc<Switches>,
     producer: FutureProducer,
     m: Handles,
@@ -191,11 +193,13 @@ struct Answer {
 
 impl Outbox {
     /// Starts one consumer group per receiver over `topics`. Must run inside a Tokio runtime.
+    /// A stop waits up to `close_within` for each receiver's final commit and close.
     pub fn start(
         kafka: &KafkaSettings,
         settings: &DeliverySettings,
         topics: &[&str],
         metrics: &Metrics,
+        close_within: Duration,
     ) -> anyhow::Result<Outbox> {
         let (stop, stop_rx) = watch::channel(false);
         // A receiver new to the group starts with the alerts raised from now on.
@@ -245,7 +249,8 @@ impl Outbox {
                     receiver.breaker_failures,
                     Duration::from_millis(receiver.breaker_cooldown_ms as u64),
                 ),
-                consumer: Arc::new(consumer),
+                consumer: OffThread::new("outbox consumer", consumer),
+                close_within,
                 switches,
                 producer: producer.clone(),
                 m: Handles::new(metrics, &receiver.name),
@@ -259,7 +264,9 @@ impl Outbox {
     }
 
     /// Stops every receiver: requests in flight are abandoned (their alerts stay
-    /// uncommitted and are delivered after the restart), stored offsets are committed.
+    /// uncommitted and are delivered after the restart), stored offsets are committed and
+    /// each consumer leaves its group, or is left closing in the background after the
+    /// shutdown grace (the cluster unreachable).
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for t in self.tasks {
@@ -351,16 +358,23 @@ async fn dispatch(lane: Arc<Lane>, mut stop: watch::Receiver<bool>) {
     for w in workers {
         let _ = w.await;
     }
-    let consumer = lane.consumer.clone();
-    let name = lane.receiver.name.clone();
+    lane.m.pending.set(0);
+    // The lanes are done, so this is the last handle on the lane (else the consumer is
+    // closed, off the runtime, by whichever is dropped last, without the final commit).
+    let Ok(lane) = Arc::try_unwrap(lane) else {
+        return;
+    };
+    let within = lane.close_within;
+    let name = lane.receiver.name;
     let _ = tokio::task::spawn_blocking(move || {
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            // Nothing stored since the last auto-commit is not an error worth more.
-            tracing::debug!(receiver = %name, error = %e, "final outbox commit");
-        }
+        lane.consumer.close(within, move |c| {
+            if let Err(e) = c.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored since the last auto-commit is not an error worth more.
+                tracing::debug!(receiver = %name, error = %e, "final outbox commit");
+            }
+        })
     })
     .await;
-    lane.m.pending.set(0);
 }
 
 fn resume_drained(lane: &Lane, lanes: &mut HashMap<(String, i32), LaneQueue>) {

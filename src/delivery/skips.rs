@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::actions::SkipRecord;
 use crate::config::KafkaSettings;
+use crate::ingest::closing::OffThread;
 use crate::time::Timestamp;
 
 /// One operator's skip.
@@ -106,7 +107,7 @@ pub async fn follow(
     let mut c = crate::ingest::client::reader(&k);
     c.set("group.id", format!("{}.skips", k.group_id))
         .set("enable.partition.eof", "false");
-    let consumer: StreamConsumer = c.create()?;
+    let consumer = OffThread::new("audit reader", c.create::<StreamConsumer>()?);
     let topic = k.audit_topic.clone();
     let key = k.record_key.clone();
     let mut assigned = 0;

@@ -17,6 +17,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::{keys, Desk};
 use crate::config::KafkaSettings;
+use crate::ingest::closing::OffThread;
 use crate::time::{wall_now, Timestamp};
 
 /// How often the end of the topic is taken again while a question waits for it, and
@@ -29,7 +30,7 @@ const CALL: Duration = Duration::from_secs(5);
 
 /// One reader of the history topic.
 pub struct Reader {
-    consumer: BaseConsumer,
+    consumer: OffThread<BaseConsumer>,
     topic: String,
     key: Option<Vec<u8>>,
     assigned: i32,
@@ -52,7 +53,7 @@ impl Reader {
             .set("fetch.error.backoff.ms", "20")
             .set("fetch.queue.backoff.ms", "20");
         Ok(Reader {
-            consumer: c.create()?,
+            consumer: OffThread::new("history reader", c.create()?),
             topic: topic.to_string(),
             key: k
                 .record_key

@@ -22,6 +22,7 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use tokio::sync::{mpsc, watch};
 
+use super::closing::OffThread;
 use super::worker::{self, Assignment, Shared, Stop};
 use crate::config::TopicSelection;
 use crate::telemetry::Health;
@@ -81,8 +82,8 @@ impl ConsumerContext for GroupContext {
             let (stray_tx, stray) = mpsc::unbounded_channel();
             let fenced = Arc::new(AtomicBool::new(false));
             let assignment = Assignment {
-                consumer: consumer.clone(),
-                queue,
+                consumer: OffThread::new("events consumer", consumer.clone()),
+                queue: OffThread::new("events partition queue", queue),
                 topic: topic.clone(),
                 partition,
                 stop,
@@ -200,7 +201,7 @@ impl Group {
         let (tx, rx) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("regwatch-consumer".into())
-            .spawn(move || poll_loop(consumer, rx, health))?;
+            .spawn(move || poll_loop(OffThread::new("events consumer", consumer), rx, health))?;
         Ok(Group {
             shutdown: tx,
             thread,
@@ -218,7 +219,7 @@ impl Group {
 }
 
 fn poll_loop(
-    consumer: Arc<StreamConsumer<GroupContext>>,
+    consumer: OffThread<Arc<StreamConsumer<GroupContext>>>,
     mut shutdown: watch::Receiver<bool>,
     health: Arc<Health>,
 ) {
@@ -254,6 +255,10 @@ fn poll_loop(
     stop_workers(&ctx.workers, &all, ctx.shared.stop_timeout, false);
     consumer.unsubscribe();
     tracing::info!("unsubscribed; leaving the consumer group");
+    // The workers are gone (or fenced and aborted), so this is the group's last handle: the
+    // close leaves the group at once, unless the cluster is unreachable.
+    let timeout = ctx.shared.stop_timeout;
+    consumer.close(timeout, |_| {});
 }
 
 fn forward_stray(consumer: &StreamConsumer<GroupContext>, m: OwnedMessage) {

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod closing;
 pub mod group;
 pub mod homes;
 pub mod inspect;

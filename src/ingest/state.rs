@@ -40,6 +40,7 @@ use crate::delivery::sign;
 use crate::score::StateRecord;
 
 use super::client;
+use super::closing::OffThread;
 
 /// The state partition holding a source partition's records (FNV-1a of `topic|partition`).
 pub fn state_partition(topic: &str, partition: i32, state_partitions: i32) -> i32 {
@@ -167,9 +168,12 @@ fn stable_end(
     deadline: Instant,
 ) -> anyhow::Result<(i64, i64)> {
     let left = || deadline.saturating_duration_since(Instant::now());
-    let probe: BaseConsumer = client::reader(k)
-        .set("isolation.level", "read_uncommitted")
-        .create()?;
+    let probe = OffThread::new(
+        "state watermark probe",
+        client::reader(k)
+            .set("isolation.level", "read_uncommitted")
+            .create::<BaseConsumer>()?,
+    );
     let (_, watermark) = probe.fetch_watermarks(&k.state_topic, sp, left())?;
     loop {
         // A read_committed client's watermark query answers the last stable offset.
@@ -205,7 +209,7 @@ pub fn read(
 ) -> anyhow::Result<Loaded> {
     let deadline = Instant::now() + timeout;
     let sp = state_partition(topic, partition, state_partitions);
-    let reader: BaseConsumer = client::reader(k).create()?;
+    let reader = OffThread::new("state reader", client::reader(k).create::<BaseConsumer>()?);
     let (low, high) = stable_end(k, &reader, sp, deadline)?;
     let mut loaded = Loaded::default();
     if high <= low {

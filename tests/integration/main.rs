@@ -23,6 +23,7 @@ mod rejects;
 mod reminders;
 mod rules_diff;
 mod security;
+mod shutdown;
 mod silences;
 mod state;
 mod state_auth;

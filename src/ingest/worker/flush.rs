@@ -158,15 +158,15 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
         sync: bool,
     ) {
         if sync {
-            if let Ok(done) = tokio::task::spawn_blocking(job).await {
+            if let Ok(done) = self.runner.run(job).await {
                 Box::pin(self.finished(done)).await;
             }
         } else {
             self.busy = true;
             let tx = self.background_tx.clone();
-            tokio::task::spawn_blocking(move || {
+            drop(self.runner.run(move || {
                 let _ = tx.send(job());
-            });
+            }));
         }
     }
 

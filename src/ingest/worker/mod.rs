@@ -30,6 +30,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::clock::{Anomaly, PartitionClock};
+use super::closing::{OffThread, Runner};
 use super::ledger::{Ledger, StateWrite, Step};
 use super::output::{self, Delivered, OwnedRecord, Record, Resend, Retry, Stream, Tagged};
 use super::state;
@@ -146,7 +147,7 @@ impl Counters {
 
 struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     shared: Arc<Shared>,
-    consumer: Arc<StreamConsumer<C>>,
+    consumer: OffThread<Arc<StreamConsumer<C>>>,
     topic: String,
     partition: i32,
     engine: Engine,
@@ -161,6 +162,8 @@ struct Worker<C: rdkafka::consumer::ConsumerContext + 'static> {
     /// The transactional writer of this partition's snapshots and offsets
     /// (`kafka.transactional_state`), set up before the restore.
     txn: Option<Arc<StateTxn>>,
+    /// Runs the blocking calls (restore, commits, snapshot transactions) off the runtime.
+    runner: Runner,
     /// Where blocking work done in the background (commits, snapshot transactions) reports.
     background_tx: mpsc::UnboundedSender<Background>,
     background: mpsc::UnboundedReceiver<Background>,
@@ -231,9 +234,12 @@ enum Background {
 
 /// What the consumer group hands a new worker: its partition, and the channels through
 /// which the group talks to it.
+///
+/// Both handles on the consumer are released off the runtime ([`OffThread`]): whichever is
+/// released last closes the consumer.
 pub struct Assignment<C: rdkafka::consumer::ConsumerContext + 'static> {
-    pub consumer: Arc<StreamConsumer<C>>,
-    pub queue: StreamPartitionQueue<C>,
+    pub consumer: OffThread<Arc<StreamConsumer<C>>>,
+    pub queue: OffThread<StreamPartitionQueue<C>>,
     pub topic: String,
     pub partition: i32,
     pub stop: mpsc::UnboundedReceiver<Stop>,
@@ -268,7 +274,18 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         partition,
     };
     let participants = shared.registry.len();
+    let runner = match Runner::new(format!("rw-{partition}-{topic}")) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = format!("no thread for the worker of {topic}/{partition}: {e}");
+            tracing::error!(%topic, partition, error = %e, "cannot start a partition worker; stopping the daemon");
+            shared.health.fail(why);
+            metrics.partitions.dec();
+            return;
+        }
+    };
     let mut w = Worker {
+        runner,
         home,
         claimed: vec![false; participants],
         conflicted: vec![false; participants],
@@ -337,7 +354,7 @@ impl<C: rdkafka::consumer::ConsumerContext + 'static> Worker<C> {
             );
             let need_txn = k.transactional_state && self.txn.is_none();
             let consumer = self.consumer.clone();
-            let read = tokio::task::spawn_blocking(move || {
+            let read = self.runner.run(move || {
                 // The previous owner is fenced first: what it left open is aborted before
                 // the state is read (read_committed), and it can write nothing more.
                 let txn = match need_txn {
