@@ -125,7 +125,7 @@ async fn bound_participants_speak_only_on_their_topics() {
         &kafka,
         &kafka.alerts_topic,
         "bind-alerts-2",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         |a| a.len() >= 2,
     )
     .await;

@@ -20,17 +20,28 @@ fn state_log(broker: &Broker, topic: &str, partitions: i32) -> Vec<(String, bool
         .collect()
 }
 
-/// The incidents the daemon's API shows (participant, incident, levels, figures).
+/// The incidents the daemon's API shows (participant, incident, levels, figures), once it
+/// says the list is complete (after a start or a restart that trails the incidents by the
+/// new owner's first flush).
 pub(crate) async fn incidents(addr: std::net::SocketAddr) -> Vec<Value> {
-    let bytes = reqwest::get(format!("http://{addr}/incidents"))
-        .await
-        .expect("incident API answers")
-        .bytes()
-        .await
-        .expect("a body");
-    let body: Value = serde_json::from_slice(&bytes).expect("JSON");
-    assert_eq!(body["complete"], true, "{body}");
-    body["incidents"].as_array().cloned().unwrap_or_default()
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let bytes = reqwest::get(format!("http://{addr}/incidents"))
+            .await
+            .expect("incident API answers")
+            .bytes()
+            .await
+            .expect("a body");
+        let body: Value = serde_json::from_slice(&bytes).expect("JSON");
+        if body["complete"] == true {
+            return body["incidents"].as_array().cloned().unwrap_or_default();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the incident list never said it was complete: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,6 +85,15 @@ async fn the_state_topic_is_compacted_and_a_restart_restores_the_live_state() {
     let daemon = regwatch::app::spawn(cfg).await.expect("daemon starts");
     assert_eq!(broker.replicas(&state_topic, 0), 1);
     let addr = daemon.running.http.expect("HTTP endpoint");
+    // Owned and restored before the first update, so that each update has a flush of its
+    // own.
+    let m = daemon.running.metrics.clone();
+    crate::support::eventually(
+        "the partition owned and restored",
+        Duration::from_secs(60),
+        || m.partitions.get() == 1 && m.restoring.get() == 0,
+    )
+    .await;
     let producer = broker.producer();
     let mut seq = 0;
     // Two incidents whose figures grow report after report: every flush supersedes their

@@ -676,11 +676,12 @@ types = ["incident"]
             "started_at": wall_now().plus_millis(-31 * 60_000).to_string()}),
         &mut seq,
     ));
-    // A futures broker's full trading outage reaching 30 minutes (major) 5 s from now.
+    // A futures broker's full trading outage reaching 30 minutes (major) 15 s from now
+    // (the records before it are produced one by one).
     first.push(event(
         json!({"participant_id": "P6", "kind": "infosec", "incident_id": "P6-clock",
             "category": "outage", "system": "trading", "scope": "full",
-            "started_at": wall_now().plus_millis(-(30 * 60_000 - 5_000)).to_string()}),
+            "started_at": wall_now().plus_millis(-(30 * 60_000 - 15_000)).to_string()}),
         &mut seq,
     ));
     // A fund manager's credential leak of 1.2 million records: extraordinary.
@@ -737,7 +738,7 @@ types = ["incident"]
     let talkers = ["P1", "P2", "P3", "P6"];
     let mut p5_heard = false;
     let m = &daemon.running.metrics;
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let mut beats: Vec<_> = talkers
             .iter()

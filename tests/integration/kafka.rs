@@ -119,7 +119,7 @@ impl Daemon {
     /// Waits until this instance owns `n` partitions and none is restoring.
     async fn wait_ready(&self, n: i64) {
         let m = &self.0.running.metrics;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while m.partitions.get() != n || m.restoring.get() != 0 {
             assert!(
                 Instant::now() < deadline,
@@ -301,7 +301,7 @@ async fn events_become_alerts_and_rejects_become_dead_letters() {
     let cfg = config(&broker, name, 3);
     let kafka = cfg.kafka.clone();
     let daemon = start(cfg).await;
-    // The outage below is 3 s short of its 5-minute threshold: produce once the partitions
+    // The outage below is 10 s short of its 5-minute threshold: produce once the partitions
     // are owned and restored, so the margin is not spent on joining the group.
     daemon.wait_ready(3).await;
     let mut seq = 0;
@@ -337,7 +337,7 @@ async fn events_become_alerts_and_rejects_become_dead_letters() {
         event(
             json!({"participant_id": "P2", "kind": "infosec", "incident_id": "O2",
             "category": "outage", "system": "trading", "scope": "full",
-            "started_at": ago(4.0 + 57.0 / 60.0)}),
+            "started_at": ago(4.0 + 50.0 / 60.0)}),
             &mut seq,
         ),
         event(
@@ -466,6 +466,10 @@ async fn a_restarted_daemon_resumes_open_incidents_and_escalates_on_time() {
     let name = "restart";
     broker.create_topic(&format!("{name}.events"), 2);
     let mut seq = 0;
+    let first = start(config(&broker, name, 2)).await;
+    // 8 s short of the 5-minute deadline: produced once the partitions are owned and
+    // restored, so the margin is not spent on joining the group.
+    first.wait_ready(2).await;
     let started_at = wall_now().plus_millis(-(4 * 60_000 + 52_000));
     let outage = event(
         json!({"participant_id": "P2", "kind": "infosec", "incident_id": "O1",
@@ -473,14 +477,13 @@ async fn a_restarted_daemon_resumes_open_incidents_and_escalates_on_time() {
         "started_at": started_at.to_string()}),
         &mut seq,
     );
-    let first = start(config(&broker, name, 2)).await;
     produce(&broker.producer(), &format!("{name}.events"), &[outage]).await;
     let kafka = config(&broker, name, 2).kafka;
     let opened = collect(
         &kafka,
         &kafka.alerts_topic,
         "r-1",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         |a| !a.is_empty(),
     )
     .await;

@@ -90,7 +90,7 @@ async fn start(text: &str) -> regwatch::app::Spawned {
     let cfg = Config::from_toml(text, None, false).expect("test config");
     let daemon = regwatch::app::spawn(cfg).await.expect("the daemon starts");
     let m = daemon.running.metrics.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while m.partitions.get() < 1 || m.restoring.get() != 0 {
         assert!(
             std::time::Instant::now() < deadline,

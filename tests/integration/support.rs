@@ -139,3 +139,17 @@ pub fn default_rules() -> Rules {
     static RULES: std::sync::OnceLock<Rules> = std::sync::OnceLock::new();
     RULES.get_or_init(Rules::default_grid).clone()
 }
+
+/// Polls `done` every 100 ms until it holds; fails naming `what` after `within`. For what
+/// the daemon does a moment after what a test waited for (a counter moved once the
+/// receiver's answer is read, a record read by another consumer group).
+pub async fn eventually(what: &str, within: std::time::Duration, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

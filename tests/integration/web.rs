@@ -246,7 +246,7 @@ fn failures(m: &Metrics, reason: &str) -> u64 {
 
 /// Waits for a counter bumped by a handshake task.
 async fn wait_failures(m: &Metrics, reason: &str, at_least: u64) {
-    for _ in 0..100 {
+    for _ in 0..400 {
         if failures(m, reason) >= at_least {
             return;
         }
