@@ -255,8 +255,10 @@ fn poll_loop(
     stop_workers(&ctx.workers, &all, ctx.shared.stop_timeout, false);
     consumer.unsubscribe();
     tracing::info!("unsubscribed; leaving the consumer group");
-    // The workers are gone (or fenced and aborted), so this is the group's last handle: the
-    // close leaves the group at once, unless the cluster is unreachable.
+    // The workers are gone (or fenced and aborted), so this is normally the last handle: the
+    // close leaves the group at once unless the cluster is unreachable, and waits no longer
+    // than a worker's stop. A handle still held elsewhere (a worker's blocking call in
+    // hand) closes the consumer, off the runtime, when it is released.
     let timeout = ctx.shared.stop_timeout;
     consumer.close(timeout, |_| {});
 }
