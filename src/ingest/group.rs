@@ -83,7 +83,7 @@ impl ConsumerContext for GroupContext {
             let fenced = Arc::new(AtomicBool::new(false));
             let assignment = Assignment {
                 consumer: OffThread::new("events consumer", consumer.clone()),
-                queue: OffThread::new("events partition queue", queue),
+                queue,
                 topic: topic.clone(),
                 partition,
                 stop,

@@ -235,11 +235,13 @@ enum Background {
 /// What the consumer group hands a new worker: its partition, and the channels through
 /// which the group talks to it.
 ///
-/// Both handles on the consumer are released off the runtime ([`OffThread`]): whichever is
-/// released last closes the consumer.
+/// The worker's handle on the consumer is released off the runtime ([`OffThread`]). The
+/// partition queue, which holds a handle too, is dropped before it, in the worker: so it never
+/// closes the consumer itself, and its drop (which turns off the queue's wake-up) can never
+/// come after the next owner's split of the same partition.
 pub struct Assignment<C: rdkafka::consumer::ConsumerContext + 'static> {
     pub consumer: OffThread<Arc<StreamConsumer<C>>>,
-    pub queue: OffThread<StreamPartitionQueue<C>>,
+    pub queue: StreamPartitionQueue<C>,
     pub topic: String,
     pub partition: i32,
     pub stop: mpsc::UnboundedReceiver<Stop>,
@@ -321,6 +323,9 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         last_watermark: None,
         pending_mark: None,
     };
+    // Declared after the worker, so dropped before it even when the task is cancelled (see
+    // `Assignment`).
+    let queue = queue;
     metrics.restoring.inc();
     let restored = w.restore(&mut stop).await;
     metrics.restoring.dec();
@@ -328,6 +333,7 @@ pub async fn run<C: rdkafka::consumer::ConsumerContext + 'static>(
         Err(reply) => reply,
         Ok(()) => w.run(&queue, &mut stop, &mut stray).await,
     };
+    drop(queue);
     w.shared.metrics.open_incidents.sub(w.open_reported);
     w.telemetry.withdraw(&w.topic, w.partition);
     w.give_up_homes();
