@@ -63,27 +63,22 @@ impl<T: Send + 'static> OffThread<T> {
     }
 }
 
-/// Hands `inner` to a new detached thread that runs `last`, drops it, then says so on
+/// Hands `inner` to a [`detached`] thread that runs `last`, drops it, then says so on
 /// `done`. Should the thread not start (the process is out of threads), the client is
-/// dropped here: blocking is then better than leaking a group member.
+/// dropped here with the job: blocking is then better than leaking a group member.
 fn release<T: Send + 'static>(
     what: &'static str,
     inner: T,
     last: impl FnOnce(&T) + Send + 'static,
     done: Option<mpsc::Sender<()>>,
 ) {
-    let spawned = std::thread::Builder::new()
-        .name("regwatch-close".into())
-        .spawn(move || {
-            last(&inner);
-            drop(inner);
-            if let Some(done) = done {
-                let _ = done.send(());
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(client = what, error = %e, "no thread to close the Kafka client on; closing it inline");
-    }
+    drop(detached(what, move || {
+        last(&inner);
+        drop(inner);
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }));
 }
 
 impl<T: Send + 'static> Deref for OffThread<T> {
@@ -106,9 +101,10 @@ impl<T: Send + 'static> Drop for OffThread<T> {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Runs one blocking call on a detached thread of its own (for rare calls, such as an
-/// operator's action: a worker's go through its [`Runner`]). The result comes on the
-/// receiver, which is closed without one if the call panicked or no thread could start.
+/// Runs one blocking call on a detached thread of its own named `name` (for rare calls: a
+/// consumer's close, an operator's action; a worker's go through its [`Runner`]). The
+/// result comes on the receiver, which is closed without one if the call panicked or no
+/// thread could start (the call is then dropped unrun).
 pub fn detached<R: Send + 'static>(
     name: &str,
     job: impl FnOnce() -> R + Send + 'static,
@@ -120,7 +116,7 @@ pub fn detached<R: Send + 'static>(
             let _ = tx.send(job());
         })
     {
-        tracing::error!(error = %e, call = name, "no thread for a blocking Kafka call");
+        tracing::error!(error = %e, call = name, "no thread for a blocking Kafka call: not run");
     }
     rx
 }

@@ -119,14 +119,12 @@ impl Daemon {
     /// Waits until this instance owns `n` partitions and none is restoring.
     async fn wait_ready(&self, n: i64) {
         let m = &self.0.running.metrics;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while m.partitions.get() != n || m.restoring.get() != 0 {
-            assert!(
-                Instant::now() < deadline,
-                "partitions never assigned and restored"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::support::eventually(
+            "partitions assigned and restored",
+            Duration::from_secs(60),
+            || m.partitions.get() == n && m.restoring.get() == 0,
+        )
+        .await;
     }
 }
 

@@ -90,14 +90,10 @@ async fn start(text: &str) -> regwatch::app::Spawned {
     let cfg = Config::from_toml(text, None, false).expect("test config");
     let daemon = regwatch::app::spawn(cfg).await.expect("the daemon starts");
     let m = daemon.running.metrics.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while m.partitions.get() < 1 || m.restoring.get() != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the partition is restored"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::support::eventually("the partition is restored", Duration::from_secs(60), || {
+        m.partitions.get() >= 1 && m.restoring.get() == 0
+    })
+    .await;
     daemon
 }
 

@@ -616,11 +616,12 @@ async fn transient_failures_are_retried_and_refusals_are_dead_lettered() {
     let first = records[..1].to_vec();
     produce_as_regwatch(&broker, &kafka, &first).await;
     let m = &daemon.running.metrics.webhook;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while m.failures.with_label_values(&["r", "connect"]).get() < 2 {
-        assert!(Instant::now() < deadline, "connection failures are counted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "connection failures are counted",
+        Duration::from_secs(60),
+        || m.failures.with_label_values(&["r", "connect"]).get() >= 2,
+    )
+    .await;
     // Up, answering 503, then 429 with Retry-After: 2, then 429 with Retry-After: 0 (no
     // hot loop: at least retry_initial), then 200.
     hook.script(vec![
@@ -1055,15 +1056,15 @@ reminders = false
     // Counted when the daemon reads the receiver's answer, a moment after the receiver saw
     // the request; the quiet receiver reads the same reminders in its own group, and skips
     // them.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while m.reminders.with_label_values(&["native"]).get() < 2 {
-        assert!(Instant::now() < deadline, "reminders counted as delivered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    while m.skipped.with_label_values(&["quiet"]).get() < 2 {
-        assert!(Instant::now() < deadline, "reminders counted as not routed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "reminders counted as delivered (native) and as not routed (quiet)",
+        Duration::from_secs(60),
+        || {
+            m.reminders.with_label_values(&["native"]).get() >= 2
+                && m.skipped.with_label_values(&["quiet"]).get() >= 2
+        },
+    )
+    .await;
     assert!(reminders(&quiet).is_empty());
     daemon.stop().await.expect("clean stop");
 }
